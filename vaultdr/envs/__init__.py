@@ -1,0 +1,1 @@
+"""Environments: where the stack under test runs (local processes, kind, EKS)."""

@@ -1,0 +1,91 @@
+"""The Environment contract: what every backend (local, kind, eks) offers the drill engine.
+
+Drills, agents and the CLI talk to a stack only through this contract, so a
+drill written once runs unchanged on every backend. Fault primitives here are
+the raw mechanisms (kill a node, delete its volume, deny KMS access); the
+fault catalogue adds the rollback journal on top.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from vaultdr.vault import VaultClient
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    """What ``vaultdr status`` shows for one node. Nothing secret."""
+
+    name: str
+    api_addr: str
+    running: bool
+    initialized: bool | None = None
+    sealed: bool | None = None
+    active: bool | None = None
+    voter: bool | None = None
+    version: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class StackStatus:
+    environment: str
+    cluster: str
+    seal: str
+    kms_reachable: bool | None
+    nodes: list[NodeStatus]
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def healthy(self) -> bool:
+        """Every node initialized, unsealed and a voter, and exactly one active."""
+        nodes = self.nodes
+        return (
+            bool(nodes)
+            and all(n.initialized and n.sealed is False and n.voter for n in nodes)
+            and sum(1 for n in nodes if n.active) == 1
+        )
+
+
+class Environment(Protocol):
+    """A place the stack runs. Implemented by ``LocalEnvironment`` and the kube environments."""
+
+    name: str
+
+    def up(self) -> StackStatus: ...
+
+    def down(self, *, keep_data: bool = False) -> None: ...
+
+    def status(self) -> StackStatus: ...
+
+    def node_names(self) -> list[str]: ...
+
+    def client(self, node: str | None = None, *, token: str | None = None) -> VaultClient:
+        """A client for ``node``, or for the active node when None."""
+        ...
+
+    def leader(self) -> str | None: ...
+
+    def root_token(self) -> str:
+        """The break-glass root token, read from where it is kept (SSM)."""
+        ...
+
+    def recovery_keys(self) -> list[str]: ...
+
+    def ca_file(self) -> Path | None: ...
+
+    def service_account_token(
+        self, namespace: str, name: str, *, audiences: list[str] | None = None
+    ) -> str: ...
+
+    # fault primitives
+    def kill_node(self, node: str) -> None: ...
+
+    def delete_volume(self, node: str) -> None: ...
+
+    def revoke_kms(self) -> None: ...
+
+    def restore_kms(self) -> None: ...

@@ -1,0 +1,385 @@
+"""The local AWS: a ``moto_server`` with IAM enforcement on, bootstrapped for the stack.
+
+:func:`start_moto` runs the emulator on loopback; :func:`bootstrap` creates what the stack
+needs (an admin principal, the seal's principal and KMS key, the snapshot bucket and the
+snapshot agent's principal) and returns it as an :class:`AwsStack` for the state file;
+:func:`revoke_kms`/:func:`restore_kms` are the revoke-KMS fault: an explicit IAM Deny on
+the seal's principal, which a restarted node feels as a failed ``kms:Decrypt``.
+
+How IAM enforcement is switched on: moto lets the first ``INITIAL_NO_AUTH_ACTION_COUNT``
+AWS requests through unauthenticated (it counts every request that reaches an AWS
+service handler, whatever its outcome, and nothing else: ``/moto-api/*`` does not count)
+and checks signature and IAM policy on every request after that. The bootstrap makes
+exactly :data:`UNAUTHENTICATED_CALLS` requests before it holds admin credentials
+(CreateUser, PutUserPolicy, CreateAccessKey, sent with retries off so none is repeated)
+and then proves enforcement is on by being refused with unknown credentials.
+
+Hazards:
+
+* moto keeps everything in memory. Stopping or restarting the emulator loses the KMS
+  key, and with it every cluster sealed by that key: the raft data can never be
+  unsealed again. Stop it only together with the stack it seals.
+* Any AWS call that reaches the emulator before :func:`bootstrap` (a health probe that
+  lists buckets, say) uses up the unauthenticated allowance; the bootstrap then fails
+  and the emulator must be restarted. Probe readiness on ``/moto-api/`` only.
+* Anything on 127.0.0.1 may use moto's control API: ``POST /moto-api/reset-auth`` turns
+  enforcement off again and ``POST /moto-api/reset`` wipes all state. It listens on
+  loopback only, and is an emulator, not a security boundary.
+* moto matches KMS and SSM policy statements only when ``Resource`` is ``"*"``, so
+  those statements are scoped to ``*`` here; on real AWS they name the key ARN and the
+  parameter path. S3 does check resource ARNs, so bucket statements name the bucket.
+* The process gets fake ``AWS_*`` credentials and empty credential/config files, so no
+  real credential of the user's environment can leak into it.
+"""
+
+from __future__ import annotations
+
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vaultdr.aws import Aws, AwsCredentials, AwsTarget
+from vaultdr.envs.local.processes import (
+    LOOPBACK,
+    ProcessRecord,
+    port_in_use,
+    spawn,
+    stop_pid,
+    tail,
+    wait_for,
+)
+from vaultdr.errors import AwsError, EnvironmentStartError
+
+#: AWS requests the bootstrap makes before it has admin credentials:
+#: iam:CreateUser, iam:PutUserPolicy, iam:CreateAccessKey (each exactly once).
+UNAUTHENTICATED_CALLS = 3
+#: How long start_moto waits for the emulator to answer.
+START_TIMEOUT = 20.0
+
+ADMIN_USER = "vaultdr-admin"
+ADMIN_POLICY = "admin"
+SEAL_POLICY = "seal-kms"
+SNAPSHOT_POLICY = "snapshot-agent"
+REVOKE_POLICY = "vaultdr-revoke-kms"
+
+_BOOTSTRAP_CREDENTIALS = AwsCredentials("vaultdr-bootstrap", "not-checked-before-enforcement")
+_FAKE_ENV = {
+    "AWS_ACCESS_KEY_ID": "moto-emulator-fake",
+    "AWS_SECRET_ACCESS_KEY": "moto-emulator-fake",
+    "AWS_SESSION_TOKEN": "",
+    "AWS_SECURITY_TOKEN": "",
+    "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+    "AWS_CONFIG_FILE": "/dev/null",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+def seal_user(cluster: str) -> str:
+    """The IAM user whose keys the seal (awskms) uses."""
+    return f"vaultdr-seal-{cluster}"
+
+
+def snapshot_user(cluster: str) -> str:
+    """The IAM user whose keys the snapshot agent uses."""
+    return f"vaultdr-snapshot-{cluster}"
+
+
+def seal_alias(cluster: str) -> str:
+    """The KMS alias of the seal key."""
+    return f"alias/vaultdr-{cluster}-seal"
+
+
+def ssm_prefix(cluster: str) -> str:
+    """Where break-glass material of ``cluster`` lives in SSM (``<prefix>/root-token``, ...)."""
+    return f"/vaultdr/{cluster}"
+
+
+def endpoint_url(port: int) -> str:
+    """The emulator's URL for a port."""
+    return f"http://{LOOPBACK}:{port}"
+
+
+# -- the process ---------------------------------------------------------------------------
+
+
+def find_moto_server() -> str:
+    """The ``moto_server`` script of this interpreter's environment."""
+    candidate = Path(sys.executable).parent / "moto_server"
+    if not candidate.exists():
+        raise EnvironmentStartError(
+            f"moto_server not found next to {sys.executable}",
+            hint="install vaultdr's dependencies (moto[server]) into this environment",
+        )
+    return str(candidate)
+
+
+def moto_ready(url: str, *, timeout: float = 1.0) -> bool:
+    """True when the emulator at ``url`` answers its control API.
+
+    Uses ``/moto-api/``, which does not count against the unauthenticated allowance
+    (any AWS request would).
+    """
+    try:
+        with urllib.request.urlopen(f"{url}/moto-api/", timeout=timeout) as answer:
+            return 200 <= int(answer.status) < 300
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def start_moto(
+    dir: Path,
+    *,
+    port: int,
+    log: Path,
+    moto_server: str | None = None,
+) -> ProcessRecord:
+    """Start ``moto_server`` on 127.0.0.1:``port`` with IAM enforcement armed.
+
+    Enforcement starts after :data:`UNAUTHENTICATED_CALLS` requests, i.e. once
+    :func:`bootstrap` has run. ``dir`` is the process's working directory. Waits up to
+    :data:`START_TIMEOUT` seconds for it to answer; raises EnvironmentStartError (with
+    the log's tail) when the port is taken or the server does not come up.
+    """
+    if port_in_use(port):
+        raise EnvironmentStartError(
+            f"cannot start the AWS emulator: port {port} on {LOOPBACK} is already in use",
+            hint="stop what listens there, or let vaultdr pick a free port",
+        )
+    argv = [moto_server or find_moto_server(), "-H", LOOPBACK, "-p", str(port)]
+    env = {**_FAKE_ENV, "INITIAL_NO_AUTH_ACTION_COUNT": str(UNAUTHENTICATED_CALLS)}
+    dir.mkdir(parents=True, exist_ok=True)
+    try:
+        proc, record = spawn("moto", argv, log=log, env=env, cwd=dir)
+    except OSError as exc:
+        raise EnvironmentStartError(
+            f"cannot start the AWS emulator ({argv[0]}): {exc.strerror or exc}",
+            hint="check that moto[server] is installed in this environment",
+        ) from None
+    url = endpoint_url(port)
+    ready = wait_for(
+        lambda: proc.poll() is None and moto_ready(url), timeout=START_TIMEOUT, interval=0.1
+    )
+    # A server that died at once may have lost the port to another listener: insist it lives.
+    if ready and not wait_for(lambda: proc.poll() is not None, timeout=0.3, interval=0.05):
+        return record
+    exited = proc.poll()
+    stop_pid(record.pid, record.start_time, grace=2.0)
+    state = f"exited with status {exited}" if exited is not None else "did not answer"
+    raise EnvironmentStartError(
+        f"the AWS emulator on {url} {state} within {START_TIMEOUT:.0f}s; log {log}:\n{tail(log)}",
+        hint="read the log above; a port taken in the meantime shows as 'Address already in use'",
+    )
+
+
+# -- the bootstrap -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AwsStack:
+    """What the bootstrap created: enough for every part of the stack to reach AWS.
+
+    ``repr`` hides every secret (the credentials' own repr does); ``to_dict`` does not:
+    the state file it goes to must be private to the user.
+    """
+
+    endpoint_url: str
+    region: str
+    admin: AwsCredentials
+    seal: AwsCredentials
+    seal_user: str
+    kms_key_id: str
+    kms_key_arn: str
+    bucket: str
+    snapshot: AwsCredentials
+    snapshot_user: str
+
+    def target(self, credentials: AwsCredentials) -> AwsTarget:
+        return AwsTarget(
+            region=self.region, endpoint_url=self.endpoint_url, credentials=credentials
+        )
+
+    def admin_aws(self) -> Aws:
+        """An Aws client with the admin credentials (for faults, SSM, checks)."""
+        return Aws(self.target(self.admin))
+
+    def seal_aws(self) -> Aws:
+        """An Aws client acting as the seal."""
+        return Aws(self.target(self.seal))
+
+    def snapshot_aws(self) -> Aws:
+        """An Aws client acting as the snapshot agent."""
+        return Aws(self.target(self.snapshot))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "endpoint_url": self.endpoint_url,
+            "region": self.region,
+            "admin": self.admin.to_dict(),
+            "seal": self.seal.to_dict(),
+            "seal_user": self.seal_user,
+            "kms_key_id": self.kms_key_id,
+            "kms_key_arn": self.kms_key_arn,
+            "bucket": self.bucket,
+            "snapshot": self.snapshot.to_dict(),
+            "snapshot_user": self.snapshot_user,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AwsStack:
+        return cls(
+            endpoint_url=str(data["endpoint_url"]),
+            region=str(data["region"]),
+            admin=AwsCredentials.from_dict(data["admin"]),
+            seal=AwsCredentials.from_dict(data["seal"]),
+            seal_user=str(data["seal_user"]),
+            kms_key_id=str(data["kms_key_id"]),
+            kms_key_arn=str(data["kms_key_arn"]),
+            bucket=str(data["bucket"]),
+            snapshot=AwsCredentials.from_dict(data["snapshot"]),
+            snapshot_user=str(data["snapshot_user"]),
+        )
+
+
+def _allow(actions: list[str], resources: list[str]) -> dict[str, Any]:
+    return {"Effect": "Allow", "Action": actions, "Resource": resources}
+
+
+def _policy(*statements: dict[str, Any]) -> dict[str, Any]:
+    return {"Version": "2012-10-17", "Statement": list(statements)}
+
+
+def seal_policy() -> dict[str, Any]:
+    """What the awskms seal needs: Encrypt, Decrypt, DescribeKey on its key."""
+    # On real AWS the resource is the seal key's ARN; moto matches KMS statements only
+    # with Resource "*".
+    return _policy(_allow(["kms:Encrypt", "kms:Decrypt", "kms:DescribeKey"], ["*"]))
+
+
+def snapshot_policy(bucket: str) -> dict[str, Any]:
+    """What the snapshot agent needs: read/write/list snapshots in ``bucket``, and KMS for SSE."""
+    return _policy(
+        _allow(
+            ["s3:ListBucket", "s3:ListBucketVersions"],
+            [f"arn:aws:s3:::{bucket}"],
+        ),
+        _allow(
+            [
+                "s3:PutObject",
+                "s3:GetObject",
+                "s3:DeleteObject",
+                "s3:GetObjectVersion",
+                "s3:DeleteObjectVersion",
+            ],
+            [f"arn:aws:s3:::{bucket}/*"],
+        ),
+        # On real AWS: the SSE key's ARN (moto matches KMS statements only with "*").
+        _allow(["kms:GenerateDataKey", "kms:Decrypt", "kms:Encrypt"], ["*"]),
+    )
+
+
+def revoke_policy() -> dict[str, Any]:
+    """The revoke-KMS fault: an explicit Deny, which wins over any Allow."""
+    return _policy({"Effect": "Deny", "Action": ["kms:Decrypt", "kms:Encrypt"], "Resource": "*"})
+
+
+def create_admin(url: str, region: str) -> AwsCredentials:
+    """Create ``vaultdr-admin`` (inline policy allowing ``*``) and its access key, using the
+    emulator's unauthenticated allowance; then prove enforcement is on.
+
+    Raises EnvironmentStartError when the allowance is already used up (someone called
+    the emulator first) or when unknown credentials are still let in afterwards.
+    """
+    bootstrap_aws = Aws(AwsTarget(region, url, _BOOTSTRAP_CREDENTIALS), max_attempts=1)
+    try:
+        bootstrap_aws.create_user(ADMIN_USER)
+        bootstrap_aws.put_user_policy(ADMIN_USER, ADMIN_POLICY, _policy(_allow(["*"], ["*"])))
+        admin = bootstrap_aws.create_access_key(ADMIN_USER)
+    except AwsError as exc:
+        raise EnvironmentStartError(
+            f"cannot bootstrap the AWS emulator at {url}: {exc.message}",
+            hint="its unauthenticated allowance was used up or it was bootstrapped already: "
+            "restart it (vaultdr down && vaultdr up)",
+        ) from None
+    # Unknown credentials must now be refused; if not, enforcement never switched on.
+    try:
+        Aws(AwsTarget(region, url, _BOOTSTRAP_CREDENTIALS), max_attempts=1).caller_identity()
+    except AwsError:
+        pass
+    else:
+        raise EnvironmentStartError(
+            f"the AWS emulator at {url} still accepts unknown credentials after the bootstrap",
+            hint="IAM enforcement is off: was INITIAL_NO_AUTH_ACTION_COUNT overridden?",
+        )
+    return admin
+
+
+def provision_cluster(admin: Aws, *, cluster: str, bucket: str) -> AwsStack:
+    """With admin credentials, create the seal principal and KMS key, the snapshot bucket
+    and the snapshot agent's principal for ``cluster``."""
+    target = admin.target
+    if target.endpoint_url is None or target.credentials is None:
+        raise ValueError("provision_cluster needs an emulator target with explicit credentials")
+    seal_name = seal_user(cluster)
+    admin.create_user(seal_name)
+    admin.put_user_policy(seal_name, SEAL_POLICY, seal_policy())
+    seal = admin.create_access_key(seal_name)
+
+    key_id = admin.create_key(f"vaultdr {cluster} seal")
+    admin.create_alias(seal_alias(cluster), key_id)
+    key_arn = str(admin.describe_key(key_id)["Arn"])
+
+    admin.create_bucket(bucket, versioning=True)
+    snap_name = snapshot_user(cluster)
+    admin.create_user(snap_name)
+    admin.put_user_policy(snap_name, SNAPSHOT_POLICY, snapshot_policy(bucket))
+    snapshot = admin.create_access_key(snap_name)
+    return AwsStack(
+        endpoint_url=target.endpoint_url,
+        region=target.region,
+        admin=target.credentials,
+        seal=seal,
+        seal_user=seal_name,
+        kms_key_id=key_id,
+        kms_key_arn=key_arn,
+        bucket=bucket,
+        snapshot=snapshot,
+        snapshot_user=snap_name,
+    )
+
+
+def bootstrap(endpoint_url: str, region: str, *, cluster: str, bucket: str) -> AwsStack:
+    """Bootstrap a freshly started emulator for one cluster (see the module docstring).
+
+    Nothing goes into SSM here: the caller stores break-glass material under
+    ``/vaultdr/<cluster>/...`` with the admin credentials.
+    """
+    admin = create_admin(endpoint_url, region)
+    return provision_cluster(
+        Aws(AwsTarget(region, endpoint_url, admin)), cluster=cluster, bucket=bucket
+    )
+
+
+# -- the revoke-KMS fault ------------------------------------------------------------------
+
+
+def revoke_kms(aws: Aws, user: str) -> None:
+    """Deny ``user`` kms:Decrypt and kms:Encrypt (inline policy ``vaultdr-revoke-kms``).
+
+    ``aws`` must act as an IAM admin. A running node keeps working (it holds its keys in
+    memory); a node that restarts stays sealed until :func:`restore_kms`.
+    """
+    aws.put_user_policy(user, REVOKE_POLICY, revoke_policy())
+
+
+def restore_kms(aws: Aws, user: str) -> None:
+    """Lift :func:`revoke_kms` (idempotent): a sealed node then unseals on its next retry."""
+    aws.delete_user_policy(user, REVOKE_POLICY)
+
+
+def kms_revoked(aws: Aws, user: str) -> bool:
+    """True while the revoke policy is attached to ``user``."""
+    return aws.get_user_policy(user, REVOKE_POLICY) is not None

@@ -1,0 +1,579 @@
+"""The local environment: the whole stack as processes on 127.0.0.1, no cluster needed.
+
+``up`` starts, in order: the AWS emulator (moto, IAM enforced) and its
+bootstrap; the Kubernetes API stand-in; the transit KMS when the seal is
+``transit``; then the supervisor, which runs the nodes. It initializes the
+cluster with recovery keys, puts the root token and recovery keys in SSM (they
+are never printed), applies the configuration, and returns only when every
+node is initialized, unsealed and a raft voter and one is active.
+
+If any step fails, everything already started is stopped again before the
+error is raised: ``up`` never leaves a half-started stack behind.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from vaultdr.agents.configure import Change, KubernetesTarget, reconcile
+from vaultdr.aws import Aws
+from vaultdr.config import Stack
+from vaultdr.envs.base import NodeStatus, StackStatus
+from vaultdr.envs.local import awsemu, kubeapi, nodes, transit
+from vaultdr.envs.local.processes import (
+    ProcessRecord,
+    free_port,
+    pid_alive,
+    port_in_use,
+    spawn,
+    stop_pid,
+    tail,
+    wait_for,
+)
+from vaultdr.envs.local.state import LocalState, NodeState, write_json_atomic
+from vaultdr.envs.local.tls import LocalCA
+from vaultdr.errors import (
+    EnvironmentStartError,
+    StackStateError,
+    VaultdrError,
+)
+from vaultdr.vault import VaultClient
+
+SA_AUDIENCE = "vault"
+
+
+def ssm_path(cluster: str, name: str) -> str:
+    """Where break-glass material lives in SSM Parameter Store."""
+    return f"/vaultdr/{cluster}/{name}"
+
+
+def _write_private_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+
+
+class LocalEnvironment:
+    """A stack of local processes, found again through its state directory."""
+
+    name = "local"
+
+    def __init__(
+        self, state_dir: Path, stack: Stack | None = None, *, stack_file: str = ""
+    ) -> None:
+        self.state_dir = state_dir
+        self.stack = stack
+        self.stack_file = stack_file
+        self._state: LocalState | None = None
+
+    # --- state ------------------------------------------------------------------
+    @property
+    def state(self) -> LocalState:
+        if self._state is None:
+            self._state = LocalState.load(self.state_dir)
+        if self._state is None:
+            raise StackStateError(
+                f"no local stack in {self.state_dir}",
+                hint="start one with `vaultdr up`, or pass --state-dir where it runs",
+            )
+        return self._state
+
+    def running_processes(self) -> list[ProcessRecord]:
+        """Every process of this stack that is alive right now (nodes included)."""
+        state = LocalState.load(self.state_dir)
+        if state is None:
+            return []
+        records = [r for r in (state.record(n) for n in state.processes) if r]
+        records += [r for r in (node.process() for node in state.nodes) if r]
+        return [r for r in records if r.alive()]
+
+    def ca_file(self) -> Path:
+        return Path(self.state.ca_file)
+
+    def node_names(self) -> list[str]:
+        return [node.name for node in self.state.nodes]
+
+    # --- AWS, Kubernetes API ------------------------------------------------------
+    def aws_stack(self) -> awsemu.AwsStack:
+        return awsemu.AwsStack.from_dict(self.state.aws)
+
+    def aws(self, principal: str = "admin") -> Aws:
+        """AWS access to the emulator as ``admin``, ``seal`` or ``snapshot``."""
+        emu = self.aws_stack()
+        creds = {"admin": emu.admin, "seal": emu.seal, "snapshot": emu.snapshot}[principal]
+        return Aws(emu.target(creds))
+
+    def kube(self) -> kubeapi.KubeApiClient:
+        info = self.state.kubeapi
+        admin = Path(info["dir"], "admin-token").read_text().strip()
+        return kubeapi.KubeApiClient(info["url"], ca_file=self.ca_file(), admin_token=admin)
+
+    def service_account_token(
+        self, namespace: str, name: str, *, audiences: list[str] | None = None, ttl: int = 3600
+    ) -> str:
+        return self.kube().request_token(
+            namespace, name, audiences=audiences or [SA_AUDIENCE], ttl_seconds=ttl
+        )
+
+    def kubernetes_target(self) -> KubernetesTarget:
+        """What the kubernetes auth method must be told: stand-in URL, CA, reviewer token."""
+        stack = self._stack()
+        reviewer = stack.kubernetes.reviewer
+        jwt = self.kube().request_token(
+            reviewer.namespace, reviewer.name, audiences=None, ttl_seconds=30 * 86400
+        )
+        return KubernetesTarget(
+            host=self.state.kubeapi["url"],
+            ca_pem=self.ca_file().read_text(),
+            reviewer_jwt=jwt,
+            issuer=stack.kubernetes.issuer,
+        )
+
+    # --- break-glass ------------------------------------------------------------
+    def root_token(self) -> str:
+        return self.aws().get_secure_parameter(ssm_path(self.state.cluster, "root-token"))
+
+    def recovery_keys(self) -> list[str]:
+        raw = self.aws().get_secure_parameter(ssm_path(self.state.cluster, "recovery-keys"))
+        return list(json.loads(raw))
+
+    # --- clients ----------------------------------------------------------------
+    def client(self, node: str | None = None, *, token: str | None = None) -> VaultClient:
+        """A client for ``node``, or for the active node (falling back to the first)."""
+        name = node or self.leader() or self.state.nodes[0].name
+        return VaultClient(self.state.node(name).api_addr, ca_file=self.ca_file(), token=token)
+
+    def leader(self) -> str | None:
+        """The node that says it is the active one, or None."""
+        for node in self.state.nodes:
+            try:
+                if VaultClient(node.api_addr, ca_file=self.ca_file()).read_leader().get("is_self"):
+                    return node.name
+            except VaultdrError:
+                continue
+        return None
+
+    def _stack(self) -> Stack:
+        if self.stack is None:
+            from vaultdr.config import load_stack
+
+            self.stack = load_stack(self.state.stack_file or None)
+        return self.stack
+
+    # --- up -----------------------------------------------------------------------
+    def up(self) -> StackStatus:
+        stack = self._stack()
+        self._refuse_if_running()
+        binary = nodes.find_binary(stack)
+        version = nodes.check_version(stack, binary)
+        if self.state_dir.exists():
+            shutil.rmtree(self.state_dir)
+        self.state_dir.mkdir(parents=True, mode=0o700)
+        self._state = LocalState(
+            directory=str(self.state_dir),
+            cluster=stack.cluster,
+            stack_file=self.stack_file,
+            binary=str(binary),
+            engine_kind=stack.engine.kind,
+            engine_version=version,
+            seal=stack.seal.type,
+            ca_file=str(self.state_dir / "ca" / "ca.pem"),
+            nodes=[],
+            created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        )
+        try:
+            self._start(stack)
+        except BaseException:
+            self._stop_everything()
+            raise
+        return self.status()
+
+    def _refuse_if_running(self) -> None:
+        alive = self.running_processes()
+        if alive:
+            names = ", ".join(sorted({r.name for r in alive}))
+            raise StackStateError(
+                f"a local stack is already running in {self.state_dir} ({names})",
+                hint="stop it with `vaultdr down`, or use another --state-dir",
+            )
+
+    def _start(self, stack: Stack) -> None:
+        state = self.state
+        ca = LocalCA(self.state_dir / "ca")
+        self._start_aws(stack)
+        self._start_kubeapi(stack, ca)
+        seal_stanza = self._start_seal(stack, ca)
+        self._write_nodes(stack, ca, seal_stanza)
+        state.save()
+        self._start_supervisor()
+        self._initialize(stack)
+        self._wait_healthy(stack)
+        self.configure()
+        state.phase = "up"
+        state.save()
+
+    def _start_aws(self, stack: Stack) -> None:
+        directory = self.state_dir / "moto"
+        port = free_port()
+        record = awsemu.start_moto(directory, port=port, log=directory / "moto.log")
+        self.state.processes["moto"] = record.to_dict()
+        self.state.save()
+        emu = awsemu.bootstrap(
+            f"http://127.0.0.1:{port}",
+            stack.region,
+            cluster=stack.cluster,
+            bucket=stack.snapshots.bucket,
+        )
+        self.state.aws = emu.to_dict()
+        self.state.save()
+
+    def _start_kubeapi(self, stack: Stack, ca: LocalCA) -> None:
+        directory = self.state_dir / "kubeapi"
+        pair = ca.issue_server_cert(
+            "kubernetes", directory / "tls", hosts=["127.0.0.1", "localhost", "kubernetes"]
+        )
+        port = free_port()
+        config = {
+            "issuer": stack.kubernetes.issuer,
+            "service_accounts": [
+                {"namespace": sa.namespace, "name": sa.name} for sa in stack.all_service_accounts()
+            ],
+            "token_reviewers": [
+                [stack.kubernetes.reviewer.namespace, stack.kubernetes.reviewer.name]
+            ],
+        }
+        record = kubeapi.start_kubeapi(
+            directory,
+            port=port,
+            cert=pair.cert,
+            key=pair.key,
+            config=config,
+            log=directory / "kubeapi.log",
+        )
+        self.state.processes["kubeapi"] = record.to_dict()
+        self.state.kubeapi = {"url": f"https://127.0.0.1:{port}", "dir": str(directory)}
+        self.state.save()
+
+    def _start_seal(self, stack: Stack, ca: LocalCA) -> str:
+        if stack.seal.type == "awskms":
+            emu = self.aws_stack()
+            return nodes.awskms_seal_stanza(
+                region=emu.region,
+                endpoint=emu.endpoint_url,
+                key_id=emu.kms_key_id,
+                access_key=emu.seal.access_key_id,
+                secret_key=emu.seal.secret_access_key,
+            )
+        directory = self.state_dir / "transit"
+        pair = ca.issue_server_cert("transit", directory / "tls", hosts=["127.0.0.1", "localhost"])
+        port = free_port()
+        record = transit.start_transit_server(
+            directory,
+            binary=self.state.binary,
+            port=port,
+            cert=pair.cert,
+            key=pair.key,
+            ca_file=ca.cert_path,
+        )
+        self.state.processes["transit"] = record.to_dict()
+        self.state.save()
+        kms = transit.bootstrap_transit(
+            record_address(port),
+            ca_file=ca.cert_path,
+            mount_path=stack.seal.transit.mount_path,
+            key_name=stack.seal.transit.key_name,
+        )
+        admin = self.aws()
+        admin.put_secure_parameter(ssm_path(stack.cluster, "transit/root-token"), kms.root_token)
+        admin.put_secure_parameter(ssm_path(stack.cluster, "transit/unseal-key"), kms.unseal_key)
+        self.state.transit = {
+            "address": kms.address,
+            "mount_path": kms.mount_path,
+            "key_name": kms.key_name,
+        }
+        return nodes.transit_seal_stanza(
+            address=kms.address,
+            token=kms.seal_token,
+            mount_path=kms.mount_path,
+            key_name=kms.key_name,
+            ca_file=ca.cert_path,
+        )
+
+    def _write_nodes(self, stack: Stack, ca: LocalCA, seal_stanza: str) -> None:
+        state = self.state
+        state.nodes = [
+            NodeState(
+                name=name,
+                api_port=free_port(),
+                cluster_port=free_port(),
+                directory=str(self.state_dir / "nodes" / name),
+            )
+            for name in stack.node_names()
+        ]
+        ports = [p for n in state.nodes for p in (n.api_port, n.cluster_port)]
+        if len(set(ports)) != len(ports):  # free_port() may hand out a port twice
+            return self._write_nodes(stack, ca, seal_stanza)
+        for node in state.nodes:
+            ca.issue_server_cert(
+                node.name, node.dir / "tls", hosts=["127.0.0.1", "localhost", node.name]
+            )
+            node.data_dir.mkdir(parents=True, mode=0o700, exist_ok=True)
+            config = nodes.render_node_config(
+                node,
+                peers=state.nodes,
+                ca_file=ca.cert_path,
+                seal_stanza=seal_stanza,
+                performance_multiplier=stack.raft.performance_multiplier,
+            )
+            _write_private_text(node.config_file, config)
+        return None
+
+    def _start_supervisor(self) -> None:
+        log = self.state_dir / "supervisor.log"
+        _, record = spawn(
+            "supervisor",
+            [
+                sys.executable,
+                "-m",
+                "vaultdr.envs.local.supervisor",
+                "--state-dir",
+                str(self.state_dir),
+                "--binary",
+                self.state.binary,
+            ],
+            log=log,
+        )
+        self.state.processes["supervisor"] = record.to_dict()
+        self.state.save()
+
+    def _wait(
+        self, what: str, condition: Callable[[], bool], timeout: float, node: NodeState | None
+    ) -> None:
+        if wait_for(condition, timeout=timeout, interval=0.1):
+            return
+        logs = [node] if node else self.state.nodes
+        detail = "\n".join(
+            f"--- last lines of {n.log_file} ---\n{tail(n.log_file, 15)}" for n in logs
+        )
+        raise EnvironmentStartError(
+            f"{what} did not happen within {timeout:.0f} s\n{detail}",
+            hint="read the log lines above; the stack has been stopped again",
+        )
+
+    def _initialize(self, stack: Stack) -> None:
+        first = self.state.nodes[0]
+        client = VaultClient(first.api_addr, ca_file=self.ca_file())
+        self._wait(
+            f"{first.name} answering on {first.api_addr}",
+            lambda: bool(client.read_seal_status()),
+            stack.startup_timeout,
+            first,
+        )
+        init = client.initialize(
+            recovery_shares=stack.init.recovery_shares,
+            recovery_threshold=stack.init.recovery_threshold,
+        )
+        admin = self.aws()
+        admin.put_secure_parameter(ssm_path(stack.cluster, "root-token"), init.root_token)
+        admin.put_secure_parameter(
+            ssm_path(stack.cluster, "recovery-keys"), json.dumps(init.recovery_keys)
+        )
+        root = client.with_token(init.root_token)
+        self._wait(
+            f"{first.name} becoming active", lambda: _is_active(root), stack.startup_timeout, first
+        )
+        root.configure_autopilot(
+            server_stabilization_time=f"{int(stack.raft.autopilot_stabilization * 1000)}ms",
+            cleanup_dead_servers=False,
+        )
+
+    def _wait_healthy(self, stack: Stack) -> None:
+        self._wait(
+            "all nodes initialized, unsealed and raft voters, with one active",
+            lambda: self.status(quick=True).healthy,
+            stack.startup_timeout,
+            None,
+        )
+
+    # --- configure --------------------------------------------------------------
+    def configure(self, *, dry_run: bool = False) -> list[Change]:
+        """Reconcile the cluster with stack.yaml's ``configure`` section."""
+        root = self.client(token=self.root_token())
+        return reconcile(root, self._stack(), kubernetes=self.kubernetes_target(), dry_run=dry_run)
+
+    # --- status ---------------------------------------------------------------------
+    def status(self, *, quick: bool = False) -> StackStatus:
+        state = self.state
+        voters = self._voters()
+        statuses = [self._node_status(node, voters) for node in state.nodes]
+        kms = None if quick else self._kms_reachable()
+        extras: dict[str, Any] = {"state_dir": str(self.state_dir), "phase": state.phase}
+        if not quick:
+            extras["kms_access"] = self._kms_access()
+            extras["services"] = {
+                name: ("running" if (rec := state.record(name)) and rec.alive() else "stopped")
+                for name in state.processes
+            }
+        return StackStatus(
+            environment="local",
+            cluster=state.cluster,
+            seal=state.seal,
+            kms_reachable=kms,
+            nodes=statuses,
+            extras=extras,
+        )
+
+    def _voters(self) -> dict[str, bool]:
+        try:
+            client = self.client(token=self.root_token())
+            return {s["node_id"]: bool(s.get("voter")) for s in client.read_raft_configuration()}
+        except VaultdrError:
+            return {}
+
+    def _node_status(self, node: NodeState, voters: dict[str, bool]) -> NodeStatus:
+        record = node.process()
+        running = bool(record and record.alive())
+        client = VaultClient(node.api_addr, ca_file=self.ca_file())
+        try:
+            seal = client.read_seal_status()
+            active = bool(client.read_leader().get("is_self")) if not seal.get("sealed") else False
+        except VaultdrError as exc:
+            return NodeStatus(node.name, node.api_addr, running, error=exc.message)
+        return NodeStatus(
+            name=node.name,
+            api_addr=node.api_addr,
+            running=running,
+            initialized=bool(seal.get("initialized")),
+            sealed=bool(seal.get("sealed")),
+            active=active,
+            voter=voters.get(node.name, False) if voters else None,
+            version=seal.get("version"),
+        )
+
+    def _kms_reachable(self) -> bool | None:
+        try:
+            if self.state.seal == "awskms":
+                return self.aws("seal").key_reachable(self.state.aws["kms_key_id"])
+            address = self.state.transit.get("address", "")
+            return bool(VaultClient(address, ca_file=self.ca_file()).read_seal_status())
+        except VaultdrError:
+            return False
+
+    def _kms_access(self) -> str:
+        try:
+            if self.state.seal == "awskms":
+                revoked = awsemu.kms_revoked(self.aws(), self.state.aws["seal_user"])
+            else:
+                revoked = not transit.seal_access_allowed(
+                    self.state.transit["address"],
+                    ca_file=self.ca_file(),
+                    root_token=self._transit_root(),
+                )
+        except VaultdrError:
+            return "unknown"
+        return "revoked" if revoked else "allowed"
+
+    def _transit_root(self) -> str:
+        return self.aws().get_secure_parameter(ssm_path(self.state.cluster, "transit/root-token"))
+
+    # --- fault primitives ---------------------------------------------------------
+    def kill_node(self, node: str) -> None:
+        """SIGKILL the node's server process; the supervisor starts it again."""
+        record = self.state.node(node).process()
+        if record and record.alive():
+            os.kill(record.pid, 9)
+
+    def delete_volume(self, node: str) -> None:
+        """Delete the node's data dir and kill it; the supervisor brings it back empty."""
+        target = self.state.node(node)
+        target.hold_file.touch()
+        try:
+            record = target.process()
+            if record:
+                stop_pid(record.pid, record.start_time, grace=0.0)
+            wait_for(lambda: not target.pid_file.exists(), timeout=10)
+            shutil.rmtree(target.data_dir, ignore_errors=True)
+        finally:
+            target.hold_file.unlink(missing_ok=True)
+
+    def revoke_kms(self) -> None:
+        self._set_kms_access(allowed=False)
+
+    def restore_kms(self) -> None:
+        self._set_kms_access(allowed=True)
+
+    def _set_kms_access(self, *, allowed: bool) -> None:
+        state = self.state
+        if state.seal == "awskms":
+            action = awsemu.restore_kms if allowed else awsemu.revoke_kms
+            action(self.aws(), state.aws["seal_user"])
+            return
+        transit.set_seal_access(
+            state.transit["address"],
+            ca_file=self.ca_file(),
+            root_token=self._transit_root(),
+            mount_path=state.transit["mount_path"],
+            key_name=state.transit["key_name"],
+            allowed=allowed,
+        )
+
+    # --- down -----------------------------------------------------------------------
+    def down(self, *, keep_data: bool = False) -> None:
+        state = LocalState.load(self.state_dir)
+        if state is None:
+            raise StackStateError(
+                f"no local stack in {self.state_dir}: nothing to stop",
+                hint="pass --state-dir if the stack was started elsewhere",
+            )
+        self._state = state
+        self._stop_everything()
+        if keep_data:
+            state.phase = "stopped"
+            state.save()
+        else:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+
+    def _stop_everything(self) -> None:
+        """Stop the supervisor first (it stops the nodes), then every other process; verify."""
+        state = self._state or LocalState.load(self.state_dir)
+        if state is None:
+            return
+        order = ["supervisor", "transit", "kubeapi", "moto"]
+        for name in order + [n for n in state.processes if n not in order]:
+            record = state.record(name)
+            if record:
+                stop_pid(record.pid, record.start_time, grace=15.0)
+        for node in state.nodes:  # the supervisor may have died without stopping them
+            record = node.process()
+            if record:
+                stop_pid(record.pid, record.start_time, grace=5.0)
+            node.pid_file.unlink(missing_ok=True)
+        ports = [n.api_port for n in state.nodes] + [n.cluster_port for n in state.nodes]
+        wait_for(lambda: not any(port_in_use(p) for p in ports), timeout=10)
+        write_json_atomic(self.state_dir / "stopped.json", {"t": time.time()})
+
+
+def record_address(port: int) -> str:
+    return f"https://127.0.0.1:{port}"
+
+
+def _is_active(client: VaultClient) -> bool:
+    health = client.read_health()
+    return (
+        health.get("initialized") is True
+        and health.get("sealed") is False
+        and health.get("standby") is False
+    )
+
+
+def alive_pids(records: list[ProcessRecord]) -> list[int]:
+    return [r.pid for r in records if pid_alive(r.pid, r.start_time)]

@@ -1,0 +1,138 @@
+"""The local environment's state directory: one place for ports, pids, CA and paths.
+
+``status``, ``down``, faults and drills in another shell all find the stack
+through ``<state dir>/state.json``. The file holds the emulator's credentials,
+so it is written 0600 and atomically (a reader never sees half a file).
+
+Layout::
+
+    <state dir>/state.json            this file
+    <state dir>/ca/                   the local CA
+    <state dir>/nodes/<name>/         config.hcl, data/ (= the node's PVC), tls/, log, pid.json, hold
+    <state dir>/moto/, kubeapi/, transit/   the AWS emulator, Kubernetes API stand-in, transit KMS
+    <state dir>/supervisor.log, events.jsonl
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vaultdr.envs.local.processes import ProcessRecord
+
+DEFAULT_STATE_DIR = Path(".vaultdr")
+STATE_ENV_VAR = "VAULTDR_STATE_DIR"
+
+
+def resolve_state_dir(explicit: Path | str | None = None) -> Path:
+    """``--state-dir``, else ``$VAULTDR_STATE_DIR``, else ``./.vaultdr`` (absolute)."""
+    chosen = explicit or os.environ.get(STATE_ENV_VAR) or DEFAULT_STATE_DIR
+    return Path(chosen).resolve()
+
+
+def write_json_atomic(path: Path, data: Any, *, private: bool = False) -> None:
+    """Write JSON to ``path`` through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
+    with os.fdopen(fd, "w") as out:
+        json.dump(data, out, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+@dataclass
+class NodeState:
+    """One node: its ports and the files that are its 'pod' and its 'PVC'."""
+
+    name: str
+    api_port: int
+    cluster_port: int
+    directory: str
+
+    @property
+    def api_addr(self) -> str:
+        return f"https://127.0.0.1:{self.api_port}"
+
+    @property
+    def dir(self) -> Path:
+        return Path(self.directory)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.dir / "data"
+
+    @property
+    def config_file(self) -> Path:
+        return self.dir / "config.hcl"
+
+    @property
+    def log_file(self) -> Path:
+        return self.dir / "server.log"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.dir / "pid.json"
+
+    @property
+    def hold_file(self) -> Path:
+        return self.dir / "hold"
+
+    def process(self) -> ProcessRecord | None:
+        """The node's current process as the supervisor recorded it, if any."""
+        try:
+            return ProcessRecord.from_dict(json.loads(self.pid_file.read_text()))
+        except (OSError, ValueError, KeyError):
+            return None
+
+
+@dataclass
+class LocalState:
+    """Everything needed to find and drive a running local stack."""
+
+    directory: str
+    cluster: str
+    stack_file: str
+    binary: str
+    engine_kind: str
+    engine_version: str
+    seal: str
+    ca_file: str
+    nodes: list[NodeState]
+    aws: dict[str, Any] = field(default_factory=dict)
+    kubeapi: dict[str, Any] = field(default_factory=dict)
+    transit: dict[str, Any] = field(default_factory=dict)
+    processes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    phase: str = "starting"
+    created_at: str = ""
+
+    @property
+    def path(self) -> Path:
+        return Path(self.directory) / "state.json"
+
+    def save(self) -> None:
+        write_json_atomic(self.path, asdict(self), private=True)
+
+    @classmethod
+    def load(cls, directory: Path) -> LocalState | None:
+        try:
+            data = json.loads((directory / "state.json").read_text())
+        except FileNotFoundError:
+            return None
+        data["nodes"] = [NodeState(**node) for node in data.get("nodes", [])]
+        return cls(**data)
+
+    def node(self, name: str) -> NodeState:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        known = ", ".join(n.name for n in self.nodes)
+        from vaultdr.errors import VaultdrError
+
+        raise VaultdrError(f"no node named '{name}'", hint=f"the nodes are: {known}")
+
+    def record(self, name: str) -> ProcessRecord | None:
+        data = self.processes.get(name)
+        return ProcessRecord.from_dict(data) if data else None

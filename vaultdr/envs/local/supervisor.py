@@ -1,0 +1,120 @@
+"""StatefulSet semantics for the local nodes: a node that dies comes back.
+
+The supervisor is its own process (``python -m vaultdr.envs.local.supervisor
+--state-dir DIR``), started by ``vaultdr up`` and stopped by ``vaultdr down``.
+Every ``tick`` it looks at each node:
+
+- the process exited (killed, crashed)   -> start it again, like a pod restart;
+- its data dir is gone (a deleted PVC)    -> create it empty first, so the node
+  comes back empty, rejoins through ``retry_join`` and auto-unseals;
+- a ``hold`` file sits in its directory   -> leave it down (a fault or the
+  restore procedure is working on it); removing the file releases it.
+
+It also runs the agents that the stack declares (snapshot agent, restore
+watcher) when they are available, each in its own thread. Every start and exit
+is appended to ``events.jsonl`` with wall and monotonic time, for the drill
+timeline. On SIGTERM it stops every node it started, then exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+
+from vaultdr.envs.local.processes import spawn, stop_pid
+from vaultdr.envs.local.state import LocalState, NodeState, write_json_atomic
+
+TICK_SECONDS = 0.2
+
+
+class Supervisor:
+    """Keeps every node of one local stack running."""
+
+    def __init__(self, state: LocalState, *, binary: str) -> None:
+        self.state = state
+        self.binary = binary
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.restarts: dict[str, int] = {node.name: 0 for node in state.nodes}
+        self.stopping = threading.Event()
+        self.events = Path(state.directory) / "events.jsonl"
+        self._lock = threading.Lock()
+
+    def event(self, kind: str, **fields: object) -> None:
+        record = {"t": time.time(), "mono": time.monotonic(), "event": kind, **fields}
+        with self._lock, open(self.events, "a") as out:
+            out.write(json.dumps(record) + "\n")
+
+    def start_node(self, node: NodeState) -> None:
+        if not node.data_dir.exists():
+            node.data_dir.mkdir(parents=True, mode=0o700)
+            self.event("volume-created", node=node.name)
+        proc, record = spawn(
+            node.name,
+            [self.binary, "server", f"-config={node.config_file}"],
+            log=node.log_file,
+            detach=False,
+        )
+        self.procs[node.name] = proc
+        write_json_atomic(node.pid_file, record.to_dict())
+        self.event("node-started", node=node.name, pid=proc.pid)
+
+    def check_node(self, node: NodeState) -> None:
+        proc = self.procs.get(node.name)
+        if proc is not None and proc.poll() is None:
+            return
+        if proc is not None:
+            self.event("node-exited", node=node.name, pid=proc.pid, code=proc.returncode)
+            del self.procs[node.name]
+            node.pid_file.unlink(missing_ok=True)
+        if node.hold_file.exists() or self.stopping.is_set():
+            return
+        if proc is not None:
+            self.restarts[node.name] += 1
+        self.start_node(node)
+
+    def run(self) -> None:
+        self.event("supervisor-started")
+        while not self.stopping.is_set():
+            for node in self.state.nodes:
+                self.check_node(node)
+            self.stopping.wait(TICK_SECONDS)
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        for name, proc in list(self.procs.items()):
+            stop_pid(proc.pid, grace=10.0)
+            proc.wait(timeout=5)
+            self.event("node-stopped", node=name)
+        for node in self.state.nodes:
+            node.pid_file.unlink(missing_ok=True)
+        self.event("supervisor-stopped")
+
+    def request_stop(self, _signum: int, _frame: FrameType | None) -> None:
+        self.stopping.set()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--state-dir", required=True, type=Path)
+    parser.add_argument("--binary", required=True)
+    args = parser.parse_args(argv)
+    state = LocalState.load(args.state_dir)
+    if state is None:
+        print(f"no state.json in {args.state_dir}", file=sys.stderr)
+        return 2
+    supervisor = Supervisor(state, binary=args.binary)
+    signal.signal(signal.SIGTERM, supervisor.request_stop)
+    signal.signal(signal.SIGINT, supervisor.request_stop)
+    supervisor.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
