@@ -40,12 +40,12 @@ def test_a_misspelt_field_is_named_with_its_path_and_file(tmp_path: Path) -> Non
 
 
 def test_an_unknown_seal_type_is_refused() -> None:
-    with pytest.raises(ConfigError, match="seal.type"):
+    with pytest.raises(ConfigError, match=r"seal\.type"):
         parse_stack({"seal": {"type": "pkcs11"}})
 
 
 def test_a_bad_duration_says_what_it_expects() -> None:
-    with pytest.raises(ConfigError, match="snapshots.interval.*duration like"):
+    with pytest.raises(ConfigError, match=r"snapshots\.interval.*duration like"):
         parse_stack({"snapshots": {"interval": "soon"}})
 
 
@@ -57,7 +57,7 @@ def test_recovery_threshold_above_shares_is_refused() -> None:
 def test_yaml_syntax_errors_give_the_line(tmp_path: Path) -> None:
     bad = tmp_path / "stack.yaml"
     bad.write_text("nodes: 3\nseal: [awskms\n")
-    with pytest.raises(ConfigError, match="not valid YAML at line"):
+    with pytest.raises(ConfigError, match=r"not valid YAML at line"):
         load_stack(bad)
 
 
@@ -78,7 +78,9 @@ def test_the_cli_exits_non_zero_on_a_malformed_stack_and_starts_nothing(
     assert not state.exists()
 
 
-def test_a_missing_config_file_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_missing_config_file_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code = main(["up", "--config", str(tmp_path / "nope.yaml"), "--state-dir", str(tmp_path)])
     assert code == 2
     assert "no such file" in capsys.readouterr().err

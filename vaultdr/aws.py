@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 import boto3  # type: ignore[import-untyped, unused-ignore]
 from botocore.config import Config  # type: ignore[import-untyped, unused-ignore]
@@ -99,6 +99,11 @@ def _error_fields(exc: Any) -> tuple[str, str]:
     return code, message
 
 
+def _is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
 class _Absent(Exception):
     """Internal: the call failed only because its subject does not exist."""
 
@@ -147,11 +152,15 @@ class Aws:
         self,
         target: AwsTarget,
         *,
-        connect_timeout: float = 3.0,
-        read_timeout: float = 20.0,
+        connect_timeout: float = 2.0,
+        read_timeout: float = 10.0,
         max_attempts: int = 3,
     ) -> None:
         self.target = target
+        options: dict[str, Any] = {}
+        if target.endpoint_url and _is_loopback(target.endpoint_url):
+            # Never send the emulator's traffic through an HTTP(S)_PROXY from the environment.
+            options["proxies"] = {}
         self._config = Config(
             region_name=target.region,
             connect_timeout=connect_timeout,
@@ -160,6 +169,7 @@ class Aws:
             # Path-style addressing: an emulator on 127.0.0.1:PORT has no DNS for
             # virtual-hosted bucket names.
             s3={"addressing_style": "path" if target.endpoint_url else "auto"},
+            **options,
         )
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()

@@ -108,7 +108,7 @@ class VaultClient:
         """DELETE /v1/<path>."""
         self._request("DELETE", f"/v1/{path}")
 
-    def list(self, path: str) -> list[str]:
+    def list_keys(self, path: str) -> list[str]:
         """LIST /v1/<path>; [] when nothing is there."""
         try:
             result = self._request("LIST", f"/v1/{path}")
@@ -132,7 +132,9 @@ class VaultClient:
         )
         with _mapped_errors(self.address, "health"):
             response = self._client.adapter.get(path, raise_exception=False)
-        return dict(response.json()) if isinstance(response, requests.Response) else {}
+        if isinstance(response, requests.Response):
+            return dict(response.json())
+        return dict(response) if isinstance(response, dict) else {}
 
     def read_leader(self) -> dict[str, Any]:
         """GET /v1/sys/leader (unauthenticated): is_self, leader_address, ha_enabled."""

@@ -84,16 +84,19 @@ class Reconciler:
     def _secrets_engine(self, engine: SecretsEngine, current: dict[str, Any] | None) -> None:
         path = engine.path.strip("/")
         if current is None:
-            body = {"type": engine.type, "description": engine.description}
-            body["options"] = dict(engine.options)  # type: ignore[assignment]
+            body: dict[str, Any] = {
+                "type": engine.type,
+                "description": engine.description,
+                "options": dict(engine.options),
+            }
             self._do(
                 "create", f"secrets engine {path}/ ({engine.type})", f"sys/mounts/{path}", body
             )
             return
         have = {k: str(v) for k, v in (current.get("options") or {}).items()}
         if any(have.get(k) != v for k, v in engine.options.items()):
-            body = {"options": dict(engine.options)}
-            self._do("update", f"secrets engine {path}/ options", f"sys/mounts/{path}/tune", body)
+            tune: dict[str, Any] = {"options": dict(engine.options)}
+            self._do("update", f"secrets engine {path}/ options", f"sys/mounts/{path}/tune", tune)
 
     # --- policies ---------------------------------------------------------------
     def _desired_policies(self) -> dict[str, str]:
@@ -111,7 +114,7 @@ class Reconciler:
             elif current.get("policy", "").strip() != text.strip():
                 self._do("update", f"policy {name}", f"sys/policies/acl/{name}", {"policy": text})
         if self.stack.configure.purge:
-            for name in self.client.list("sys/policies/acl"):
+            for name in self.client.list_keys("sys/policies/acl"):
                 if name not in desired and name not in PROTECTED_POLICIES:
                     self._do("delete", f"policy {name}", f"sys/policies/acl/{name}", None)
 
@@ -182,7 +185,7 @@ class Reconciler:
             elif not _matches(current, body):
                 self._do("update", f"{label} {name}", f"{base}/{name}", body)
         if self.stack.configure.purge:
-            for name in self.client.list(base):
+            for name in self.client.list_keys(base):
                 if name not in wanted:
                     self._do("delete", f"{label} {name}", f"{base}/{name}", None)
 

@@ -123,8 +123,9 @@ def moto_ready(url: str, *, timeout: float = 1.0) -> bool:
     Uses ``/moto-api/``, which does not count against the unauthenticated allowance
     (any AWS request would).
     """
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
     try:
-        with urllib.request.urlopen(f"{url}/moto-api/", timeout=timeout) as answer:
+        with opener.open(f"{url}/moto-api/", timeout=timeout) as answer:
             return 200 <= int(answer.status) < 300
     except (urllib.error.URLError, OSError, ValueError):
         return False

@@ -333,6 +333,7 @@ class LocalEnvironment:
                 ca_file=ca.cert_path,
                 seal_stanza=seal_stanza,
                 performance_multiplier=stack.raft.performance_multiplier,
+                engine_kind=stack.engine.kind,
             )
             _write_private_text(node.config_file, config)
         return None

@@ -534,7 +534,7 @@ def _string_list(value: object, field: str) -> list[str]:
 
 
 def _token_spec(state: ServerState, body: JsonObject) -> tuple[list[str], int]:
-    spec = body.get("spec") or {}
+    spec = body.get("spec", {})
     if not isinstance(spec, dict):
         raise _Refused(_status(400, "BadRequest", "spec must be an object"))
     audiences = _string_list(spec.get("audiences") or [state.issuer], "spec.audiences")
@@ -587,7 +587,7 @@ def _delete_account(state: ServerState, req: Request, args: Sequence[str]) -> Re
 def _create_account(state: ServerState, req: Request, args: Sequence[str]) -> Response:
     _authorize(state, req, resource="serviceaccounts", reviewer_ok=False)
     namespace = _validated("namespace", args[0])
-    metadata = _json_body(req).get("metadata") or {}
+    metadata = _json_body(req).get("metadata", {})
     if not isinstance(metadata, dict):
         raise _Refused(_status(400, "BadRequest", "metadata must be an object"))
     name = _validated("name", str(metadata.get("name", "")))
@@ -608,7 +608,7 @@ def _create_account(state: ServerState, req: Request, args: Sequence[str]) -> Re
 
 def _token_review(state: ServerState, req: Request, args: Sequence[str]) -> Response:
     _authorize(state, req, resource="tokenreviews.authentication.k8s.io", reviewer_ok=True)
-    spec = _json_body(req).get("spec") or {}
+    spec = _json_body(req).get("spec", {})
     if not isinstance(spec, dict):
         raise _Refused(_status(400, "BadRequest", "spec must be an object"))
     token = spec.get("token")

@@ -8,7 +8,10 @@ Every ``tick`` it looks at each node:
 - its data dir is gone (a deleted PVC)    -> create it empty first, so the node
   comes back empty, rejoins through ``retry_join`` and auto-unseals;
 - a ``hold`` file sits in its directory   -> leave it down (a fault or the
-  restore procedure is working on it); removing the file releases it.
+  restore procedure is working on it); removing the file releases it;
+- it keeps dying at once (a seal that refuses to configure, a bad config)
+                                          -> back off like CrashLoopBackOff:
+  0.5 s, 1 s, 2 s, 4 s, capped at 5 s, reset once it has lived for 10 s.
 
 It also runs the agents that the stack declares (snapshot agent, restore
 watcher) when they are available, each in its own thread. Every start and exit
@@ -32,6 +35,9 @@ from vaultdr.envs.local.processes import spawn, stop_pid
 from vaultdr.envs.local.state import LocalState, NodeState, write_json_atomic
 
 TICK_SECONDS = 0.2
+FIRST_BACKOFF = 0.5
+MAX_BACKOFF = 5.0
+HEALTHY_RUN = 10.0
 
 
 class Supervisor:
@@ -42,6 +48,9 @@ class Supervisor:
         self.binary = binary
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.restarts: dict[str, int] = {node.name: 0 for node in state.nodes}
+        self.started_at: dict[str, float] = {}
+        self.backoff: dict[str, float] = {}
+        self.not_before: dict[str, float] = {}
         self.stopping = threading.Event()
         self.events = Path(state.directory) / "events.jsonl"
         self._lock = threading.Lock()
@@ -62,6 +71,7 @@ class Supervisor:
             detach=False,
         )
         self.procs[node.name] = proc
+        self.started_at[node.name] = time.monotonic()
         write_json_atomic(node.pid_file, record.to_dict())
         self.event("node-started", node=node.name, pid=proc.pid)
 
@@ -73,11 +83,24 @@ class Supervisor:
             self.event("node-exited", node=node.name, pid=proc.pid, code=proc.returncode)
             del self.procs[node.name]
             node.pid_file.unlink(missing_ok=True)
+            self._schedule_restart(node.name)
         if node.hold_file.exists() or self.stopping.is_set():
             return
-        if proc is not None:
+        if time.monotonic() < self.not_before.get(node.name, 0.0):
+            return
+        if proc is not None or node.name in self.started_at:
             self.restarts[node.name] += 1
         self.start_node(node)
+
+    def _schedule_restart(self, name: str) -> None:
+        """Restart at once after a long run; back off when the node keeps dying young."""
+        lived = time.monotonic() - self.started_at.get(name, 0.0)
+        if lived >= HEALTHY_RUN:
+            self.backoff[name] = 0.0
+        else:
+            previous = self.backoff.get(name, 0.0)
+            self.backoff[name] = min(MAX_BACKOFF, previous * 2 if previous else FIRST_BACKOFF)
+        self.not_before[name] = time.monotonic() + self.backoff[name]
 
     def run(self) -> None:
         self.event("supervisor-started")

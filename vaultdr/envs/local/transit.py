@@ -45,7 +45,6 @@ def seal_policy(mount_path: str, key_name: str, *, allowed: bool = True) -> str:
 
 def render_config(directory: Path, *, port: int, cert: Path, key: Path) -> str:
     return f"""# The transit KMS of the local stack (written by vaultdr).
-disable_mlock = true
 api_addr      = {json.dumps(f"https://127.0.0.1:{port}")}
 storage "file" {{
   path = {json.dumps(str(directory / "data"))}
