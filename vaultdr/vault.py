@@ -178,6 +178,12 @@ class VaultClient:
         result = self._request("GET", "/v1/sys/storage/raft/configuration", what="raft config")
         return list((result or {}).get("data", {}).get("config", {}).get("servers", []))
 
+    def join_raft(self, *, leader_api_addr: str, leader_ca_cert: str) -> bool:
+        """POST /v1/sys/storage/raft/join: join this (uninitialized) node to a leader."""
+        body = {"leader_api_addr": leader_api_addr, "leader_ca_cert": leader_ca_cert}
+        result = self._request("POST", "/v1/sys/storage/raft/join", json=body, what="raft join")
+        return bool((result or {}).get("joined"))
+
     def read_autopilot_state(self) -> dict[str, Any]:
         """GET /v1/sys/storage/raft/autopilot/state."""
         result = self._request("GET", "/v1/sys/storage/raft/autopilot/state", what="autopilot")

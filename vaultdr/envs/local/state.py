@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from vaultdr.envs.local.processes import ProcessRecord
 
 DEFAULT_STATE_DIR = Path(".vaultdr")
 STATE_ENV_VAR = "VAULTDR_STATE_DIR"
+_SAVE_LOCK = threading.Lock()
 
 
 def resolve_state_dir(explicit: Path | str | None = None) -> Path:
@@ -36,7 +38,7 @@ def resolve_state_dir(explicit: Path | str | None = None) -> Path:
 def write_json_atomic(path: Path, data: Any, *, private: bool = False) -> None:
     """Write JSON to ``path`` through a temporary file and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
     with os.fdopen(fd, "w") as out:
         json.dump(data, out, indent=2, sort_keys=True)
@@ -113,7 +115,8 @@ class LocalState:
         return Path(self.directory) / "state.json"
 
     def save(self) -> None:
-        write_json_atomic(self.path, asdict(self), private=True)
+        with _SAVE_LOCK:
+            write_json_atomic(self.path, asdict(self), private=True)
 
     @classmethod
     def load(cls, directory: Path) -> LocalState | None:
