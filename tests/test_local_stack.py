@@ -208,3 +208,24 @@ def test_the_transit_seal_heals_the_same_way_and_down_leaves_nothing(
     again = cli("down", state_dir=env.state_dir)
     assert again.returncode != 0
     assert "nothing to stop" in again.stderr
+
+
+def test_no_root_token_recovery_key_or_secret_value_appears_in_any_log_or_output(
+    awskms_stack: LocalEnvironment, cli: CliRunner
+) -> None:
+    env = awskms_stack
+    root = env.client(token=env.root_token())
+    root.write_kv("secret", "apps/web/canary", {"value": "canary-value-7f3a9c"})
+    jwt = env.service_account_token("apps", "web")
+    outputs = [
+        cli(*args, state_dir=env.state_dir)
+        for args in (("status",), ("status", "--json"), ("env",), ("configure", "--dry-run"))
+    ]
+    assert all(r.returncode == 0 for r in outputs), [r.stderr for r in outputs]
+    secrets = [env.root_token(), *env.recovery_keys(), "canary-value-7f3a9c", jwt]
+    texts = [r.stdout + r.stderr for r in outputs]
+    texts += [p.read_text(errors="replace") for p in env.state_dir.rglob("*.log")]
+    texts += [p.read_text(errors="replace") for p in env.state_dir.rglob("*.jsonl")]
+    assert len(texts) >= 8
+    for secret in secrets:
+        assert not any(secret in text for text in texts)
