@@ -58,4 +58,3 @@ def test_a_node_that_never_becomes_healthy_shows_its_log_and_stops_everything(
     assert "storage is on fire" in str(err.value)
     assert "did not happen within 6 s" in str(err.value)
     assert env.running_processes() == []
-

@@ -70,6 +70,10 @@ def _print_status(status: StackStatus) -> None:
         print(line + (f"  ({n.error})" if n.error else ""))
     for name, state in status.extras.get("services", {}).items():
         print(f"service {name}: {state}")
+    if "snapshots" in status.extras:
+        print(f"snapshots: {status.extras['snapshots']}")
+    if "last_restore" in status.extras:
+        print(f"last restore: {status.extras['last_restore']}")
     print("healthy" if status.healthy else "NOT healthy")
 
 
@@ -131,6 +135,56 @@ def cmd_configure(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    from vaultdr.agents import snapshot as snap
+    from vaultdr.envs.local.snapshots import snapshot_agent_for
+
+    env = _environment(args)
+    bucket, prefix = env.state.aws["bucket"], env.stack_config().snapshots.prefix
+    if args.action == "now":
+        record = snapshot_agent_for(env).take()
+        print(f"uploaded s3://{record.bucket}/{record.key}")
+        print(f"  sha256 {record.sha256}  size {record.size}  raft index {record.raft_index}")
+        for key in record.deleted:
+            print(f"  retention deleted {key}")
+        return 0
+    if args.action == "list":
+        for info in snap.list_snapshots(env.aws("admin"), bucket, prefix):
+            meta = info.metadata
+            print(
+                f"{info.key}  {info.size:>10}  index {meta.get('raft-index', '?'):>8}  "
+                f"{meta.get('engine', '?')} {meta.get('engine-version', '?')}"
+            )
+        return 0
+    if not args.key:
+        raise ConfigError("snapshot verify needs a KEY", hint="see `vaultdr snapshot list`")
+    work = env.state_dir / "agents" / "tmp"
+    work.mkdir(parents=True, exist_ok=True)
+    result = snap.verify_snapshot(env.aws("admin"), bucket, args.key, work)
+    print(f"{args.key}: {'OK' if result.ok else 'BAD'}: {result.reason}")
+    return 0 if result.ok else 1
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from vaultdr.agents.restore import RestorePlan
+    from vaultdr.envs.local.healing import run_restore
+
+    env = _environment(args)
+    result = run_restore(env, key=args.key, force=args.force, dry_run=args.dry_run)
+    if isinstance(result, RestorePlan):
+        print(result.describe())
+        print("dry run: nothing was changed")
+        return 0 if result.snapshot and not result.refused else 1
+    for item in result.skipped:
+        print(f"skipped {item['key']}: {item['reason']}")
+    print(
+        f"restored {result.snapshot_key} ({result.snapshot_age_seconds:.0f} s old) in {result.total_seconds:.1f} s"
+    )
+    for name, seconds in result.phases.items():
+        print(f"  {name:<20} +{seconds:.2f} s")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vaultdr",
@@ -163,6 +217,17 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--ttl", type=int, default=3600, help="seconds (default 3600)")
     configure = add("configure", cmd_configure, "apply stack.yaml's configuration (idempotent)")
     configure.add_argument("--dry-run", action="store_true")
+    snapshot = add("snapshot", cmd_snapshot, "take, list or verify raft snapshots in S3")
+    snapshot.add_argument("action", choices=["now", "list", "verify"])
+    snapshot.add_argument("key", nargs="?", help="the object key (verify)")
+    restore = add("restore", cmd_restore, "restore an empty cluster from a snapshot")
+    which = restore.add_mutually_exclusive_group()
+    which.add_argument("--key", help="restore this snapshot (default: the newest that verifies)")
+    which.add_argument("--latest", action="store_true", help="the newest that verifies (default)")
+    restore.add_argument("--force", action="store_true", help="allow an old or foreign snapshot")
+    restore.add_argument(
+        "--dry-run", action="store_true", help="say what would happen, change nothing"
+    )
     return parser
 
 

@@ -202,7 +202,7 @@ class VaultClient:
         """GET /v1/sys/storage/raft/snapshot, streamed to ``destination``; returns its size."""
         url = f"{self.address}/v1/sys/storage/raft/snapshot"
         with _mapped_errors(self.address, "raft snapshot"):
-            response = self._session().get(url, stream=True, timeout=60)
+            response = self._session().get(url, stream=True, timeout=60, verify=self._verify())
             self._raise_for(response, "raft snapshot")
             size = 0
             with open(destination, "wb") as out:
@@ -216,12 +216,16 @@ class VaultClient:
         endpoint = "snapshot-force" if force else "snapshot"
         url = f"{self.address}/v1/sys/storage/raft/{endpoint}"
         with _mapped_errors(self.address, "raft snapshot restore"), open(source, "rb") as body:
-            response = self._session().post(url, data=body, timeout=300)
+            response = self._session().post(url, data=body, timeout=300, verify=self._verify())
             self._raise_for(response, "raft snapshot restore")
+
+    def _verify(self) -> str | bool:
+        # Passed per request: a session-level verify loses to $REQUESTS_CA_BUNDLE.
+        return str(self.ca_file) if self.ca_file else True
 
     def _session(self) -> requests.Session:
         session = requests.Session()
-        session.verify = str(self.ca_file) if self.ca_file else True
+        session.trust_env = False  # loopback only: no proxy, no CA bundle from the environment
         if self._client.token:
             session.headers["X-Vault-Token"] = self._client.token
         return session

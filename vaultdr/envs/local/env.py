@@ -88,6 +88,10 @@ class LocalEnvironment:
             )
         return self._state
 
+    def refresh(self) -> None:
+        """Forget the cached state; the next use reads state.json again."""
+        self._state = None
+
     def running_processes(self) -> list[ProcessRecord]:
         """Every process of this stack that is alive right now (nodes included)."""
         state = LocalState.load(self.state_dir)
@@ -127,7 +131,7 @@ class LocalEnvironment:
 
     def kubernetes_target(self) -> KubernetesTarget:
         """What the kubernetes auth method must be told: stand-in URL, CA, reviewer token."""
-        stack = self._stack()
+        stack = self.stack_config()
         reviewer = stack.kubernetes.reviewer
         jwt = self.kube().request_token(
             reviewer.namespace, reviewer.name, audiences=None, ttl_seconds=30 * 86400
@@ -163,7 +167,7 @@ class LocalEnvironment:
                 continue
         return None
 
-    def _stack(self) -> Stack:
+    def stack_config(self) -> Stack:
         if self.stack is None:
             from vaultdr.config import load_stack
 
@@ -172,7 +176,7 @@ class LocalEnvironment:
 
     # --- up -----------------------------------------------------------------------
     def up(self) -> StackStatus:
-        stack = self._stack()
+        stack = self.stack_config()
         self._refuse_if_running()
         binary = nodes.find_binary(stack)
         version = nodes.check_version(stack, binary)
@@ -227,6 +231,7 @@ class LocalEnvironment:
         # The active node takes the configuration while autopilot promotes the others.
         self.configure()
         self._wait_healthy(stack)
+        state.cluster_id = str(self.client().read_health().get("cluster_id", ""))
         state.phase = "up"
         state.save()
 
@@ -448,7 +453,9 @@ class LocalEnvironment:
     def configure(self, *, dry_run: bool = False) -> list[Change]:
         """Reconcile the cluster with stack.yaml's ``configure`` section."""
         root = self.client(token=self.root_token())
-        return reconcile(root, self._stack(), kubernetes=self.kubernetes_target(), dry_run=dry_run)
+        return reconcile(
+            root, self.stack_config(), kubernetes=self.kubernetes_target(), dry_run=dry_run
+        )
 
     # --- status ---------------------------------------------------------------------
     def status(self, *, quick: bool = False) -> StackStatus:
@@ -459,6 +466,7 @@ class LocalEnvironment:
         extras: dict[str, Any] = {"state_dir": str(self.state_dir), "phase": state.phase}
         if not quick:
             extras["kms_access"] = self._kms_access()
+            extras.update(self._agent_status())
             extras["services"] = {
                 name: ("running" if (rec := state.record(name)) and rec.alive() else "stopped")
                 for name in state.processes
@@ -471,6 +479,27 @@ class LocalEnvironment:
             nodes=statuses,
             extras=extras,
         )
+
+    def _agent_status(self) -> dict[str, str]:
+        """One line each for the snapshot agent and the last restore, from their status files."""
+        from vaultdr.agents import snapshot as snap
+
+        agents = self.state_dir / "agents"
+        lines: dict[str, str] = {}
+        try:
+            status = snap.read_status(agents / "snapshot.json")
+            lines["snapshots"] = snap.describe_status(status, dt.datetime.now(dt.UTC))
+        except VaultdrError as exc:
+            lines["snapshots"] = exc.message
+        try:
+            record = json.loads((agents / "restore.json").read_text())
+            lines["last_restore"] = (
+                f"{record['snapshot_key']} at {record['started_at']} "
+                f"in {record['total_seconds']:.1f} s"
+            )
+        except (OSError, ValueError, KeyError):
+            pass
+        return lines
 
     def _voters(self) -> dict[str, bool]:
         try:

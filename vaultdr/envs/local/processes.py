@@ -17,10 +17,23 @@ import os
 import signal
 import socket
 import subprocess
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from vaultdr.polling import wait_for
+
+__all__ = [
+    "LOOPBACK",
+    "ProcessRecord",
+    "free_port",
+    "pid_alive",
+    "port_in_use",
+    "spawn",
+    "stop_pid",
+    "tail",
+    "wait_for",
+]
 
 LOOPBACK = "127.0.0.1"
 
@@ -136,20 +149,6 @@ def _reap(pid: int) -> None:
     """Collect ``pid`` if it is our child, so it does not linger as a zombie."""
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)
-
-
-def wait_for(condition: Callable[[], bool], *, timeout: float, interval: float = 0.1) -> bool:
-    """Poll ``condition`` until it is true or ``timeout`` seconds pass; exceptions count as false."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if condition():
-                return True
-        except Exception:  # noqa: BLE001 - a probe that raises is simply "not yet"
-            pass
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
 
 
 def tail(path: Path | str, lines: int = 20) -> str:

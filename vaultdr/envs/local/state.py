@@ -108,6 +108,7 @@ class LocalState:
     transit: dict[str, Any] = field(default_factory=dict)
     processes: dict[str, dict[str, Any]] = field(default_factory=dict)
     phase: str = "starting"
+    cluster_id: str = ""
     created_at: str = ""
 
     @property

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -95,7 +96,8 @@ class Supervisor:
     def _schedule_restart(self, name: str) -> None:
         """Restart at once after a long run; back off when the node keeps dying young."""
         lived = time.monotonic() - self.started_at.get(name, 0.0)
-        if lived >= HEALTHY_RUN:
+        held = self.state.node(name).hold_file.exists()
+        if held or lived >= HEALTHY_RUN:
             self.backoff[name] = 0.0
         else:
             previous = self.backoff.get(name, 0.0)
@@ -135,6 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     supervisor = Supervisor(state, binary=args.binary)
     signal.signal(signal.SIGTERM, supervisor.request_stop)
     signal.signal(signal.SIGINT, supervisor.request_stop)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    from vaultdr.envs.local.healing import start_agents
+
+    start_agents(args.state_dir, supervisor.stopping)
     supervisor.run()
     return 0
 

@@ -1,0 +1,66 @@
+"""The snapshot agent wired to a local stack: its settings and collaborators from the state.
+
+The agent itself (:mod:`vaultdr.agents.snapshot`) knows nothing of environments;
+this is where the local environment supplies what a Kubernetes deployment
+supplies through its manifest: node addresses and CA, the bucket and KMS key,
+the snapshot principal's AWS credentials (``env.aws("snapshot")``), and a fresh
+service-account token for ``vaultdr-snapshot`` from the Kubernetes API stand-in.
+
+Files: ``<state dir>/agents/snapshot.json`` (the status) and
+``<state dir>/agents/tmp/`` (private temporary snapshot files).
+
+Hazard: the JWT source asks the stand-in for a new token on every run; the token
+lives only for the login and is never stored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vaultdr.agents.configure import SNAPSHOT_ROLE
+from vaultdr.agents.snapshot import SnapshotAgent, SnapshotSettings
+from vaultdr.envs.local.env import LocalEnvironment
+
+
+def snapshot_status_file(env: LocalEnvironment) -> Path:
+    """Where the local snapshot agent writes its status."""
+    return env.state_dir / "agents" / "snapshot.json"
+
+
+def snapshot_settings_for(env: LocalEnvironment) -> SnapshotSettings:
+    """The agent's settings for the local stack in ``env`` (stack.yaml + state)."""
+    state = env.state
+    stack = env.stack_config()
+    snapshots = stack.snapshots
+    auth = stack.configure.auth.kubernetes
+    return SnapshotSettings(
+        cluster=state.cluster,
+        addresses=[node.api_addr for node in state.nodes],
+        ca_file=env.ca_file(),
+        bucket=str(state.aws["bucket"]),
+        prefix=snapshots.prefix,
+        retain_last=snapshots.retain.last,
+        retain_daily=snapshots.retain.daily,
+        kms_key_id=str(state.aws["kms_key_id"]),
+        role=SNAPSHOT_ROLE,
+        auth_mount=auth.path if auth else "kubernetes",
+        status_file=snapshot_status_file(env),
+        work_dir=env.state_dir / "agents" / "tmp",
+    )
+
+
+def snapshot_agent_for(
+    env: LocalEnvironment, settings: SnapshotSettings | None = None
+) -> SnapshotAgent:
+    """A snapshot agent for the local stack, acting as the snapshot principal.
+
+    ``settings`` overrides the ones derived from the stack (tests shorten retention).
+    """
+    sa = env.stack_config().snapshots.service_account
+
+    def jwt_source() -> str:
+        return env.service_account_token(sa.namespace, sa.name)
+
+    return SnapshotAgent(
+        settings or snapshot_settings_for(env), aws=env.aws("snapshot"), jwt_source=jwt_source
+    )
