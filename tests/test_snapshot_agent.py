@@ -43,15 +43,6 @@ from vaultdr.vault import VaultClient
 pytestmark = pytest.mark.stack
 
 
-@pytest.fixture(autouse=True)
-def _own_ca_for_streamed_requests(monkeypatch: pytest.MonkeyPatch) -> None:
-    """requests lets REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE override ``Session.verify``, so
-    ``VaultClient.take_raft_snapshot`` (a plain requests session) ignores the stack's CA
-    when they are set. Remove them until vault.py passes ``verify=`` per request."""
-    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
-    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
-
-
 @pytest.fixture
 def env(awskms_stack: LocalEnvironment) -> LocalEnvironment:
     assert wait_for(lambda: awskms_stack.status(quick=True).healthy, timeout=60)
@@ -332,6 +323,7 @@ def test_the_agent_token_may_read_snapshots_and_nothing_else(
     env.client(token=env.root_token()).write_kv("secret", "drill/private", {"value": "hidden"})
     agent = agent_for(env, settings)
     client = agent.log_in(agent.find_active())
+    settings.work_dir.mkdir(parents=True)
     try:
         assert sorted(client.lookup_self()["policies"]) == ["default", "vaultdr-snapshot"]
         with pytest.raises(VaultApiError, match="permission denied"):

@@ -59,7 +59,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -434,10 +434,10 @@ def verify_snapshot(
     result = VerifyResult(key, ok=False, reason="not checked", metadata=metadata)
     try:
         result = _download_and_check(aws, bucket, key, path, metadata)
-        return result
     finally:
         if not (keep and result.ok):
             path.unlink(missing_ok=True)
+    return result if keep else replace(result, path=None)
 
 
 def _metadata_problem(metadata: Mapping[str, str]) -> str | None:
