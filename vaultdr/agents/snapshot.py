@@ -419,8 +419,9 @@ def verify_snapshot(
     """Download ``key`` and check it against its metadata and as a snapshot archive.
 
     The reason names the first problem: ``unreadable: ...``, ``missing metadata: ...``,
-    ``truncated: ...``, ``size mismatch: ...``, ``checksum mismatch: ...`` or
-    ``not a snapshot: ...``. With ``keep`` the verified file stays in ``work_dir``
+    ``bad metadata: ...``, ``truncated: ...``, ``size mismatch: ...``,
+    ``checksum mismatch: ...``, ``not a snapshot: ...`` or ``metadata mismatch: ...``
+    (its raft-index differs from the archive's). With ``keep`` the verified file stays in ``work_dir``
     (``result.path``); otherwise nothing is left there.
     """
     try:
@@ -445,7 +446,7 @@ def _metadata_problem(metadata: Mapping[str, str]) -> str | None:
     if missing:
         return f"missing metadata: {', '.join(missing)}"
     if not metadata["size"].isdigit():
-        return f"missing metadata: size is not a number ({metadata['size'][:40]!r})"
+        return f"bad metadata: size is not a number ({metadata['size'][:40]!r})"
     return None
 
 
