@@ -4,7 +4,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test lint typecheck unit up down status drill bench clean
+RUN_ID ?= $(shell date -u +%Y%m%dT%H%M%SZ)
+
+.PHONY: setup test lint typecheck unit up down status drill bench bench-total-loss clean
 
 setup: $(STAMP)
 
@@ -35,8 +37,18 @@ down: setup
 status: setup
 	$(BIN)/vaultdr status
 
+# The local drill suite: every scenario that breaks a real local stack (kill a
+# node, lose a volume, revoke KMS, lose everything) and checks it heals itself.
+drill: setup
+	mkdir -p reports/$(RUN_ID)
+	$(BIN)/pytest -m stack -q -p no:cacheprovider --junitxml=reports/$(RUN_ID)/junit.xml
+	@echo "report: reports/$(RUN_ID)/junit.xml"
+
 bench: setup
 	$(BIN)/python benchmarks/cold_start.py
+
+bench-total-loss: setup
+	$(BIN)/python benchmarks/total_loss.py
 
 clean:
 	-$(BIN)/vaultdr down 2>/dev/null

@@ -193,15 +193,16 @@ class ReadinessProbe:
         result = Readiness()
         deadline = t0 + timeout
         while time.monotonic() < deadline:
-            now = time.monotonic() - t0
+            # A request may block while the server restores (it holds its state lock), so
+            # each part counts from when its check *returned*, not from when it was sent.
             secrets = self._holds(self.secrets_ok, result)
             if secrets and result.secrets is None:
-                result.secrets = now
+                result.secrets = time.monotonic() - t0
             login = self._holds(self.login_ok, result)
             if login and result.login is None:
-                result.login = now
+                result.login = time.monotonic() - t0
             if secrets and login:
-                result.ready = now
+                result.ready = time.monotonic() - t0
                 return result
             time.sleep(POLL_SECONDS)
         return result
@@ -459,7 +460,7 @@ def print_phases(record: dict[str, Any] | None) -> None:
     phases = record.get("phases", {})
     previous = 0.0
     parts = []
-    for name, at in phases.items():
+    for name, at in sorted(phases.items(), key=lambda item: float(item[1])):
         parts.append(f"{name} {at:.2f} (+{at - previous:.2f})")
         previous = at
     print(f"  restore.json phases (s since restore start): {', '.join(parts)}")

@@ -43,9 +43,20 @@ def upload_corrupt_copy(env: LocalEnvironment, good_key: str, *, truncate: bool)
     return key
 
 
+# The supervisor's agent takes one snapshot when the stack comes up and then one an
+# hour, so the snapshots these tests take are the newest ones.
+QUIET_SNAPSHOTS = {
+    "enabled": True,
+    "interval": "1h",
+    "bucket": "vaultdr-snapshots",
+    "prefix": "snapshots",
+    "retain": {"last": 10, "daily": 7},
+}
+
+
 @pytest.fixture(scope="module")
 def healing_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalEnvironment]:
-    env = start_stack(tmp_path_factory.mktemp("healing"))
+    env = start_stack(tmp_path_factory.mktemp("healing"), snapshots=QUIET_SNAPSHOTS)
     try:
         yield env
     finally:
@@ -132,8 +143,10 @@ def test_old_and_foreign_snapshots_are_refused_unless_forced(
 def test_with_auto_restore_off_the_cluster_stays_empty_until_a_manual_restore(
     tmp_path: Path, cli: CliRunner
 ) -> None:
-    env = start_stack(tmp_path, restore={"auto": False, "max_age": "1h"})
+    env = start_stack(tmp_path, restore={"auto": False, "max_age": "1h"}, snapshots=QUIET_SNAPSHOTS)
     try:
+        # The agent's first snapshot may land just after `up` returns.
+        assert wait_for(lambda: (env.state_dir / "agents" / "snapshot.json").exists(), timeout=30)
         root = env.client(token=env.root_token())
         root.write_kv("secret", "manual/one", {"value": "1"})
         good = snapshot_agent_for(env).take()
