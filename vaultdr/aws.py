@@ -545,6 +545,15 @@ class Aws:
             lambda: self._client("s3").delete_object(Bucket=bucket, Key=key),
         )
 
+    def delete_object_version(self, bucket: str, key: str, version_id: str) -> None:
+        """S3 ``DeleteObject`` of one version: the version before it becomes current again."""
+        self._call(
+            "s3",
+            "DeleteObject",
+            f"s3://{bucket}/{key}?versionId={version_id}",
+            lambda: self._client("s3").delete_object(Bucket=bucket, Key=key, VersionId=version_id),
+        )
+
     def delete_all_versions(self, bucket: str, key: str) -> int:
         """S3 ``ListObjectVersions`` + ``DeleteObject`` with each ``VersionId``: removes every
         version and delete marker of exactly ``key``. Returns how many were deleted."""

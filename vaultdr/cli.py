@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -185,6 +186,73 @@ def cmd_restore(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fault(args: argparse.Namespace) -> int:
+    from vaultdr import faults
+
+    if args.action == "list":
+        for spec in faults.CATALOGUE.values():
+            usage = " ".join([spec.name, *spec.params])
+            print(f"{usage:<28} {spec.summary}")
+            print(f"{'':<28} undo: {spec.undo}")
+        return 0
+    if args.action == "rollback":
+        return cmd_rollback(args)
+    if not args.fault:
+        raise ConfigError("fault inject needs a NAME", hint="see `vaultdr fault list`")
+    env = _environment(args)
+    entry = faults.inject(env, args.fault, args.fault_args)
+    targets = ", ".join(entry.detail.get("nodes", [])) or "-"
+    print(f"injected {entry.fault} (id {entry.id}) on {targets}")
+    if entry.in_force:
+        print("  in force until undone: `vaultdr rollback` (or the matching restore/thaw fault)")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from vaultdr import faults
+
+    env = _environment(args)
+    results = faults.rollback(env)
+    if not results:
+        print("nothing to roll back")
+    for result in results:
+        print(
+            f"rolled back {result.fault} (id {result.entry_id}): {'; '.join(result.steps) or '-'}"
+        )
+    return 0
+
+
+def cmd_chaos(args: argparse.Namespace) -> int:
+    from vaultdr.chaos.runner import run_experiment
+
+    state_dir = resolve_state_dir(args.state_dir)
+    verdict = run_experiment(
+        Path(args.experiment),
+        state_dir=state_dir,
+        journal_path=Path(args.journal) if args.journal else None,
+        variables=args.var,
+    )
+    for name, status in verdict.activities:
+        print(f"  {status:<10} {name}")
+    recovery = verdict.vaultdr.get("recovery") or {}
+    if recovery.get("rto") is not None:
+        print(f"RTO {recovery['rto']:.2f} s")
+    ledger = verdict.vaultdr.get("ledger") or {}
+    if ledger:
+        print(
+            f"writes: {ledger.get('acknowledged')} acknowledged, {len(ledger.get('lost', []))} lost, "
+            f"RPO {ledger.get('rpo_writes', 0)} writes / {ledger.get('rpo_seconds', 0):.1f} s"
+        )
+    print(f"journal: {verdict.journal_path}")
+    if verdict.passed:
+        print(f"PASSED {args.experiment}")
+        return 0
+    print(f"FAILED {args.experiment}", file=sys.stderr)
+    for reason in verdict.reasons:
+        print(f"  - {reason}", file=sys.stderr)
+    return 7
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vaultdr",
@@ -228,6 +296,16 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument(
         "--dry-run", action="store_true", help="say what would happen, change nothing"
     )
+    fault = add("fault", cmd_fault, "list, inject or roll back faults")
+    fault.add_argument("action", choices=["list", "inject", "rollback"])
+    fault.add_argument("fault", nargs="?", metavar="NAME", help="the fault (inject)")
+    fault.add_argument("fault_args", nargs="*", metavar="ARG", help="e.g. the NODE")
+    chaos = add("chaos", cmd_chaos, "run a Chaos Toolkit experiment and judge it from its journal")
+    chaos.add_argument("action", choices=["run"])
+    chaos.add_argument("experiment", help="e.g. drills/kill-leader.json")
+    chaos.add_argument("--journal", help="journal path (default: <state dir>/drills/<run>/)")
+    chaos.add_argument("--var", action="append", help="configuration value key=value (repeatable)")
+    add("rollback", cmd_rollback, "undo every fault still in force (from the rollback journal)")
     return parser
 
 
@@ -241,6 +319,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"vaultdr {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `vaultdr status | head`: the reader left, not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -112,7 +112,7 @@ class Snapshots(_Strict):
 class Restore(_Strict):
     auto: bool = True
     max_age: Duration = 86400.0
-    watch_interval: Duration = 1.0
+    watch_interval: Duration = 0.25
 
 
 class SecretsEngine(_Strict):

@@ -64,22 +64,34 @@ class VaultClient:
     """One node's API at ``address``, verifying TLS against ``ca_file``."""
 
     def __init__(
-        self, address: str, *, ca_file: Path | str | None, token: str | None = None
+        self,
+        address: str,
+        *,
+        ca_file: Path | str | None,
+        token: str | None = None,
+        timeout: float = 10.0,
     ) -> None:
         self.address = address
         self.ca_file = ca_file
+        self.timeout = timeout
         self._client = hvac.Client(
             url=address,
             token=token,
             verify=str(ca_file) if ca_file else True,
-            timeout=10,
+            timeout=timeout,
         )
 
     def __repr__(self) -> str:
         return f"VaultClient({self.address!r})"
 
     def with_token(self, token: str | None) -> VaultClient:
-        return VaultClient(self.address, ca_file=self.ca_file, token=token)
+        return VaultClient(self.address, ca_file=self.ca_file, token=token, timeout=self.timeout)
+
+    def with_timeout(self, timeout: float) -> VaultClient:
+        """The same client with another per-request timeout (short ones for polling)."""
+        return VaultClient(
+            self.address, ca_file=self.ca_file, token=self._client.token, timeout=timeout
+        )
 
     # --- raw access -------------------------------------------------------------
     def _request(self, method: str, path: str, *, json: Any = None, what: str | None = None) -> Any:

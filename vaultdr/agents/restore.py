@@ -28,6 +28,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -261,19 +262,29 @@ class Restorer:
 
         names = self.target.node_names()
         first, others = names[0], names[1:]
-        for name in others:
-            self.target.hold_node(name)
         local = self.settings.work_dir / "restore.snap"
-        snap.download_verified(
-            self.aws, self.settings.bucket, candidate.key, local, candidate.sha256
-        )
-        phase("downloaded")
-        try:
-            self._restore_first(first, local, phase)
-        finally:
-            local.unlink(missing_ok=True)
-            for name in others:
-                self.target.release_node(name)
+        # The download overlaps holding the other nodes and initializing the
+        # first; the restore itself waits for the verified file.
+        with ThreadPoolExecutor(max_workers=len(names) + 1) as pool:
+            download = pool.submit(
+                snap.download_verified,
+                self.aws,
+                self.settings.bucket,
+                candidate.key,
+                local,
+                candidate.sha256,
+            )
+            try:
+                for held in [pool.submit(self.target.hold_node, name) for name in others]:
+                    held.result()
+                phase("others-held")
+                self._restore_first(first, local, phase, download)
+            finally:
+                download.cancel()
+                wait([download])
+                local.unlink(missing_ok=True)
+                for name in others:
+                    self.target.release_node(name)
         root_token, recovery = self.target.break_glass()
         keys = recovery[: self.settings.recovery_threshold]
         self._bring_in_others(first, others, keys)
@@ -287,7 +298,13 @@ class Restorer:
         del root_token
         return record
 
-    def _restore_first(self, first: str, local: Path, phase: Callable[[str], None]) -> None:
+    def _restore_first(
+        self,
+        first: str,
+        local: Path,
+        phase: Callable[[str], None],
+        download: Future[Any],
+    ) -> None:
         client = self.target.node_client(first)
         init = client.initialize(
             recovery_shares=self.settings.recovery_shares,
@@ -296,6 +313,8 @@ class Restorer:
         fresh = client.with_token(init.root_token)
         self._wait(f"{first} active after init", lambda: _active(fresh))
         phase("initialized")
+        download.result(timeout=self.settings.timeout)
+        phase("downloaded")
         fresh.restore_raft_snapshot(local, force=True)
         phase("restored")
         root_token, recovery = self.target.break_glass()

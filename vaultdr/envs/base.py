@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from vaultdr.aws import Aws
 from vaultdr.vault import VaultClient
 
 
@@ -54,6 +55,7 @@ class Environment(Protocol):
     """A place the stack runs. Implemented by ``LocalEnvironment`` and the kube environments."""
 
     name: str
+    state_dir: Path  # where the journal, timelines and agent records are kept
 
     def up(self) -> StackStatus: ...
 
@@ -86,6 +88,34 @@ class Environment(Protocol):
 
     def delete_volume(self, node: str) -> None: ...
 
+    def kill_nodes(self, names: list[str]) -> None:
+        """Kill several nodes at the same moment."""
+        ...
+
+    def delete_all_volumes(self) -> None:
+        """Total loss: every node's data is gone; they all come back empty."""
+        ...
+
+    def release_nodes(self, names: list[str]) -> None:
+        """Let nodes a fault held down run again."""
+        ...
+
+    def freeze_node(self, node: str) -> tuple[int, int]:
+        """Stop the node answering without killing it; returns what thaw needs."""
+        ...
+
+    def thaw_node(
+        self, node: str, pid: int | None = None, start_time: int | None = None
+    ) -> bool: ...
+
     def revoke_kms(self) -> None: ...
 
     def restore_kms(self) -> None: ...
+
+    def aws(self, principal: str = "admin") -> Aws: ...
+
+    def cluster_id(self) -> str | None: ...
+
+    def snapshot_location(self) -> tuple[str, str]:
+        """(bucket, prefix) of the snapshots."""
+        ...

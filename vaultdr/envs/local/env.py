@@ -13,10 +13,12 @@ error is raised: ``up`` never leaves a half-started stack behind.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -158,14 +160,20 @@ class LocalEnvironment:
         return VaultClient(self.state.node(name).api_addr, ca_file=self.ca_file(), token=token)
 
     def leader(self) -> str | None:
-        """The node that says it is the active one, or None."""
-        for node in self.state.nodes:
+        """The node that says it is the active one, or None (nodes asked at once, 2 s each)."""
+        ca_file = self.ca_file()
+
+        def is_self(node: NodeState) -> bool:
             try:
-                if VaultClient(node.api_addr, ca_file=self.ca_file()).read_leader().get("is_self"):
-                    return node.name
+                client = VaultClient(node.api_addr, ca_file=ca_file, timeout=2.0)
+                return bool(client.read_leader().get("is_self"))
             except VaultdrError:
-                continue
-        return None
+                return False
+
+        nodes = self.state.nodes
+        with ThreadPoolExecutor(max_workers=len(nodes)) as pool:
+            answers = list(pool.map(is_self, nodes))
+        return next((node.name for node, yes in zip(nodes, answers, strict=True) if yes), None)
 
     def stack_config(self) -> Stack:
         if self.stack is None:
@@ -511,7 +519,7 @@ class LocalEnvironment:
     def _node_status(self, node: NodeState, voters: dict[str, bool]) -> NodeStatus:
         record = node.process()
         running = bool(record and record.alive())
-        client = VaultClient(node.api_addr, ca_file=self.ca_file())
+        client = VaultClient(node.api_addr, ca_file=self.ca_file(), timeout=3.0)
         try:
             seal = client.read_seal_status()
             active = bool(client.read_leader().get("is_self")) if not seal.get("sealed") else False
@@ -574,6 +582,69 @@ class LocalEnvironment:
         finally:
             target.hold_file.unlink(missing_ok=True)
 
+    def kill_nodes(self, names: list[str]) -> None:
+        """SIGKILL several nodes at the same moment (quorum loss, restart of all)."""
+        records = [self.state.node(name).process() for name in names]
+        for record in records:
+            if record and record.alive():
+                os.kill(record.pid, signal.SIGKILL)
+
+    def delete_all_volumes(self) -> None:
+        """Total loss: stop every node, delete every data dir, let them all come back empty."""
+        targets = self.state.nodes
+        for node in targets:
+            node.hold_file.touch()
+        try:
+            self.kill_nodes([node.name for node in targets])
+            wait_for(lambda: not any(node.pid_file.exists() for node in targets), timeout=15)
+            for node in targets:
+                shutil.rmtree(node.data_dir, ignore_errors=True)
+        finally:
+            self.release_nodes([node.name for node in targets])
+
+    def release_nodes(self, names: list[str]) -> None:
+        """Let held nodes run again (the undo of an interrupted volume deletion)."""
+        for name in names:
+            self.state.node(name).hold_file.unlink(missing_ok=True)
+
+    def node_pid(self, node: str) -> tuple[int, int] | None:
+        """The running server process of ``node`` as (pid, start time), or None."""
+        record = self.state.node(node).process()
+        if record and record.alive():
+            return record.pid, record.start_time
+        return None
+
+    def freeze_node(self, node: str) -> tuple[int, int]:
+        """SIGSTOP the node's process: it holds its sockets but answers nothing (a partition)."""
+        found = self.node_pid(node)
+        if found is None:
+            raise StackStateError(
+                f"{node} is not running: there is nothing to freeze",
+                hint="wait until the supervisor has started it (`vaultdr status`)",
+            )
+        os.kill(found[0], signal.SIGSTOP)
+        return found
+
+    def thaw_node(self, node: str, pid: int | None = None, start_time: int | None = None) -> bool:
+        """SIGCONT the frozen process (the one recorded, or the node's current one)."""
+        if pid is None:
+            found = self.node_pid(node)
+            if found is None:
+                return False
+            pid, start_time = found
+        if not pid_alive(pid, start_time):
+            return False
+        os.kill(pid, signal.SIGCONT)
+        return True
+
+    def cluster_id(self) -> str | None:
+        """The raft cluster id recorded at init (snapshots are filed under it)."""
+        return self.state.cluster_id or None
+
+    def snapshot_location(self) -> tuple[str, str]:
+        """(bucket, prefix) of the snapshots in S3."""
+        return self.state.aws["bucket"], self.stack_config().snapshots.prefix
+
     def revoke_kms(self) -> None:
         self._set_kms_access(allowed=False)
 
@@ -616,6 +687,11 @@ class LocalEnvironment:
         state = self._state or LocalState.load(self.state_dir)
         if state is None:
             return
+        for node in state.nodes:  # a frozen node cannot handle SIGTERM
+            record = node.process()
+            if record and record.alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(record.pid, signal.SIGCONT)
         order = ["supervisor", "transit", "kubeapi", "moto"]
         for name in order + [n for n in state.processes if n not in order]:
             record = state.record(name)
