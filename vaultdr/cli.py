@@ -239,10 +239,14 @@ def cmd_chaos(args: argparse.Namespace) -> int:
         print(f"RTO {recovery['rto']:.2f} s")
     ledger = verdict.vaultdr.get("ledger") or {}
     if ledger:
-        print(
-            f"writes: {ledger.get('acknowledged')} acknowledged, {len(ledger.get('lost', []))} lost, "
-            f"RPO {ledger.get('rpo_writes', 0)} writes / {ledger.get('rpo_seconds', 0):.1f} s"
+        line = (
+            f"writes: {ledger.get('acknowledged')} acknowledged, {len(ledger.get('lost', []))} lost"
         )
+        if ledger.get("snapshot_taken_at"):
+            line += (
+                f", RPO {ledger.get('rpo_writes', 0)} writes / {ledger.get('rpo_seconds', 0):.1f} s"
+            )
+        print(line)
     print(f"journal: {verdict.journal_path}")
     if verdict.passed:
         print(f"PASSED {args.experiment}")

@@ -1,0 +1,153 @@
+"""Chaos Toolkit actions: start measuring, inject a fault, wait for recovery, roll back.
+
+Each takes the experiment's ``configuration`` (see :mod:`vaultdr.chaos.session`)
+and returns JSON-able data that lands in the journal. A failure raises
+``ActivityFailed`` with the reason, which ``vaultdr chaos run`` reports.
+"""
+
+import time
+from typing import Any
+
+from chaoslib.exceptions import ActivityFailed
+
+from vaultdr import checks, faults
+from vaultdr.chaos.session import DEFAULT_LOGIN, drill
+from vaultdr.errors import VaultdrError
+from vaultdr.polling import wait_for
+
+__all__ = [
+    "ensure_app_secret",
+    "inject_fault",
+    "rollback_faults",
+    "start_measuring",
+    "take_snapshot",
+    "wait_for_recovery",
+]
+
+
+def start_measuring(
+    write_rate: float = 10.0,
+    interval: float = 0.1,
+    login: dict[str, str] | None = None,
+    configuration: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Start the recovery timeline (polling every ``interval`` s) and the write ledger
+    (``write_rate`` acknowledged-or-not writes per second; 0 for none)."""
+    try:
+        current = drill(configuration)
+        current.start(
+            write_rate=float(write_rate), interval=float(interval), login=login or DEFAULT_LOGIN
+        )
+    except VaultdrError as exc:
+        raise ActivityFailed(f"cannot start measuring: {exc}") from None
+    return {"results_dir": str(current.results_dir), "interval": interval, "write_rate": write_rate}
+
+
+def inject_fault(
+    name: str,
+    args: list[str] | None = None,
+    configuration: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Inject a fault of the catalogue (``vaultdr fault list``), journaled for rollback.
+
+    Node arguments take a name, an index, ``leader`` or ``follower``."""
+    current = drill(configuration)
+    mark = None
+    if current.timeline is not None:
+        timeline = current.timeline
+
+        def mark(kind: str, detail: dict[str, Any]) -> None:
+            timeline.mark(kind, **detail)
+
+    try:
+        entry = faults.inject(current.env, name, args or [], mark=mark)
+    except VaultdrError as exc:
+        raise ActivityFailed(f"fault {name} failed: {exc}") from None
+    record = {
+        "fault": entry.fault,
+        "id": entry.id,
+        "nodes": entry.detail.get("nodes", []),
+        "at": entry.started_at,
+    }
+    current.faults.append(record)
+    return record
+
+
+def wait_for_recovery(
+    timeout: float = 120.0,
+    require: list[str] | None = None,
+    configuration: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Wait (at most ``timeout`` s) until the phases in ``require`` are reached after the
+    last fault; returns the measured recovery (RTO and its phases) from the timeline."""
+    current = drill(configuration)
+    timeout = float(timeout)  # a ${variable} from the configuration may arrive as text
+    if current.timeline is None:
+        raise ActivityFailed("wait_for_recovery needs start_measuring first")
+    phases = tuple(require or ("serving", "auth_ready", "healthy"))
+    started = time.monotonic()
+    recovery = current.timeline.wait_recovered(timeout, require=phases)
+    current.recovery = recovery
+    result = recovery.to_dict()
+    if recovery.recovered and "healthy" in phases:
+        # Healthy on the timeline is unsealed + leader + reads; full health also needs every
+        # node back as a raft voter (autopilot promotes a rejoined node once it is stable).
+        left = max(5.0, timeout - (time.monotonic() - started))
+        fault_mono = current.timeline.last_fault()
+        if not wait_for(
+            lambda: checks.cluster_healthy(current.env, current.token).ok, timeout=left
+        ):
+            verdict = checks.cluster_healthy(current.env, current.token)
+            raise ActivityFailed(f"not fully healthy within {timeout:.0f} s: {verdict.detail}")
+        if fault_mono is not None:
+            result["voters"] = round(time.monotonic() - fault_mono.mono, 3)
+    if not recovery.recovered:
+        missing = [p for p in phases if result.get(p) is None]
+        raise ActivityFailed(
+            f"not recovered within {timeout:.0f} s: never reached {', '.join(missing)}"
+        )
+    return result
+
+
+def rollback_faults(configuration: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Undo every fault still in force (KMS access, frozen nodes, corrupt snapshots)."""
+    current = drill(configuration)
+    try:
+        results = faults.rollback(current.env)
+    except VaultdrError as exc:
+        raise ActivityFailed(f"rollback failed: {exc}") from None
+    return [{"fault": r.fault, "id": r.entry_id, "steps": r.steps} for r in results]
+
+
+def ensure_app_secret(
+    path: str = "secret/apps/web/config", configuration: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Make sure the kv-v2 secret the app login check reads exists (a canary if absent).
+
+    The vaultdr control calls it before the steady state is checked."""
+    import uuid
+
+    current = drill(configuration)
+    mount, _, rest = path.partition("/")
+    try:
+        client = current.env.client(token=current.token)
+        if client.read_kv(mount, rest) is not None:
+            return {"path": path, "written": False}
+        client.write_kv(mount, rest, {"vaultdr-canary": uuid.uuid4().hex})
+    except VaultdrError as exc:
+        raise ActivityFailed(f"cannot prepare {path}: {exc}") from None
+    return {"path": path, "written": True}
+
+
+def take_snapshot(configuration: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run the snapshot agent once now (what its schedule does), so the drill knows its RPO base."""
+    from vaultdr.envs.local.snapshots import snapshot_agent_for
+
+    current = drill(configuration)
+    try:
+        record = snapshot_agent_for(current.env).take()
+    except VaultdrError as exc:
+        raise ActivityFailed(f"snapshot failed: {exc}") from None
+    if current.timeline is not None:
+        current.timeline.mark("snapshot-taken", key=record.key)
+    return {"key": record.key, "sha256": record.sha256, "size": record.size}
