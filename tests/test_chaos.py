@@ -249,7 +249,9 @@ def test_killing_a_revoke_kms_drill_then_rollback_restores_kms(
     try:
         journal = faults.RollbackJournal(stack.state_dir)
         assert wait_for(
-            lambda: any(e.fault == "revoke-kms" and e.in_force for e in journal.entries()),
+            lambda: any(
+                e.fault == "revoke-kms" and e.status == "injected" for e in journal.entries()
+            ),
             timeout=120,
         ), "the drill never revoked KMS"
         os.killpg(proc.pid, signal.SIGKILL)
