@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 
 RUN_ID ?= $(shell date -u +%Y%m%dT%H%M%SZ)
 
-.PHONY: setup test lint typecheck unit up down status drill bench bench-total-loss clean
+.PHONY: setup test lint typecheck unit up down status drill bench bench-total-loss bench-failover clean
 
 setup: $(STAMP)
 
@@ -49,6 +49,9 @@ bench: setup
 
 bench-total-loss: setup
 	$(BIN)/python benchmarks/total_loss.py
+
+bench-failover: setup
+	$(BIN)/python benchmarks/failover.py
 
 clean:
 	-$(BIN)/vaultdr down 2>/dev/null
