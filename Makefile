@@ -4,8 +4,6 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-RUN_ID ?= $(shell date -u +%Y%m%dT%H%M%SZ)
-
 .PHONY: setup test lint typecheck unit up down status drill bench bench-total-loss bench-failover clean
 
 setup: $(STAMP)
@@ -17,8 +15,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lint: setup
-	$(BIN)/ruff check vaultdr tests benchmarks
-	$(BIN)/ruff format --check vaultdr tests benchmarks
+	$(BIN)/ruff check vaultdr tests benchmarks features
+	$(BIN)/ruff format --check vaultdr tests benchmarks features
 
 typecheck: setup
 	$(BIN)/mypy
@@ -37,12 +35,10 @@ down: setup
 status: setup
 	$(BIN)/vaultdr status
 
-# The local drill suite: every scenario that breaks a real local stack (kill a
-# node, lose a volume, revoke KMS, lose everything) and checks it heals itself.
+# The local drill suite: every DR scenario in features/ against a fresh local stack;
+# evidence (evidence.json, report.html, Allure results, JUnit, manifest) in reports/<run-id>/.
 drill: setup
-	mkdir -p reports/$(RUN_ID)
-	$(BIN)/pytest -m stack -q -p no:cacheprovider --junitxml=reports/$(RUN_ID)/junit.xml
-	@echo "report: reports/$(RUN_ID)/junit.xml"
+	$(BIN)/vaultdr drill --junit
 
 bench: setup
 	$(BIN)/python benchmarks/cold_start.py

@@ -257,6 +257,70 @@ def cmd_chaos(args: argparse.Namespace) -> int:
     return 7
 
 
+def cmd_drill(args: argparse.Namespace) -> int:
+    from vaultdr.drill.runner import run_drill
+
+    config = Path(args.config) if args.config else _default_stack_file()
+    result = run_drill(
+        config=config,
+        env_name=args.env,
+        tags=args.tags,
+        report_dir=Path(args.report_dir),
+        junit=args.junit,
+    )
+    print(
+        f"{result.verdict.upper()}: {result.passed} of {result.scenarios} scenarios passed; "
+        f"evidence: {result.run_dir}/report.html"
+    )
+    return result.exit_code
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from vaultdr.evidence.index import write_index
+    from vaultdr.evidence.manifest import MANIFEST, verify_manifest, write_manifest
+    from vaultdr.evidence.report import write_report
+    from vaultdr.evidence.schema import EvidenceError
+
+    run_dir = Path(args.dir)
+    sealed = (run_dir / MANIFEST).exists()
+    if sealed:
+        problems = verify_manifest(run_dir, ignore=frozenset({"report.html"}))
+        if problems:
+            raise EvidenceError(
+                f"{run_dir} does not match its manifest: " + "; ".join(problems),
+                hint="the evidence was changed after the drill; it is not re-sealed",
+            )
+    path = write_report(run_dir)
+    if sealed:
+        write_manifest(run_dir)
+    write_index(run_dir.resolve().parent)
+    print(f"wrote {path}")
+    if args.allure:
+        from vaultdr.evidence.allure import render_allure
+
+        print(f"wrote {render_allure(run_dir)}")
+    return 0
+
+
+def cmd_evidence(args: argparse.Namespace) -> int:
+    from vaultdr.evidence.manifest import verify_manifest
+    from vaultdr.evidence.schema import EvidenceError, load_evidence
+
+    run_dir = Path(args.dir)
+    problems = verify_manifest(run_dir)
+    try:
+        load_evidence(run_dir)
+    except EvidenceError as exc:
+        problems.append(exc.message)
+    if problems:
+        for problem in problems:
+            print(f"  {problem}", file=sys.stderr)
+        raise VaultdrError(f"evidence in {run_dir} does NOT verify ({len(problems)} problems)")
+    count = len((run_dir / "MANIFEST.sha256").read_text().splitlines())
+    print(f"OK: {count} files in {run_dir} match MANIFEST.sha256")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vaultdr",
@@ -309,6 +373,16 @@ def build_parser() -> argparse.ArgumentParser:
     chaos.add_argument("experiment", help="e.g. drills/kill-leader.json")
     chaos.add_argument("--journal", help="journal path (default: <state dir>/drills/<run>/)")
     chaos.add_argument("--var", action="append", help="configuration value key=value (repeatable)")
+    drill = add("drill", cmd_drill, "deploy, play every DR scenario, tear down, write evidence")
+    drill.add_argument("--tags", help="only scenarios matching this tag expression")
+    drill.add_argument("--report-dir", default="reports", help="where runs go (default reports/)")
+    drill.add_argument("--junit", action="store_true", help="also write junit.xml for CI")
+    report = add("report", cmd_report, "rebuild a run's report.html (and the index) from evidence")
+    report.add_argument("dir", help="a run directory, e.g. reports/<run-id>")
+    report.add_argument("--allure", action="store_true", help="also render Allure HTML")
+    evidence = add("evidence", cmd_evidence, "check a run's evidence against its manifest")
+    evidence.add_argument("action", choices=["verify"])
+    evidence.add_argument("dir", help="a run directory, e.g. reports/<run-id>")
     add("rollback", cmd_rollback, "undo every fault still in force (from the rollback journal)")
     return parser
 

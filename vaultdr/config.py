@@ -162,6 +162,21 @@ class Configure(_Strict):
     auth: Auth = Auth()
 
 
+class Objectives(_Strict):
+    """What a drill must achieve: RTO per scenario (by feature tag) and the RPO."""
+
+    rto: dict[str, Duration] = {
+        "auto-unseal": 30.0,
+        "leader-loss": 15.0,
+        "lost-volume": 30.0,
+        "total-loss": 60.0,
+        "kms-revoked": 20.0,
+        "kubernetes-auth": 60.0,
+        "snapshot-integrity": 60.0,
+    }
+    rpo: Duration = 300.0
+
+
 class Stack(_Strict):
     """The whole of stack.yaml."""
 
@@ -176,6 +191,7 @@ class Stack(_Strict):
     snapshots: Snapshots = Snapshots()
     restore: Restore = Restore()
     configure: Configure = Configure()
+    objectives: Objectives = Objectives()
     startup_timeout: Duration = 90.0
 
     def node_names(self) -> list[str]:

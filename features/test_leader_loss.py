@@ -1,0 +1,5 @@
+"""The leader loss feature."""
+
+from pytest_bdd import scenarios
+
+scenarios("leader_loss.feature")

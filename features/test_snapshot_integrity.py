@@ -1,0 +1,5 @@
+"""The snapshot integrity feature."""
+
+from pytest_bdd import scenarios
+
+scenarios("snapshot_integrity.feature")

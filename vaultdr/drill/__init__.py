@@ -1,0 +1,1 @@
+"""`vaultdr drill`: Gherkin DR scenarios against a fresh stack, and the evidence they leave."""
