@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test lint typecheck unit up down status drill bench bench-total-loss bench-failover clean
+.PHONY: setup test lint typecheck unit up down status drill bench bench-total-loss bench-failover bench-drill clean
 
 setup: $(STAMP)
 
@@ -48,6 +48,9 @@ bench-total-loss: setup
 
 bench-failover: setup
 	$(BIN)/python benchmarks/failover.py
+
+bench-drill: setup
+	$(BIN)/python benchmarks/drill_suite.py
 
 clean:
 	-$(BIN)/vaultdr down 2>/dev/null

@@ -12,6 +12,8 @@ import pytest
 from vaultdr.config import Stack, load_stack
 from vaultdr.envs.local.env import LocalEnvironment
 
+pytest_plugins = ["pytester"]  # the step library is tested on generated feature files
+
 REPO = Path(__file__).resolve().parent.parent
 LOCAL_STACK = REPO / "environments/local/stack.yaml"
 

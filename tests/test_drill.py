@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 from pathlib import Path
 
+import jsonschema
 import pytest
 import yaml
 
@@ -32,8 +34,12 @@ def test_a_bad_stack_file_stops_the_drill_before_anything_starts(
 
 
 @pytest.mark.stack
-def test_the_leader_loss_drill_leaves_sealed_evidence(cli: CliRunner, tmp_path: Path) -> None:
+def test_the_leader_loss_drill_leaves_sealed_evidence(
+    cli: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     reports = tmp_path / "reports"
+    canary = "canary-" + secrets.token_hex(12)
+    monkeypatch.setenv("VAULTDR_DRILL_CANARY", canary)  # the app secret's value in the drill
     result = cli(
         "drill",
         "--tags",
@@ -44,12 +50,17 @@ def test_the_leader_loss_drill_leaves_sealed_evidence(cli: CliRunner, tmp_path: 
         state_dir=tmp_path,
         timeout=600,
     )
+    assert canary not in result.stdout + result.stderr
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Leader loss: the leader is killed under write load" in result.stdout
     assert "When the leader is killed" in result.stdout
     assert "PASSED: 1 of 1 scenarios passed" in result.stdout
     [run_dir] = run_dirs(reports)
     evidence = load_evidence(run_dir)
+    schema = json.loads(
+        (Path(__file__).resolve().parent.parent / "docs/evidence.schema.json").read_text()
+    )
+    jsonschema.validate(evidence, schema)
     assert evidence["verdict"] == "passed"
     assert evidence["engine"] == {"kind": "openbao", "version": "2.6.2"}
     assert evidence["stack"]["nodes"] == 3 and evidence["stack"]["seal"] == "awskms"
@@ -69,7 +80,9 @@ def test_the_leader_loss_drill_leaves_sealed_evidence(cli: CliRunner, tmp_path: 
     assert verified.returncode == 0, verified.stderr
     for path in run_dir.rglob("*"):
         if path.is_file():
-            assert not TOKEN.search(path.read_text(errors="replace")), f"a token in {path}"
+            text = path.read_text(errors="replace")
+            assert not TOKEN.search(text), f"a token in {path}"
+            assert canary not in text, f"the planted secret value is in {path}"
 
 
 @pytest.mark.stack

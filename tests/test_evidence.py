@@ -249,3 +249,19 @@ def test_allure_without_the_cli_says_what_to_install(
     with pytest.raises(AllureUnavailable) as raised:
         render_allure(run_dir)
     assert "npm install" in raised.value.hint
+
+
+def json_schema() -> dict[str, Any]:
+    path = Path(__file__).resolve().parent.parent / "docs/evidence.schema.json"
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def test_sample_evidence_matches_the_published_json_schema() -> None:
+    import jsonschema
+
+    jsonschema.validate(evidence(), json_schema())
+    broken = evidence()
+    broken["scenarios"][0]["comparisons"][0]["met"] = "yes"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, json_schema())

@@ -9,6 +9,8 @@ the record into the scenario's part of ``evidence.json``.
 from __future__ import annotations
 
 import datetime as dt
+import os
+import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +27,12 @@ from vaultdr.timeline import LoginCheck, Recovery, Timeline
 APP_SECRET = ("secret", "apps/web/config")
 APP_LOGIN = LoginCheck("apps", "web", "web", mount="secret", path="apps/web/config")
 RECOVERY_TIMEOUT = 180.0
+
+
+def app_secret_value() -> str:
+    """The app secret's value: random, or ``$VAULTDR_DRILL_CANARY`` so a test can plant a
+    canary and prove it never reaches the evidence."""
+    return os.environ.get("VAULTDR_DRILL_CANARY") or secrets.token_hex(16)
 
 
 class ObjectiveMissed(AssertionError):
@@ -68,7 +76,7 @@ class ScenarioRun:
             raise AssertionError(f"the stack is not healthy: {self.env.status()}")
         client = self.env.client(token=self.token)
         if client.read_kv(*APP_SECRET) is None:
-            client.write_kv(*APP_SECRET, {"db": "web-db"})
+            client.write_kv(*APP_SECRET, {"password": app_secret_value()})
         self.start_timeline()
 
     def start_timeline(self) -> None:
@@ -92,7 +100,7 @@ class ScenarioRun:
 
         client = self.env.client(token=self.token)
         for i in range(count):
-            data = {"n": str(i), "drill": self.scenario_id}
+            data = {"n": str(i), "value": f"{app_secret_value()}-{i}"}
             client.write_kv("secret", f"drill/{self.scenario_id}/{i}", data)
             self.seeded[f"secret/drill/{self.scenario_id}/{i}"] = data
         record = snapshot_agent_for(self.env).take()
