@@ -52,56 +52,57 @@ def _fmt(value: Any, unit: str = "s") -> str:
 
 
 def timeline_svg(scenario: dict[str, Any]) -> str:
-    """A horizontal axis in seconds after the fault with a labelled marker per phase."""
+    """A horizontal axis in seconds after the fault, one labelled marker (and row) per phase."""
     phases = (scenario.get("measurements") or {}).get("phases") or {}
     events = scenario.get("timeline") or []
     points = [("fault", 0.0)] + [(k, float(v)) for k, v in phases.items() if v is not None]
-    has_fault = any(str(e.get("kind", "")).startswith("fault:") for e in events)
-    if not has_fault and not phases:
+    faults = [e for e in events if str(e.get("kind", "")).startswith("fault:")]
+    if not faults and not phases:
         return '<p class="muted">No fault was injected in this scenario: no timeline.</p>'
     ends = [t for _k, t in points] + [float(e["t"]) for e in events if float(e["t"]) >= 0]
     span = max(max(ends, default=1.0), 1.0) * 1.08
     start = -0.05 * span
-    width, left, right, height = 900, 40, 20, 150
+    axis = 24 + len(points) * 15
+    width, left, right, height = 900, 40, 20, axis + 30
     scale = (width - left - right) / (span - start)
 
     def x(t: float) -> float:
         return left + (t - start) * scale
 
     parts = [
-        f'<svg viewBox="0 0 {width} {height}" '
-        f'width="100%" role="img" aria-label="recovery timeline">',
-        f'<line x1="{left}" y1="110" x2="{width - right}" y2="110" stroke="#333"/>',
+        f'<svg viewBox="0 0 {width} {height}" width="100%" role="img" '
+        'aria-label="recovery timeline">',
+        f'<line x1="{left}" y1="{axis}" x2="{width - right}" y2="{axis}" stroke="#333"/>',
     ]
     step = _tick_step(span)
     tick = 0.0
     while tick <= span:
         parts.append(
-            f'<line x1="{x(tick):.1f}" y1="106" x2="{x(tick):.1f}" y2="114" stroke="#333"/>'
-        )
-        parts.append(
-            f'<text x="{x(tick):.1f}" y="130" font-size="11" text-anchor="middle">{tick:g} s</text>'
+            f'<line x1="{x(tick):.1f}" y1="{axis - 4}" x2="{x(tick):.1f}" y2="{axis + 4}" '
+            'stroke="#333"/>'
+            f'<text x="{x(tick):.1f}" y="{axis + 20}" font-size="11" text-anchor="middle">'
+            f"{tick:g} s</text>"
         )
         tick += step
     for event in events:  # every observed change, faint
         t = float(event["t"])
         if start <= t <= span:
             parts.append(
-                f'<line x1="{x(t):.1f}" y1="100" x2="{x(t):.1f}" y2="110" stroke="#99a" />'
+                f'<line x1="{x(t):.1f}" y1="{axis - 8}" x2="{x(t):.1f}" y2="{axis}" stroke="#99a"/>'
             )
     colours = {key: colour for key, _label, colour in MARKERS}
     labels = {key: label for key, label, _colour in MARKERS}
+    at_zero = [e for e in faults if float(e["t"]) == 0.0]
+    if at_zero:
+        labels["fault"] = f"fault: {str(at_zero[-1]['kind'])[6:]}"
     for row, (key, t) in enumerate(sorted(points, key=lambda p: p[1])):
-        y = 18 + (row % 5) * 17
+        y = 16 + row * 15  # a row per marker: labels never overlap
         colour = colours.get(key, "#333")
+        anchor = "end" if x(t) > width - 200 else "start"
+        dx = -5 if anchor == "end" else 5
         parts.append(
-            f'<line x1="{x(t):.1f}" y1="{y + 4}" x2="{x(t):.1f}" y2="110" '
-            f'stroke="{colour}" stroke-width="2"/>'
-        )
-        parts.append(f'<circle cx="{x(t):.1f}" cy="110" r="4" fill="{colour}"/>')
-        anchor = "end" if x(t) > width - 160 else "start"
-        dx = -4 if anchor == "end" else 4
-        parts.append(
+            f'<line x1="{x(t):.1f}" y1="{y - 4}" x2="{x(t):.1f}" y2="{axis}" stroke="{colour}" '
+            f'stroke-width="2"/><circle cx="{x(t):.1f}" cy="{axis}" r="4" fill="{colour}"/>'
             f'<text x="{x(t) + dx:.1f}" y="{y}" font-size="12" fill="{colour}" '
             f'text-anchor="{anchor}">{escape(labels.get(key, key))} {t:.2f} s</text>'
         )
@@ -175,7 +176,8 @@ def _measurements(scenario: dict[str, Any]) -> str:
         ("lost acknowledged writes", str(len(lost))),
     ]
     phases = m.get("phases") or {}
-    cells += [(f"phase: {k.replace('_', ' ')}", _fmt(v)) for k, v in phases.items()]
+    order = ["detected", "unsealed", "leader", "restored", "serving", "auth_ready", "healthy"]
+    cells += [(f"phase: {k.replace('_', ' ')}", _fmt(phases.get(k))) for k in order if k in phases]
     rows = "".join(f"<tr><td>{escape(a)}</td><td class=num>{b}</td></tr>" for a, b in cells)
     lost_rows = "".join(
         f"<li><code>{escape(str(w['key']))}</code> v{w['version']} at {escape(str(w['wall']))}</li>"
