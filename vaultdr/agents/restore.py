@@ -67,6 +67,10 @@ class RestoreTarget(Protocol):
         """The restored cluster's root token and recovery keys (from SSM)."""
         ...
 
+    def wipe_node(self, name: str) -> None:
+        """Delete the node's data and let it start again empty (undo of a failed restore)."""
+        ...
+
     def ca_pem(self) -> str: ...
 
     def configure(self) -> int:
@@ -278,7 +282,14 @@ class Restorer:
                 for held in [pool.submit(self.target.hold_node, name) for name in others]:
                     held.result()
                 phase("others-held")
-                self._restore_first(first, local, phase, download)
+                try:
+                    self._restore_first(first, local, phase, download)
+                except BaseException:
+                    # Leave the cluster empty again rather than half-restored, so the
+                    # watcher (or an operator) can simply retry.
+                    log.error("restore into %s failed: wiping it so the cluster is empty", first)
+                    self.target.wipe_node(first)
+                    raise
             finally:
                 download.cancel()
                 wait([download])
@@ -323,9 +334,9 @@ class Restorer:
         phase("serving")
         # Reload the raft TLS keyring so the other nodes can join.
         restored.seal()
-        for key in recovery[: self.settings.recovery_threshold]:
-            if client.unseal(key).get("sealed") is False:
-                break
+        keys = recovery[: self.settings.recovery_threshold]
+        # Right after a seal the node may still answer 503 to unseal: keep stepping.
+        self._wait(f"{first} unsealed after reseal", lambda: _unseal_step(client, keys))
         self._wait(f"{first} active after reseal", lambda: _active(restored))
         restored.configure_autopilot(
             server_stabilization_time=f"{int(self.settings.stabilization * 1000)}ms",

@@ -54,7 +54,7 @@ class Drill:
     recovery: Recovery | None = None
     faults: list[dict[str, Any]] = field(default_factory=list)
     checks: list[dict[str, Any]] = field(default_factory=list)
-    _token: str | None = None
+    _token: str | None = field(default=None, repr=False)
 
     @property
     def token(self) -> str:

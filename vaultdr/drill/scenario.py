@@ -56,7 +56,10 @@ class ScenarioRun:
     measurements: dict[str, Any] = field(default_factory=dict)
     objectives: dict[str, float] = field(default_factory=dict)
     comparisons: list[dict[str, Any]] = field(default_factory=list)
-    _token: str | None = None
+    _token: str | None = field(default=None, repr=False)
+
+    def __repr__(self) -> str:  # step arguments are recorded (Allure): nothing secret in here
+        return f"ScenarioRun({self.scenario_id!r})"
 
     def __post_init__(self) -> None:
         rto = self.stack.objectives.rto.get(self.scenario_id)

@@ -57,6 +57,9 @@ class LocalRestoreTarget:
             stop_pid(record.pid, record.start_time, grace=2.0)
         wait_for(lambda: not node.pid_file.exists(), timeout=10)
 
+    def wipe_node(self, name: str) -> None:
+        self.env.delete_volume(name)
+
     def release_node(self, name: str) -> None:
         self.env.state.node(name).hold_file.unlink(missing_ok=True)
 
