@@ -97,7 +97,7 @@ def test_timeline_sees_a_frozen_node_without_stalling(
         try:
             assert wait_for(
                 lambda: any(
-                    e.kind == "node-unreachable" and e.node == follower and e.mono > fault.mono
+                    e.kind == "node-unreachable" and e.node == follower and e.mono >= fault.mono
                     for e in timeline.events
                 ),
                 timeout=30,

@@ -146,12 +146,14 @@ class Timeline:
         self._ticks = 0
         self._sa_token: tuple[float, str] | None = None
         self._pending: dict[str, tuple[float, Future[bool]]] = {}
+        self._last_mark = 0.0
 
     # --- recording ----------------------------------------------------------------------
     def mark(self, kind: str, node: str | None = None, **detail: Any) -> Event:
         """Record a fault or an action now."""
         now = time.monotonic()
         event = Event(now, _wall(), kind, node, dict(detail), recorded=now)
+        self._last_mark = now
         self._append(event)
         return event
 
@@ -300,7 +302,9 @@ class Timeline:
     ) -> None:
         if initial:
             detail = {**detail, "initial": True}
-        self._append(Event(mono, _wall(), kind, node, detail))
+        # A poll already under way when a fault was marked may see its effect: the change
+        # is then stamped at the fault, never before it.
+        self._append(Event(max(mono, self._last_mark), _wall(), kind, node, detail))
 
     def _poll_node(self, name: str) -> tuple[str, bool]:
         client = self.env.client(name).with_timeout(self.request_timeout)
