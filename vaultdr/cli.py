@@ -267,6 +267,7 @@ def cmd_drill(args: argparse.Namespace) -> int:
         tags=args.tags,
         report_dir=Path(args.report_dir),
         junit=args.junit,
+        chaos=args.chaos,
     )
     print(
         f"{result.verdict.upper()}: {result.passed} of {result.scenarios} scenarios passed; "
@@ -377,6 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
     drill.add_argument("--tags", help="only scenarios matching this tag expression")
     drill.add_argument("--report-dir", default="reports", help="where runs go (default reports/)")
     drill.add_argument("--junit", action="store_true", help="also write junit.xml for CI")
+    drill.add_argument(
+        "--chaos", action="store_true", help="also run the Chaos Toolkit drills in drills/"
+    )
     report = add("report", cmd_report, "rebuild a run's report.html (and the index) from evidence")
     report.add_argument("dir", help="a run directory, e.g. reports/<run-id>")
     report.add_argument("--allure", action="store_true", help="also render Allure HTML")

@@ -41,6 +41,8 @@ from vaultdr.vault import VaultClient
 
 log = logging.getLogger("vaultdr.restore")
 
+RESEAL_SECONDS = 15.0
+
 
 class RestoreRefused(VaultdrError):
     """An interlock refused the restore; nothing was changed."""
@@ -335,8 +337,15 @@ class Restorer:
         # Reload the raft TLS keyring so the other nodes can join.
         restored.seal()
         keys = recovery[: self.settings.recovery_threshold]
-        # Right after a seal the node may still answer 503 to unseal: keep stepping.
-        self._wait(f"{first} unsealed after reseal", lambda: _unseal_step(client, keys))
+        # Right after a seal the node may answer 503, or report itself uninitialized while
+        # raft is down: keep offering the recovery keys. Rarely the server seals itself
+        # again ("unable to grab state lock") and stays so; then a restart of the process
+        # reloads the keyring just as well and auto-unseals it.
+        if not wait_for(lambda: _reseal_step(client, keys), timeout=RESEAL_SECONDS, interval=0.1):
+            log.warning("%s did not unseal after the reseal; restarting it", first)
+            self.target.hold_node(first)
+            self.target.release_node(first)
+            self._wait(f"{first} unsealed after a restart", lambda: _reseal_step(client, keys))
         self._wait(f"{first} active after reseal", lambda: _active(restored))
         restored.configure_autopilot(
             server_stabilization_time=f"{int(self.settings.stabilization * 1000)}ms",
@@ -379,6 +388,16 @@ def _active(client: VaultClient) -> bool:
         and health.get("sealed") is False
         and health.get("standby") is False
     )
+
+
+def _reseal_step(client: VaultClient, keys: list[str]) -> bool:
+    """One step towards unsealing a node we sealed ourselves: True once it is unsealed."""
+    status = client.read_seal_status()
+    if status.get("sealed") is False:
+        return True
+    progress = int(status.get("progress") or 0)
+    client.unseal(keys[min(progress, len(keys) - 1)])
+    return client.read_seal_status().get("sealed") is False
 
 
 def _unseal_step(client: VaultClient, keys: list[str]) -> bool:

@@ -16,13 +16,15 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from vaultdr.config import load_stack
+from vaultdr.config import Stack, load_stack
+from vaultdr.envs.local.state import write_json_atomic
 from vaultdr.errors import ConfigError
 from vaultdr.evidence.index import write_index
 from vaultdr.evidence.manifest import write_manifest
 from vaultdr.evidence.report import write_report
-from vaultdr.evidence.schema import load_evidence
+from vaultdr.evidence.schema import load_evidence, validate_evidence
 
 FEATURES = Path(__file__).resolve().parent.parent.parent / "features"
 
@@ -47,13 +49,14 @@ def run_drill(
     tags: str | None = None,
     report_dir: Path = Path("reports"),
     junit: bool = False,
+    chaos: bool = False,
     features: Path = FEATURES,
 ) -> DrillResult:
     if env_name != "local":
         raise ConfigError(
             f"--env {env_name}: not available in this version", hint="use --env local"
         )
-    load_stack(config)  # a bad stack.yaml fails here, before anything starts
+    stack = load_stack(config)  # a bad stack.yaml fails here, before anything starts
     if not features.is_dir():
         raise ConfigError(f"no features directory at {features}")
     run_id = new_run_id()
@@ -99,6 +102,8 @@ def run_drill(
             hint=f"see {run_dir / 'pytest.log'}",
         )
     evidence = load_evidence(run_dir)
+    if chaos:
+        evidence = add_chaos_drills(run_dir, evidence, stack, config)
     write_report(run_dir)
     write_manifest(run_dir)
     write_index(run_dir.parent)
@@ -106,3 +111,32 @@ def run_drill(
     passed = sum(1 for s in scenarios if s["verdict"] == "passed")
     ok = code == 0 and evidence["verdict"] == "passed"
     return DrillResult(run_dir, evidence["verdict"], len(scenarios), passed, 0 if ok else 1)
+
+
+def add_chaos_drills(
+    run_dir: Path, evidence: dict[str, Any], stack: Stack, config: Path
+) -> dict[str, Any]:
+    """Run drills/*.json too; their journals and verdicts join the evidence."""
+    from vaultdr.drill.chaos_drills import run_chaos_drills
+
+    started = dt.datetime.now(dt.UTC)
+
+    def say(text: str) -> None:
+        elapsed = (dt.datetime.now(dt.UTC) - started).total_seconds()
+        print(f"[{elapsed:7.1f}s] {text}", flush=True)
+
+    evidence["scenarios"] += run_chaos_drills(run_dir, stack, config, say=say)
+    scenarios = evidence["scenarios"]
+    passed = bool(scenarios) and all(s["verdict"] == "passed" for s in scenarios)
+    evidence["verdict"] = "passed" if passed else "failed"
+    evidence["artifacts"]["journals"] = sorted(
+        str(p.relative_to(run_dir)) for p in run_dir.glob("chaos/**/journal.json")
+    )
+    finished = dt.datetime.now(dt.UTC)
+    evidence["finished_at"] = finished.isoformat(timespec="milliseconds")
+    evidence["duration_seconds"] = round(
+        (finished - dt.datetime.fromisoformat(evidence["started_at"])).total_seconds(), 3
+    )
+    validate_evidence(evidence)
+    write_json_atomic(run_dir / "evidence.json", evidence)
+    return evidence
