@@ -122,7 +122,7 @@ def restore_kms(run: ScenarioRun) -> None:
 # --- then ----------------------------------------------------------------------------------------
 @then("every node is unsealed again within the objective")
 def unsealed_in_time(run: ScenarioRun) -> None:
-    run.within_objective("unsealed", "unsealed", "healthy")
+    run.within_objective("unsealed", "unsealed", "healthy", "auth_ready")
     run.wait_fully_healthy()
 
 
@@ -170,7 +170,8 @@ def intruder_refused(run: ScenarioRun) -> None:
         run.env, namespace="apps", service_account="intruder", role="web"
     )
     assert not result.ok, "apps/intruder logged in with role web"
-    assert "permission denied" in result.detail or "denied" in result.detail, result.detail
+    refusals = ("not authorized", "denied", "permission")
+    assert any(word in result.detail for word in refusals), result.detail
 
 
 @then("no acknowledged write is lost")

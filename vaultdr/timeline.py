@@ -147,6 +147,8 @@ class Timeline:
         self._sa_token: tuple[float, str] | None = None
         self._pending: dict[str, tuple[float, Future[bool]]] = {}
         self._last_mark = 0.0
+        self._tick_done = 0.0  # start of the last completed node poll
+        self._side_done: dict[str, float] = {}  # start of each side check's last result
 
     # --- recording ----------------------------------------------------------------------
     def mark(self, kind: str, node: str | None = None, **detail: Any) -> Event:
@@ -259,6 +261,7 @@ class Timeline:
                     self._append(event)
             except Exception:  # noqa: BLE001 - an external source must not stop the poll
                 pass
+        self._tick_done = started
         self._ticks += 1
 
     def _side_check(
@@ -278,6 +281,7 @@ class Timeline:
                 except Exception:  # noqa: BLE001 - a check that raises failed
                     ok = False
             self._change(key, kinds[0] if ok else kinds[1], began, initial=initial)
+            self._side_done[key] = began
         self._pending[key] = (time.monotonic(), self._pool.submit(check))
 
     def _change(
@@ -433,9 +437,20 @@ class Timeline:
         deadline = time.monotonic() + timeout
         while True:
             recovery = self.measure(require=require)
-            if recovery.recovered or time.monotonic() >= deadline:
+            if (recovery.recovered and self.observed_since_fault()) or time.monotonic() >= deadline:
                 return recovery
             time.sleep(min(self.interval, 0.2))
+
+    def observed_since_fault(self) -> bool:
+        """True once every poll (nodes, read, login) has a result that began after the last
+        fault: until then "nothing changed" only means "not looked yet"."""
+        fault = self.last_fault()
+        if fault is None:
+            return True
+        checks = [key for key, on in (("read", self.read_path), ("login", self.login)) if on]
+        return self._tick_done >= fault.mono and all(
+            self._side_done.get(key, 0.0) >= fault.mono for key in checks
+        )
 
 
 def local_events_source(state_dir: Path) -> Source:
