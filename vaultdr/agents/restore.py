@@ -41,7 +41,8 @@ from vaultdr.vault import VaultClient
 
 log = logging.getLogger("vaultdr.restore")
 
-RESEAL_SECONDS = 15.0
+RESEAL_SECONDS = 6.0
+RESEAL_SETTLE_SECONDS = 0.3
 
 
 class RestoreRefused(VaultdrError):
@@ -337,6 +338,10 @@ class Restorer:
         # Reload the raft TLS keyring so the other nodes can join.
         restored.seal()
         keys = recovery[: self.settings.recovery_threshold]
+        # Unsealing while the seal is still tearing down makes the server seal itself
+        # again ("unable to grab state lock"): let the seal settle first.
+        wait_for(lambda: client.read_seal_status().get("sealed") is True, timeout=5, interval=0.05)
+        time.sleep(RESEAL_SETTLE_SECONDS)
         # Right after a seal the node may answer 503, or report itself uninitialized while
         # raft is down: keep offering the recovery keys. Rarely the server seals itself
         # again ("unable to grab state lock") and stays so; then a restart of the process

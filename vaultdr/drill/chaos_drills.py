@@ -107,7 +107,9 @@ def _one(env: LocalEnvironment, experiment: Path, run_dir: Path, say: Any) -> di
     )
     for check in measured.get("checks") or []:
         if check.get("name") == "recovered-within" and "objective" in str(check.get("detail")):
-            record["comparisons"].append(_comparison(str(check["detail"]), bool(check["ok"])))
+            comparison = _comparison(str(check["detail"]), bool(check["ok"]))
+            record["comparisons"].append(comparison)
+            record["objectives"]["rto_seconds"] = comparison["objective"]
     record["verdict"] = "passed" if verdict.passed else "failed"
     record["error"] = "; ".join(verdict.reasons) or None
     record["duration_seconds"] = round((dt.datetime.now(dt.UTC) - started).total_seconds(), 3)
