@@ -276,53 +276,9 @@ def cmd_drill(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
-def cmd_report(args: argparse.Namespace) -> int:
-    from vaultdr.evidence.index import write_index
-    from vaultdr.evidence.manifest import MANIFEST, verify_manifest, write_manifest
-    from vaultdr.evidence.report import write_report
-    from vaultdr.evidence.schema import EvidenceError
-
-    run_dir = Path(args.dir)
-    sealed = (run_dir / MANIFEST).exists()
-    if sealed:
-        problems = verify_manifest(run_dir, ignore=frozenset({"report.html"}))
-        if problems:
-            raise EvidenceError(
-                f"{run_dir} does not match its manifest: " + "; ".join(problems),
-                hint="the evidence was changed after the drill; it is not re-sealed",
-            )
-    path = write_report(run_dir)
-    if sealed:
-        write_manifest(run_dir)
-    write_index(run_dir.resolve().parent)
-    print(f"wrote {path}")
-    if args.allure:
-        from vaultdr.evidence.allure import render_allure
-
-        print(f"wrote {render_allure(run_dir)}")
-    return 0
-
-
-def cmd_evidence(args: argparse.Namespace) -> int:
-    from vaultdr.evidence.manifest import verify_manifest
-    from vaultdr.evidence.schema import EvidenceError, load_evidence
-
-    run_dir = Path(args.dir)
-    problems = verify_manifest(run_dir)
-    try:
-        load_evidence(run_dir)
-    except EvidenceError as exc:
-        problems.append(exc.message)
-    if problems:
-        for problem in problems:
-            print(f"  {problem}", file=sys.stderr)
-        raise VaultdrError(f"evidence in {run_dir} does NOT verify ({len(problems)} problems)")
-    count = len((run_dir / "MANIFEST.sha256").read_text().splitlines())
-    print(f"OK: {count} files in {run_dir} match MANIFEST.sha256")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
+    from vaultdr.evidence.commands import register as register_evidence
+
     parser = argparse.ArgumentParser(
         prog="vaultdr",
         description="DR drills and chaos testing for Vault/OpenBao.",
@@ -381,12 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     drill.add_argument(
         "--chaos", action="store_true", help="also run the Chaos Toolkit drills in drills/"
     )
-    report = add("report", cmd_report, "rebuild a run's report.html (and the index) from evidence")
-    report.add_argument("dir", help="a run directory, e.g. reports/<run-id>")
-    report.add_argument("--allure", action="store_true", help="also render Allure HTML")
-    evidence = add("evidence", cmd_evidence, "check a run's evidence against its manifest")
-    evidence.add_argument("action", choices=["verify"])
-    evidence.add_argument("dir", help="a run directory, e.g. reports/<run-id>")
+    register_evidence(sub, common)
     add("rollback", cmd_rollback, "undo every fault still in force (from the rollback journal)")
     return parser
 

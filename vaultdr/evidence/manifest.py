@@ -58,7 +58,11 @@ def verify_manifest(run_dir: Path, *, ignore: frozenset[str] = frozenset()) -> l
         if not match:
             problems.append(f"{MANIFEST} line {number} is malformed")
             continue
-        listed[match.group(2)] = match.group(1)
+        name = match.group(2)
+        if name.startswith("/") or ".." in name.split("/"):
+            problems.append(f"{MANIFEST} line {number} names a path outside the run: {name}")
+            continue
+        listed[name] = match.group(1)
     files, links = _files(run_dir)
     problems += [f"symlink (not allowed): {name}" for name in links]
     for name, digest in listed.items():

@@ -124,6 +124,10 @@ def validate_evidence(data: Any) -> None:
             _fields(event, f"{where}.timeline[{k}]", {"t": (int, float), "kind": (str,)})
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
 def load_evidence(location: Path) -> dict[str, Any]:
     """``evidence.json`` from a run directory (or the file itself), validated."""
     path = location / "evidence.json" if location.is_dir() else location
@@ -132,7 +136,7 @@ def load_evidence(location: Path) -> dict[str, Any]:
             f"no evidence at {path}", hint="pass a run directory under reports/ (vaultdr drill)"
         )
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(), parse_constant=_refuse_constant)
     except ValueError as exc:
         raise EvidenceError(f"{path} is not JSON: {exc}") from None
     validate_evidence(data)
