@@ -1,0 +1,761 @@
+"""What gets applied to a kind or EKS cluster, checked offline, in seconds.
+
+The vaultdr-ops chart is rendered with the Helm SDK (no helm binary, no cluster) for
+its defaults, the kind values and the EKS values (with Terraform's outputs filled in);
+every object it renders, and every object of the kind AWS emulator, is validated
+against the Kubernetes OpenAPI schemas in strict mode, so a misspelt or misplaced
+field fails here rather than on a cluster. The tests then assert what the objects do:
+who may do what, which addresses and credentials each agent gets, what runs as a hook.
+
+The official charts' values files are checked against the keys those charts define
+(tests/data/official-chart-values.yaml, recorded for the pinned chart versions) and for
+what vaultdr relies on: 3 raft voters, performance_multiplier 1, TLS, the awskms seal,
+Kubernetes service registration.
+
+The emulator's bootstrap Job runs its own script here against moto in-process with IAM
+enforced, and each principal it creates is tried for what it may and may not do.
+
+What this cannot show: that the images pull and start, that the official charts
+render these values, that Vault unseals. Those need a cluster (docs/kubernetes.md).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import helm_python
+import kubernetes_validate
+import pytest
+import yaml
+from botocore.exceptions import ClientError
+
+import vaultdr
+from vaultdr.config import parse_stack
+
+REPO = Path(__file__).resolve().parent.parent
+CHART = REPO / "environments/chart/vaultdr-ops"
+KIND = REPO / "environments/kind"
+EKS = REPO / "environments/eks"
+OFFICIAL_KEYS = Path(__file__).parent / "data/official-chart-values.yaml"
+
+#: The Kubernetes version the manifests are validated against (kind's node image and
+#: current EKS both run 1.33).
+KUBE_VERSION = "1.33.0"
+RELEASE = "vaultdr-ops"
+NAMESPACE = "vaultdr"
+PLACEHOLDER = re.compile(r"REPLACE_WITH_TERRAFORM_OUTPUT_([a-z0-9_]+)")
+
+#: What `terraform output` prints for a plausible EKS deployment.
+TERRAFORM_OUTPUTS = {
+    "region": "eu-west-1",
+    "cluster": "vaultdr-prod",
+    "seal_kms_key_id": "1234abcd-12ab-34cd-56ef-1234567890ab",
+    "seal_role_arn": "arn:aws:iam::111122223333:role/vaultdr-vaultdr-prod-seal",
+    "snapshot_role_arn": "arn:aws:iam::111122223333:role/vaultdr-vaultdr-prod-snapshot",
+    "restore_role_arn": "arn:aws:iam::111122223333:role/vaultdr-vaultdr-prod-restore",
+    "configure_role_arn": "arn:aws:iam::111122223333:role/vaultdr-vaultdr-prod-configure",
+    "snapshot_bucket": "vaultdr-vaultdr-prod-snapshots-111122223333",
+    "snapshot_prefix": "snapshots",
+    "ecr_repository_url": "111122223333.dkr.ecr.eu-west-1.amazonaws.com/vaultdr",
+}
+
+AGENTS = ("snapshot", "restore", "configure")
+#: Where the agents' writable emptyDir is mounted in their pods (a path in the pod).
+POD_TMP = "/tmp"  # noqa: S108
+AGENT_ENV = (
+    "VAULTDR_VAULT_ADDR",
+    "VAULTDR_VAULT_CACERT",
+    "VAULTDR_NODE_ADDRS",
+    "VAULTDR_STATEFULSET",
+    "VAULTDR_NAMESPACE",
+    "VAULTDR_SA_TOKEN_FILE",
+    "AWS_REGION",
+)
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def load_yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text())
+
+
+def documents(text: str) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+def filled(text: str) -> str:
+    """A values file with every Terraform placeholder replaced by its output."""
+    return PLACEHOLDER.sub(lambda match: TERRAFORM_OUTPUTS[match.group(1)], text)
+
+
+def values_file(path: Path, *, fill: bool = False) -> dict[str, Any]:
+    text = path.read_text()
+    data: dict[str, Any] = yaml.safe_load(filled(text) if fill else text)
+    return data
+
+
+@pytest.fixture(scope="module")
+def chart() -> Iterator[helm_python.Chart]:
+    with helm_python.Chart.load(CHART) as loaded:
+        yield loaded
+
+
+Render = Callable[..., list[dict[str, Any]]]
+
+
+@pytest.fixture(scope="module")
+def render(chart: helm_python.Chart) -> Render:
+    """Install-render the chart; every rendered object, NOTES.txt aside."""
+
+    def _render(
+        values: dict[str, Any] | None = None,
+        *,
+        name: str = RELEASE,
+        namespace: str = NAMESPACE,
+    ) -> list[dict[str, Any]]:
+        manifests = chart.render(values or {}, name=name, namespace=namespace, is_install=True)
+        objects: list[dict[str, Any]] = []
+        for path, text in sorted(manifests.items()):
+            if path.endswith(".yaml"):
+                objects.extend(documents(text))
+        return objects
+
+    return _render
+
+
+def one(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    found = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind} {name}, found {len(found)}"
+    return found[0]
+
+
+def pod_specs(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The pod spec of every workload, by workload name."""
+    return {
+        o["metadata"]["name"]: o["spec"]["template"]["spec"]
+        for o in objects
+        if o["kind"] in ("Deployment", "Job")
+    }
+
+
+def env_of(container: dict[str, Any]) -> dict[str, Any]:
+    return {item["name"]: item.get("value", item.get("valueFrom")) for item in container["env"]}
+
+
+def kind_values() -> dict[str, Any]:
+    return values_file(KIND / "ops-values.yaml")
+
+
+def eks_values() -> dict[str, Any]:
+    return values_file(EKS / "ops-values.yaml", fill=True)
+
+
+VALUES_SOURCES: dict[str, Callable[[], dict[str, Any]]] = {
+    "defaults": dict,
+    "kind": kind_values,
+    "eks": eks_values,
+}
+
+
+# -- every object is valid Kubernetes ------------------------------------------------------
+
+
+@pytest.mark.parametrize("source", sorted(VALUES_SOURCES))
+def test_every_object_the_chart_renders_is_valid_kubernetes(render: Render, source: str) -> None:
+    objects = render(VALUES_SOURCES[source]())
+    kinds = sorted(o["kind"] for o in objects)
+    assert kinds == [
+        "ClusterRoleBinding",
+        "ConfigMap",
+        "Deployment",
+        "Deployment",
+        "Job",
+        "Role",
+        "RoleBinding",
+        "ServiceAccount",
+        "ServiceAccount",
+        "ServiceAccount",
+    ]
+    for obj in objects:
+        kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+
+
+def test_every_object_of_the_kind_aws_emulator_is_valid_kubernetes() -> None:
+    objects = documents((KIND / "aws-emulator.yaml").read_text())
+    assert {o["kind"] for o in objects} >= {"Deployment", "Service", "Job", "ConfigMap", "Role"}
+    for obj in objects:
+        kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+
+
+def test_strict_validation_refuses_a_misplaced_field(render: Render) -> None:
+    deployment = copy.deepcopy(one(render(), "Deployment", f"{RELEASE}-snapshot"))
+    deployment["spec"]["template"]["spec"]["containers"][0]["readOnlyRootFilesystem"] = True
+    with pytest.raises(kubernetes_validate.ValidationError, match="readOnlyRootFilesystem"):
+        kubernetes_validate.validate(deployment, KUBE_VERSION, strict=True)
+
+
+def test_the_chart_lints_clean(chart: helm_python.Chart) -> None:
+    report = helm_python.lint(
+        CHART, kind_values(), strict=True, namespace=NAMESPACE, kube_version=f"v{KUBE_VERSION}"
+    )
+    problems = [m for m in report["messages"] if m["severity"] >= 2]
+    assert report["errors"] == [] and problems == []
+
+
+def test_the_chart_and_the_images_are_this_vaultdr_version(chart: helm_python.Chart) -> None:
+    assert chart.metadata["appVersion"] == vaultdr.__version__
+    job = one(documents((KIND / "aws-emulator.yaml").read_text()), "Job", "vaultdr-aws-bootstrap")
+    image = job["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image == f"vaultdr:{vaultdr.__version__}"
+
+
+# -- what the objects do -------------------------------------------------------------------
+
+
+def test_the_auth_delegator_binding_names_vaults_service_account(render: Render) -> None:
+    objects = render({"vault": {"serviceAccount": "vault"}}, namespace=NAMESPACE)
+    binding = next(o for o in objects if o["kind"] == "ClusterRoleBinding")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": "system:auth-delegator",
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "vault", "namespace": NAMESPACE}
+    ]
+
+
+def test_the_auth_delegator_binding_can_be_left_to_the_official_chart(render: Render) -> None:
+    objects = render({"rbac": {"authDelegator": False}})
+    assert not [o for o in objects if o["kind"] == "ClusterRoleBinding"]
+
+
+def test_the_configure_job_is_a_post_install_and_post_upgrade_hook(render: Render) -> None:
+    job = one(render(), "Job", f"{RELEASE}-configure")
+    annotations = job["metadata"]["annotations"]
+    assert set(annotations["helm.sh/hook"].split(",")) == {"post-install", "post-upgrade"}
+    assert set(annotations["helm.sh/hook-delete-policy"].split(",")) == {
+        "before-hook-creation",
+        "hook-succeeded",
+    }
+    spec = job["spec"]["template"]["spec"]
+    assert spec["restartPolicy"] == "Never"
+    assert spec["containers"][0]["args"][:2] == ["agent", "configure"]
+
+
+@pytest.mark.parametrize("agent", ["snapshot", "restore"])
+def test_each_agent_runs_alone_even_during_a_rollout(render: Render, agent: str) -> None:
+    deployment = one(render(), "Deployment", f"{RELEASE}-{agent}")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["vaultdr"]
+    assert container["args"] == ["agent", agent, "--config", "/etc/vaultdr/stack.yaml"]
+
+
+@pytest.mark.parametrize("source", sorted(VALUES_SOURCES))
+def test_every_agent_runs_as_non_root_on_a_read_only_root(render: Render, source: str) -> None:
+    specs = pod_specs(render(VALUES_SOURCES[source]()))
+    assert sorted(specs) == [f"{RELEASE}-{agent}" for agent in sorted(AGENTS)]
+    for name, spec in specs.items():
+        assert spec["securityContext"]["runAsNonRoot"] is True, name
+        assert spec["securityContext"]["runAsUser"] != 0, name
+        for container in spec["containers"]:
+            security = container["securityContext"]
+            assert security["readOnlyRootFilesystem"] is True, name
+            assert security["allowPrivilegeEscalation"] is False, name
+            assert security["capabilities"] == {"drop": ["ALL"]}, name
+            assert set(container["resources"]) == {"requests", "limits"}, name
+            mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+            volumes = {v["name"]: v for v in spec["volumes"]}
+            assert "emptyDir" in volumes[mounts[POD_TMP]], name
+            assert volumes[mounts["/etc/vaultdr"]]["configMap"]["name"] == f"{RELEASE}-stack"
+
+
+def test_agents_log_in_with_a_projected_token_for_vault(render: Render) -> None:
+    for name, spec in pod_specs(render()).items():
+        container = spec["containers"][0]
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        token = {v["name"]: v for v in spec["volumes"]}[mounts["/var/run/secrets/vaultdr/token"]]
+        (source,) = token["projected"]["sources"]
+        assert source["serviceAccountToken"]["audience"] == "vault", name
+        assert source["serviceAccountToken"]["path"] == "token", name
+        assert env_of(container)["VAULTDR_SA_TOKEN_FILE"] == "/var/run/secrets/vaultdr/token/token"
+
+
+def test_agents_get_the_vault_ca_and_never_the_server_key(render: Render) -> None:
+    for name, spec in pod_specs(render({"vault": {"tlsSecret": "bao-certs"}})).items():
+        container = spec["containers"][0]
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        secret = {v["name"]: v for v in spec["volumes"]}[mounts["/etc/vaultdr-tls"]]["secret"]
+        assert secret == {"secretName": "bao-certs", "items": [{"key": "ca.crt", "path": "ca.crt"}]}
+        assert env_of(container)["VAULTDR_VAULT_CACERT"] == "/etc/vaultdr-tls/ca.crt", name
+
+
+def test_only_the_restore_watcher_and_configure_get_a_kubernetes_api_token(render: Render) -> None:
+    specs = pod_specs(render())
+    assert specs[f"{RELEASE}-snapshot"]["automountServiceAccountToken"] is False
+    assert specs[f"{RELEASE}-restore"]["automountServiceAccountToken"] is True
+    assert specs[f"{RELEASE}-configure"]["automountServiceAccountToken"] is True
+    accounts = [o for o in render() if o["kind"] == "ServiceAccount"]
+    assert all(a["automountServiceAccountToken"] is False for a in accounts)
+
+
+def test_agents_get_the_service_addresses_of_a_non_default_release_and_namespace(
+    render: Render,
+) -> None:
+    values = {
+        "vault": {"release": "vault", "replicas": 5, "serviceAccount": "vault"},
+        "aws": {"region": "eu-central-1"},
+        "stack": {
+            "cluster": "payments",
+            "nodes": 5,
+            "snapshots": {"service_account": {"namespace": "secrets", "name": "vaultdr-snapshot"}},
+        },
+    }
+    specs = pod_specs(render(values, name="dr", namespace="secrets"))
+    assert sorted(specs) == ["dr-configure", "dr-restore", "dr-snapshot"]
+    nodes = ",".join(f"https://vault-{i}.vault-internal.secrets.svc:8200" for i in range(5))
+    for name, spec in specs.items():
+        env = env_of(spec["containers"][0])
+        assert set(AGENT_ENV) <= set(env), name
+        assert env["VAULTDR_VAULT_ADDR"] == "https://vault-active.secrets.svc:8200"
+        assert env["VAULTDR_NODE_ADDRS"] == nodes
+        assert env["VAULTDR_STATEFULSET"] == "vault"
+        assert env["VAULTDR_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+        assert env["AWS_REGION"] == "eu-central-1"
+        assert "AWS_ENDPOINT_URL" not in env
+
+
+def test_an_explicit_vault_address_wins(render: Render) -> None:
+    addr = "https://vault.example.internal:8200"
+    for spec in pod_specs(render({"vault": {"addr": addr}})).values():
+        assert env_of(spec["containers"][0])["VAULTDR_VAULT_ADDR"] == addr
+
+
+def test_on_kind_each_agent_uses_its_own_emulator_principal(render: Render) -> None:
+    specs = pod_specs(render(kind_values()))
+    expected = {
+        "snapshot": "vaultdr-aws-snapshot",
+        "restore": "vaultdr-aws-restore",
+        "configure": "vaultdr-aws-restore",
+    }
+    for agent, secret in expected.items():
+        env = env_of(specs[f"{RELEASE}-{agent}"]["containers"][0])
+        assert env["AWS_ENDPOINT_URL"] == "http://moto:5000"
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            assert env[key] == {"secretKeyRef": {"name": secret, "key": key}}
+
+
+def test_on_eks_no_agent_holds_a_static_aws_key(render: Render) -> None:
+    for name, spec in pod_specs(render(eks_values())).items():
+        env = env_of(spec["containers"][0])
+        assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"} & set(env)
+        assert env["AWS_REGION"] == TERRAFORM_OUTPUTS["region"], name
+
+
+def test_irsa_annotations_appear_exactly_when_a_role_arn_is_set(render: Render) -> None:
+    arn = TERRAFORM_OUTPUTS["restore_role_arn"]
+    objects = render({"serviceAccounts": {"restore": {"name": "vaultdr-restore", "roleArn": arn}}})
+    accounts = {o["metadata"]["name"]: o for o in objects if o["kind"] == "ServiceAccount"}
+    assert sorted(accounts) == ["vaultdr-configure", "vaultdr-restore", "vaultdr-snapshot"]
+    assert accounts["vaultdr-restore"]["metadata"]["annotations"] == {
+        "eks.amazonaws.com/role-arn": arn
+    }
+    assert "annotations" not in accounts["vaultdr-snapshot"]["metadata"]
+    assert "annotations" not in accounts["vaultdr-configure"]["metadata"]
+
+    eks = {o["metadata"]["name"]: o for o in render(eks_values()) if o["kind"] == "ServiceAccount"}
+    for agent in AGENTS:
+        annotations = eks[f"vaultdr-{agent}"]["metadata"]["annotations"]
+        assert annotations == {"eks.amazonaws.com/role-arn": TERRAFORM_OUTPUTS[f"{agent}_role_arn"]}
+
+
+def test_the_restore_watcher_may_hold_nodes_back_in_its_namespace_only(render: Render) -> None:
+    objects = render()
+    role = one(objects, "Role", f"{RELEASE}-restore")
+    assert role["metadata"]["namespace"] == NAMESPACE
+    rules = {(tuple(r["apiGroups"]), tuple(r["resources"])): set(r["verbs"]) for r in role["rules"]}
+    assert rules == {
+        (("",), ("pods",)): {"get", "list", "delete"},
+        (("apps",), ("statefulsets",)): {"get", "patch", "update"},
+        (("apps",), ("statefulsets/scale",)): {"get", "patch", "update"},
+        (("",), ("persistentvolumeclaims",)): {"get", "list"},
+    }
+    binding = one(objects, "RoleBinding", f"{RELEASE}-restore")
+    assert binding["roleRef"]["name"] == f"{RELEASE}-restore"
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "vaultdr-restore", "namespace": NAMESPACE}
+    ]
+
+
+def test_the_stack_configmap_round_trips_the_stack_value(render: Render) -> None:
+    values = kind_values()
+    configmap = one(render(values), "ConfigMap", f"{RELEASE}-stack")
+    mounted = yaml.safe_load(configmap["data"]["stack.yaml"])
+    assert mounted == values["stack"]
+    stack = parse_stack(mounted, source="the stack ConfigMap")
+    assert stack.cluster == "vaultdr-kind"
+    assert stack.engine.version == "2.6.2"  # a version string stays a string
+
+
+def test_the_default_stack_is_a_valid_stack(render: Render) -> None:
+    configmap = one(render(), "ConfigMap", f"{RELEASE}-stack")
+    stack = parse_stack(yaml.safe_load(configmap["data"]["stack.yaml"]))
+    assert stack.nodes == 3
+    assert (stack.snapshots.service_account.namespace, stack.snapshots.service_account.name) == (
+        NAMESPACE,
+        "vaultdr-snapshot",
+    )
+
+
+def test_pods_restart_when_the_stack_changes(render: Render) -> None:
+    def checksums(values: dict[str, Any]) -> set[str]:
+        return {
+            spec_owner["spec"]["template"]["metadata"]["annotations"]["checksum/stack"]
+            for spec_owner in render(values)
+            if spec_owner["kind"] in ("Deployment", "Job")
+        }
+
+    before = checksums({})
+    after = checksums({"stack": {"snapshots": {"interval": "5m"}}})
+    assert len(before) == len(after) == 1 and before != after
+
+
+@pytest.mark.parametrize(
+    ("values", "field"),
+    [
+        ({"vault": {"replicas": "three"}}, "/vault/replicas"),
+        ({"vault": {"relase": "openbao"}}, "relase"),
+        ({"serviceAccounts": {"snapshot": {"name": "x", "roleArn": "role/x"}}}, "roleArn"),
+        ({"securityContext": {"readOnlyRootFilesystem": False}}, "readOnlyRootFilesystem"),
+        ({"aws": {"endpointUrl": "moto:5000"}}, "/aws/endpointUrl"),
+        ({"stack": {"cluster": "Not_A_Label"}}, "/stack/cluster"),
+    ],
+)
+def test_values_violating_the_schema_are_refused_naming_the_field(
+    chart: helm_python.Chart, render: Render, values: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(helm_python.HelmValuesError, match=re.escape(field)):
+        render(values)
+    with pytest.raises(helm_python.HelmValuesError, match=re.escape(field)):
+        chart.validate_schema(chart.merge_values(values))
+
+
+def test_eks_values_with_a_placeholder_left_are_refused(render: Render) -> None:
+    with pytest.raises(helm_python.HelmValuesError, match="roleArn"):
+        render(values_file(EKS / "ops-values.yaml"))
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"stack": {"nodes": 5}}, "stack.nodes is 5 but vault.replicas is 3"),
+        (
+            {"stack": {"snapshots": {"service_account": {"namespace": "apps"}}}},
+            'stack.snapshots.service_account.namespace is "apps"',
+        ),
+        (
+            {"stack": {"snapshots": {"service_account": {"name": "backup"}}}},
+            'stack.snapshots.service_account.name is "backup"',
+        ),
+    ],
+)
+def test_a_stack_that_disagrees_with_the_release_is_refused(
+    render: Render, values: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(helm_python.HelmRenderError, match=re.escape(message)):
+        render(values)
+
+
+# -- the kind AWS emulator -----------------------------------------------------------------
+
+
+def emulator_objects() -> list[dict[str, Any]]:
+    return documents((KIND / "aws-emulator.yaml").read_text())
+
+
+def test_the_emulator_keeps_its_state_it_is_never_restarted_or_doubled() -> None:
+    moto = one(emulator_objects(), "Deployment", "moto")
+    assert moto["spec"]["replicas"] == 1
+    assert moto["spec"]["strategy"] == {"type": "Recreate"}
+    (container,) = moto["spec"]["template"]["spec"]["containers"]
+    assert re.fullmatch(r"motoserver/moto:\d+\.\d+\.\d+", container["image"])
+    assert "livenessProbe" not in container  # a restart loses every KMS key
+    # Readiness must not spend the unauthenticated allowance: only /moto-api/ is free.
+    assert container["readinessProbe"]["httpGet"]["path"].startswith("/moto-api/")
+
+
+def test_the_emulator_is_reachable_from_the_host_through_kinds_port_mapping() -> None:
+    service = one(emulator_objects(), "Service", "moto-host")
+    (port,) = service["spec"]["ports"]
+    kind_config = load_yaml(KIND / "kind-config.yaml")
+    mappings = [m for node in kind_config["nodes"] for m in node.get("extraPortMappings", [])]
+    assert {
+        "containerPort": port["nodePort"],
+        "hostPort": port["nodePort"],
+        "listenAddress": "127.0.0.1",
+        "protocol": "TCP",
+    } in mappings
+    assert sum(node["role"] == "worker" for node in kind_config["nodes"]) >= 3
+
+
+def test_the_bootstrap_job_runs_once_and_may_only_write_secrets_and_configmaps() -> None:
+    objects = emulator_objects()
+    job = one(objects, "Job", "vaultdr-aws-bootstrap")
+    assert job["spec"]["backoffLimit"] == 0
+    spec = job["spec"]["template"]["spec"]
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+    role = one(objects, "Role", "vaultdr-aws-bootstrap")
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["secrets", "configmaps"], "verbs": ["create", "update"]}
+    ]
+
+
+def bootstrap_env() -> dict[str, str]:
+    job = one(emulator_objects(), "Job", "vaultdr-aws-bootstrap")
+    env = job["spec"]["template"]["spec"]["containers"][0]["env"]
+    return {item["name"]: item["value"] for item in env if "value" in item}
+
+
+def test_the_bootstrap_creates_least_privilege_principals_under_iam_enforcement(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The Job's own script, against moto in-process with moto's own enforcement setting."""
+    from moto import mock_aws
+    from moto.core.authorization import ActionAuthenticatorMixin
+
+    moto = one(emulator_objects(), "Deployment", "moto")
+    moto_env = {
+        e["name"]: e["value"] for e in moto["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    allowance = int(moto_env["INITIAL_NO_AUTH_ACTION_COUNT"])
+    job_env = bootstrap_env()
+    cluster, bucket = job_env["VAULTDR_CLUSTER"], job_env["VAULTDR_BUCKET"]
+    script = one(emulator_objects(), "ConfigMap", "vaultdr-aws-bootstrap")["data"]["bootstrap.py"]
+
+    # AWS's own endpoints, which mock_aws intercepts; everything else as the Job has it.
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    for name in ("AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("VAULTDR_CLUSTER", cluster)
+    monkeypatch.setenv("VAULTDR_BUCKET", bucket)
+    monkeypatch.setenv("AWS_REGION", job_env["AWS_REGION"])
+    namespace: dict[str, Any] = {"__name__": "vaultdr_aws_bootstrap"}
+    exec(compile(script, "bootstrap.py", "exec"), namespace)
+
+    written: list[str] = []
+    secrets: dict[str, dict[str, str]] = {}
+    configs: dict[str, dict[str, str]] = {}
+
+    def write_secret(name: str, data: dict[str, str]) -> None:
+        written.append(name)
+        secrets[name] = data
+
+    def write_config(name: str, data: dict[str, str]) -> None:
+        configs[name] = data
+
+    def client(service: str, secret: str) -> Any:
+        keys = secrets[secret]
+        return boto3.client(
+            service,
+            region_name="us-east-1",
+            aws_access_key_id=keys["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=keys["AWS_SECRET_ACCESS_KEY"],
+        )
+
+    def refused(call: Callable[[], object]) -> bool:
+        try:
+            call()
+        except ClientError as exc:
+            return "AccessDenied" in str(exc) or "not authorized" in str(exc)
+        return False
+
+    with mock_aws():
+
+        @ActionAuthenticatorMixin.set_initial_no_auth_action_count(allowance)
+        def bootstrap_and_try() -> None:
+            facts = namespace["main"](write_secret=write_secret, write_config=write_config)
+            assert written[0] == "vaultdr-aws-admin"  # kept before anything else can fail
+            assert facts["kms_alias"] == f"alias/vaultdr-{cluster}-seal"
+            assert configs["vaultdr-aws"] == facts
+            assert facts["seal_user"] == f"vaultdr-seal-{cluster}"
+
+            seal_kms = client("kms", "vaultdr-aws-seal")
+            blob = seal_kms.encrypt(KeyId=facts["kms_alias"], Plaintext=b"root key")
+            assert (
+                seal_kms.decrypt(CiphertextBlob=blob["CiphertextBlob"])["Plaintext"] == b"root key"
+            )
+            assert refused(lambda: client("s3", "vaultdr-aws-seal").list_objects_v2(Bucket=bucket))
+            assert refused(lambda: client("iam", "vaultdr-aws-seal").list_users())
+
+            snapshot_s3 = client("s3", "vaultdr-aws-snapshot")
+            snapshot_s3.put_object(Bucket=bucket, Key="snapshots/x/1.snap", Body=b"raft")
+            ssm_path = f"{facts['ssm_prefix']}/cluster"
+            assert refused(
+                lambda: client("ssm", "vaultdr-aws-snapshot").get_parameter(Name=ssm_path)
+            )
+
+            restore_s3 = client("s3", "vaultdr-aws-restore")
+            body = restore_s3.get_object(Bucket=bucket, Key="snapshots/x/1.snap")["Body"].read()
+            assert body == b"raft"
+            assert refused(
+                lambda: restore_s3.delete_object(Bucket=bucket, Key="snapshots/x/1.snap")
+            )
+            restore_ssm = client("ssm", "vaultdr-aws-restore")
+            restore_ssm.put_parameter(
+                Name=f"{facts['ssm_prefix']}/root-token", Value="t", Type="SecureString"
+            )
+            admin_s3 = client("s3", "vaultdr-aws-admin")
+            assert admin_s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
+
+        bootstrap_and_try()
+
+    assert sorted(secrets) == [
+        "vaultdr-aws-admin",
+        "vaultdr-aws-restore",
+        "vaultdr-aws-seal",
+        "vaultdr-aws-snapshot",
+    ]
+    assert all(
+        set(data) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} for data in secrets.values()
+    )
+
+
+# -- the official charts' values -----------------------------------------------------------
+
+OFFICIAL_VALUES = {
+    "openbao-kind": ("openbao", KIND / "openbao-values.yaml"),
+    "openbao-eks": ("openbao", EKS / "openbao-values.yaml"),
+    "vault-kind": ("vault", KIND / "vault-values.yaml"),
+}
+
+
+def official_keys(chart_name: str) -> set[str]:
+    keys: list[str] = load_yaml(OFFICIAL_KEYS)[chart_name]["keys"]
+    return set(keys)
+
+
+def dotted_paths(values: dict[str, Any], leaves: set[str], prefix: str = "") -> Iterator[str]:
+    """Every key path of ``values``, not descending below a path in ``leaves``."""
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        if path in leaves or not isinstance(value, dict) or not value:
+            yield path
+        else:
+            yield from dotted_paths(value, leaves, f"{path}.")
+
+
+def test_the_recorded_chart_keys_are_leaves_of_a_pinned_chart_version() -> None:
+    recorded = load_yaml(OFFICIAL_KEYS)
+    for chart_name in ("openbao", "vault"):
+        assert re.fullmatch(r"\d+\.\d+\.\d+", recorded[chart_name]["version"])
+        keys = official_keys(chart_name)
+        nested = {k for k in keys for other in keys if k.startswith(f"{other}.")}
+        assert not nested, f"{chart_name}: a key under another listed key hides nothing: {nested}"
+
+
+@pytest.mark.parametrize("name", sorted(OFFICIAL_VALUES))
+def test_official_chart_values_only_use_keys_the_chart_defines(name: str) -> None:
+    chart_name, path = OFFICIAL_VALUES[name]
+    keys = official_keys(chart_name)
+    unknown = sorted(set(dotted_paths(load_yaml(path), keys)) - keys)
+    assert not unknown, f"{path.name}: not a key of the {chart_name} chart: {unknown}"
+    recorded = load_yaml(OFFICIAL_KEYS)[chart_name]
+    assert f"{recorded['chart']} {recorded['version']}" in path.read_text()
+
+
+def hcl_blocks(config: str, header: str) -> list[str]:
+    """The bodies of top-level or nested HCL blocks whose header matches ``header``."""
+    bodies = []
+    for match in re.finditer(header + r"\s*\{", config):
+        depth, start = 1, match.end()
+        for index in range(start, len(config)):
+            depth += {"{": 1, "}": -1}.get(config[index], 0)
+            if depth == 0:
+                bodies.append(config[start:index])
+                break
+    return bodies
+
+
+def hcl_setting(body: str, name: str) -> str | None:
+    match = re.search(rf"^\s*{name}\s*=\s*\"?([^\"\n]*)\"?\s*$", body, re.MULTILINE)
+    return match.group(1) if match else None
+
+
+@pytest.mark.parametrize("name", sorted(OFFICIAL_VALUES))
+def test_official_chart_values_set_what_vaultdr_relies_on(name: str) -> None:
+    chart_name, path = OFFICIAL_VALUES[name]
+    values = load_yaml(path)
+    server = values["server"]
+    assert values["global"]["tlsDisable"] is False
+    assert values["injector"]["enabled"] is False and values["ui"]["enabled"] is False
+    assert server["ha"]["enabled"] is True and server["ha"]["replicas"] == 3
+    assert server["ha"]["raft"]["enabled"] is True and server["ha"]["raft"]["setNodeId"] is True
+    assert server["serviceAccount"]["serviceDiscovery"]["enabled"] is True
+    config = server["ha"]["raft"]["config"]
+    userconfig = f"/{chart_name}/userconfig/{chart_name}-tls"
+
+    (listener,) = hcl_blocks(config, r'listener\s+"tcp"')
+    assert hcl_setting(listener, "tls_cert_file") == f"{userconfig}/tls.crt"
+    assert hcl_setting(listener, "tls_key_file") == f"{userconfig}/tls.key"
+    assert hcl_setting(listener, "tls_disable") is None
+    assert {"type": "secret", "name": f"{chart_name}-tls"} in server["extraVolumes"]
+
+    (storage,) = hcl_blocks(config, r'storage\s+"raft"')
+    assert hcl_setting(storage, "performance_multiplier") == "1"
+    joins = hcl_blocks(storage, "retry_join")
+    assert [hcl_setting(j, "leader_api_addr") for j in joins] == [
+        f"https://{chart_name}-{i}.{chart_name}-internal:8200" for i in range(3)
+    ]
+    assert {hcl_setting(j, "leader_ca_cert_file") for j in joins} == {f"{userconfig}/ca.crt"}
+
+    assert hcl_blocks(config, r'service_registration\s+"kubernetes"') == [""]
+    (seal,) = hcl_blocks(config, r'seal\s+"awskms"')
+    assert hcl_setting(seal, "region") and hcl_setting(seal, "kms_key_id")
+    if "kind" in name:
+        # The emulator the bootstrap Job set up: its service, its alias, its seal principal.
+        job_env = bootstrap_env()
+        assert hcl_setting(seal, "endpoint") == job_env["AWS_ENDPOINT_URL"]
+        assert hcl_setting(seal, "region") == job_env["AWS_REGION"]
+        assert hcl_setting(seal, "kms_key_id") == f"alias/vaultdr-{job_env['VAULTDR_CLUSTER']}-seal"
+        secrets = {e["secretName"] for e in server["extraSecretEnvironmentVars"]}
+        assert secrets == {"vaultdr-aws-seal"}
+    else:
+        # Real AWS KMS: no endpoint override, no static key, the seal role through IRSA.
+        assert hcl_setting(seal, "endpoint") is None
+        assert "extraSecretEnvironmentVars" not in server
+        role = server["serviceAccount"]["annotations"]["eks.amazonaws.com/role-arn"]
+        assert role == "REPLACE_WITH_TERRAFORM_OUTPUT_seal_role_arn"
+
+
+def test_the_kind_ops_values_match_the_emulator_and_the_official_release() -> None:
+    values = kind_values()
+    job_env = bootstrap_env()
+    openbao = load_yaml(KIND / "openbao-values.yaml")
+    assert values["stack"]["cluster"] == job_env["VAULTDR_CLUSTER"]
+    assert values["stack"]["snapshots"]["bucket"] == job_env["VAULTDR_BUCKET"]
+    assert values["aws"]["endpointUrl"] == job_env["AWS_ENDPOINT_URL"]
+    assert values["vault"]["replicas"] == openbao["server"]["ha"]["replicas"]
+    assert values["stack"]["engine"]["version"] == openbao["server"]["image"]["tag"]
+
+
+# -- the agent image -----------------------------------------------------------------------
+
+
+def test_the_agent_image_runs_vaultdr_as_a_non_root_user_without_test_extras() -> None:
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:3\.11-slim", dockerfile, re.MULTILINE)
+    (user,) = re.findall(r"^USER\s+(\S+)", dockerfile, re.MULTILINE)
+    assert user.split(":")[0] not in ("0", "root")
+    assert re.search(r'^ENTRYPOINT \["vaultdr"\]$', dockerfile, re.MULTILINE)
+    assert re.search(r"pip install \.(\s|$)", dockerfile) and "[test]" not in dockerfile
+    uid = int(user.split(":")[0])
+    assert load_yaml(CHART / "values.yaml")["podSecurityContext"]["runAsUser"] == uid
