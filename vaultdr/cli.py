@@ -278,6 +278,7 @@ def cmd_drill(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from vaultdr.evidence.commands import register as register_evidence
+    from vaultdr.upgrade.commands import register as register_upgrade
 
     parser = argparse.ArgumentParser(
         prog="vaultdr",
@@ -338,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--chaos", action="store_true", help="also run the Chaos Toolkit drills in drills/"
     )
     register_evidence(sub, common)
+    register_upgrade(sub, common)
     add("rollback", cmd_rollback, "undo every fault still in force (from the rollback journal)")
     return parser
 

@@ -82,6 +82,11 @@ class NodeState:
     def hold_file(self) -> Path:
         return self.dir / "hold"
 
+    @property
+    def binary_file(self) -> Path:
+        """Names this node's server binary when it differs from the stack's (its 'image')."""
+        return self.dir / "binary"
+
     def process(self) -> ProcessRecord | None:
         """The node's current process as the supervisor recorded it, if any."""
         try:

@@ -9,6 +9,9 @@ Every ``tick`` it looks at each node:
   comes back empty, rejoins through ``retry_join`` and auto-unseals;
 - a ``hold`` file sits in its directory   -> leave it down (a fault or the
   restore procedure is working on it); removing the file releases it;
+- a ``binary`` file sits in its directory -> start it with the server binary
+  that file names instead of the stack's (a pod's new image, for a rolling
+  upgrade); removing the file goes back to the stack's binary;
 - it keeps dying at once (a seal that refuses to configure, a bad config)
                                           -> back off like CrashLoopBackOff:
   0.5 s, 1 s, 2 s, 4 s, capped at 5 s, reset once it has lived for 10 s.
@@ -65,16 +68,19 @@ class Supervisor:
         if not node.data_dir.exists():
             node.data_dir.mkdir(parents=True, mode=0o700)
             self.event("volume-created", node=node.name)
+        binary = self.binary
+        if node.binary_file.exists():
+            binary = node.binary_file.read_text().strip() or self.binary
         proc, record = spawn(
             node.name,
-            [self.binary, "server", f"-config={node.config_file}"],
+            [binary, "server", f"-config={node.config_file}"],
             log=node.log_file,
             detach=False,
         )
         self.procs[node.name] = proc
         self.started_at[node.name] = time.monotonic()
         write_json_atomic(node.pid_file, record.to_dict())
-        self.event("node-started", node=node.name, pid=proc.pid)
+        self.event("node-started", node=node.name, pid=proc.pid, binary=binary)
 
     def check_node(self, node: NodeState) -> None:
         proc = self.procs.get(node.name)

@@ -1,7 +1,8 @@
 """The transit KMS: a second OpenBao server whose transit engine seals the cluster.
 
 For ``seal: transit`` (and for engines without the built-in awskms seal, such
-as OpenBao 2.7+). The KMS server uses file storage and a single Shamir key; its
+as OpenBao 2.7+). The KMS server uses single-node raft storage (OpenBao 2.7
+dropped the ``file`` backend) and a single Shamir key; its
 root token and unseal key go to SSM with the rest of the break-glass material.
 The cluster's nodes hold a least-privilege token that may only encrypt and
 decrypt with one key, so *revoking KMS access* is rewriting that one policy to
@@ -15,7 +16,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vaultdr.envs.local.processes import ProcessRecord, spawn, tail, wait_for
+from vaultdr.envs.local.processes import ProcessRecord, free_port, spawn, tail, wait_for
 from vaultdr.errors import EnvironmentStartError
 from vaultdr.vault import VaultClient
 
@@ -43,16 +44,19 @@ def seal_policy(mount_path: str, key_name: str, *, allowed: bool = True) -> str:
     )
 
 
-def render_config(directory: Path, *, port: int, cert: Path, key: Path) -> str:
+def render_config(directory: Path, *, port: int, cluster_port: int, cert: Path, key: Path) -> str:
     return f"""# The transit KMS of the local stack (written by vaultdr).
 api_addr      = {json.dumps(f"https://127.0.0.1:{port}")}
-storage "file" {{
-  path = {json.dumps(str(directory / "data"))}
+cluster_addr  = {json.dumps(f"https://127.0.0.1:{cluster_port}")}
+storage "raft" {{
+  path    = {json.dumps(str(directory / "data"))}
+  node_id = "transit"
 }}
 listener "tcp" {{
-  address       = {json.dumps(f"127.0.0.1:{port}")}
-  tls_cert_file = {json.dumps(str(cert))}
-  tls_key_file  = {json.dumps(str(key))}
+  address         = {json.dumps(f"127.0.0.1:{port}")}
+  cluster_address = {json.dumps(f"127.0.0.1:{cluster_port}")}
+  tls_cert_file   = {json.dumps(str(cert))}
+  tls_key_file    = {json.dumps(str(key))}
 }}
 """
 
@@ -61,9 +65,11 @@ def start_transit_server(
     directory: Path, *, binary: str, port: int, cert: Path, key: Path, ca_file: Path
 ) -> ProcessRecord:
     """Start the KMS server process (sealed, uninitialized) and wait until it answers."""
-    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "data").mkdir(parents=True, exist_ok=True, mode=0o700)
     config = directory / "config.hcl"
-    config.write_text(render_config(directory, port=port, cert=cert, key=key))
+    config.write_text(
+        render_config(directory, port=port, cluster_port=free_port(), cert=cert, key=key)
+    )
     log = directory / "server.log"
     _, record = spawn("transit", [binary, "server", f"-config={config}"], log=log)
     client = VaultClient(f"https://127.0.0.1:{port}", ca_file=ca_file)

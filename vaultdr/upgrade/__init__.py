@@ -1,0 +1,1 @@
+"""Pre-upgrade validation: `vaultdr upgrade-check --to VERSION`."""

