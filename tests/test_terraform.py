@@ -1,0 +1,342 @@
+"""The EKS Terraform module, checked without a provider or an AWS account.
+
+``terraform fmt -check`` runs when terraform is installed. The rest reads the HCL as
+text, block by block (strings are skipped when matching braces), and asserts what a
+reviewer of a production KMS/S3/IAM change would: key rotation on, the seal key usable
+only by the seal's role, a versioned, KMS-encrypted, non-public bucket whose old
+versions expire, one IRSA role per service account whose trust names exactly
+``system:serviceaccount:<namespace>:<name>``, and permission policies that allow what
+each pod does and nothing more. Every output the EKS values files ask for exists.
+
+What this cannot show: that ``terraform plan`` succeeds (it needs the AWS provider,
+downloaded from the registry) or that AWS accepts the policies.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+MODULE = REPO / "environments/eks/terraform"
+EKS_VALUES = sorted((REPO / "environments/eks").glob("*-values.yaml"))
+PLACEHOLDER = re.compile(r"REPLACE_WITH_TERRAFORM_OUTPUT_([a-z0-9_]+)")
+
+
+def source() -> str:
+    """Every .tf file of the module, comments removed."""
+    text = "\n".join(path.read_text() for path in sorted(MODULE.glob("*.tf")))
+    return re.sub(r"^\s*#.*$", "", text, flags=re.MULTILINE)
+
+
+def block_end(text: str, start: int) -> int:
+    """Index of the brace closing the block whose body starts at ``start``."""
+    depth, index, in_string = 1, start, False
+    while index < len(text):
+        char = text[index]
+        if in_string:
+            if char == "\\":
+                index += 1
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char == "{":
+            depth += 1
+        elif char == "}":
+            depth -= 1
+            if depth == 0:
+                return index
+        index += 1
+    raise AssertionError("unbalanced braces in the Terraform module")
+
+
+def blocks(text: str, header: str) -> list[str]:
+    """The bodies of every block whose header matches the regex ``header``."""
+    found = []
+    for match in re.finditer(rf"(?m)^\s*{header}\s*\{{", text):
+        found.append(text[match.end() : block_end(text, match.end())])
+    return found
+
+
+def block(text: str, header: str) -> str:
+    (body,) = blocks(text, header)
+    return body
+
+
+def resource(kind: str, name: str) -> str:
+    return block(source(), rf'resource\s+"{kind}"\s+"{name}"')
+
+
+def policy_document(name: str) -> str:
+    return block(source(), rf'data\s+"aws_iam_policy_document"\s+"{name}"')
+
+
+def strings(text: str) -> list[str]:
+    return re.findall(r'"((?:[^"\\]|\\.)*)"', text)
+
+
+def listed(body: str, attribute: str) -> list[str]:
+    """The quoted items of ``attribute = [...]`` in a block body (first occurrence)."""
+    match = re.search(rf"(?m)^\s*{attribute}\s*=\s*\[(.*?)\]", body, re.DOTALL)
+    assert match, f"no {attribute} list"
+    return strings(match.group(1))
+
+
+def setting(body: str, attribute: str) -> str:
+    match = re.search(rf"(?m)^\s*{attribute}\s*=\s*(.+?)\s*$", body)
+    assert match, f"no {attribute}"
+    return match.group(1)
+
+
+def statements(document: str) -> list[str]:
+    return blocks(document, "statement")
+
+
+def allowed_actions(document: str) -> set[str]:
+    actions: set[str] = set()
+    for statement in statements(document):
+        if re.search(r'effect\s*=\s*"Deny"', statement):
+            continue
+        actions |= set(listed(statement, "actions"))
+    return actions
+
+
+# -- formatting ----------------------------------------------------------------------------
+
+
+def test_the_module_is_terraform_fmt_clean() -> None:
+    terraform = shutil.which("terraform")
+    if terraform is None:
+        pytest.skip("terraform is not on PATH; `terraform fmt -check -recursive` not run")
+    result = subprocess.run(
+        [terraform, "fmt", "-check", "-recursive", "-diff", str(MODULE)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_aws_provider_is_pinned_to_one_major_version() -> None:
+    versions = (MODULE / "versions.tf").read_text()
+    aws = block(versions, r"aws\s*=")
+    assert setting(aws, "source") == '"hashicorp/aws"'
+    assert setting(aws, "version") == '"~> 5.0"'
+
+
+# -- KMS -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["seal", "snapshots"])
+def test_kms_keys_rotate_and_cannot_be_deleted_at_once(key: str) -> None:
+    body = resource("aws_kms_key", key)
+    assert setting(body, "enable_key_rotation") == "true"
+    assert setting(body, "deletion_window_in_days") == "var.kms_deletion_window_days"
+    default = block(source(), r'variable\s+"kms_deletion_window_days"')
+    assert int(setting(default, "default")) >= 30
+    assert setting(body, "policy") == f"data.aws_iam_policy_document.{key}_key.json"
+
+
+def test_the_seal_key_is_usable_by_the_seal_role_only() -> None:
+    document = policy_document("seal_key")
+    (use,) = statements(document)  # the admin statement comes from source_policy_documents
+    assert 'aws_iam_role.irsa["seal"].arn' in use
+    assert sorted(listed(use, "actions")) == ["kms:Decrypt", "kms:DescribeKey", "kms:Encrypt"]
+    assert "data.aws_iam_policy_document.key_admin.json" in document
+
+
+def test_key_administrators_manage_the_keys_but_cannot_use_them() -> None:
+    actions = set(listed(policy_document("key_admin"), "actions"))
+    assert {"kms:ScheduleKeyDeletion", "kms:PutKeyPolicy", "kms:EnableKeyRotation"} <= actions
+    assert not actions & {
+        "kms:*",
+        "kms:Encrypt",
+        "kms:Decrypt",
+        "kms:GenerateDataKey",
+        "kms:ReEncrypt*",
+    }
+
+
+def test_snapshot_key_use_is_limited_to_s3_on_behalf_of_the_agents() -> None:
+    uses = statements(policy_document("snapshots_key"))
+    principals = [re.findall(r'aws_iam_role\.irsa\["(\w+)"\]', s) for s in uses]
+    assert principals == [["snapshot"], ["restore"]]
+    assert [sorted(listed(s, "actions")) for s in uses] == [
+        ["kms:Decrypt", "kms:GenerateDataKey"],
+        ["kms:Decrypt"],
+    ]
+    for statement in uses:
+        assert '"kms:ViaService"' in statement and "s3.${var.region}.amazonaws.com" in statement
+
+
+# -- S3 ------------------------------------------------------------------------------------
+
+
+def test_the_snapshot_bucket_is_versioned() -> None:
+    body = resource("aws_s3_bucket_versioning", "snapshots")
+    assert setting(block(body, "versioning_configuration"), "status") == '"Enabled"'
+
+
+def test_the_snapshot_bucket_encrypts_with_the_snapshot_key_and_a_bucket_key() -> None:
+    rule = block(
+        resource("aws_s3_bucket_server_side_encryption_configuration", "snapshots"), "rule"
+    )
+    default = block(rule, "apply_server_side_encryption_by_default")
+    assert setting(default, "sse_algorithm") == '"aws:kms"'
+    assert setting(default, "kms_master_key_id") == "aws_kms_key.snapshots.arn"
+    assert setting(rule, "bucket_key_enabled") == "true"
+
+
+def test_the_snapshot_bucket_can_never_be_public() -> None:
+    body = resource("aws_s3_bucket_public_access_block", "snapshots")
+    for flag in (
+        "block_public_acls",
+        "block_public_policy",
+        "ignore_public_acls",
+        "restrict_public_buckets",
+    ):
+        assert setting(body, flag) == "true"
+    deny = statements(policy_document("bucket"))
+    assert any('"aws:SecureTransport"' in s and '"false"' in s for s in deny)
+
+
+def test_old_snapshot_versions_expire() -> None:
+    rule = block(resource("aws_s3_bucket_lifecycle_configuration", "snapshots"), "rule")
+    assert setting(rule, "status") == '"Enabled"'
+    expiration = block(rule, "noncurrent_version_expiration")
+    assert setting(expiration, "noncurrent_days") == "var.noncurrent_version_days"
+
+
+def test_object_lock_is_opt_in() -> None:
+    assert setting(resource("aws_s3_bucket", "snapshots"), "object_lock_enabled") == (
+        "var.object_lock_days > 0"
+    )
+    lock = resource("aws_s3_bucket_object_lock_configuration", "snapshots")
+    assert setting(lock, "count") == "var.object_lock_days > 0 ? 1 : 0"
+    variable = block(source(), r'variable\s+"object_lock_days"')
+    assert setting(variable, "default") == "0"
+
+
+# -- IRSA ----------------------------------------------------------------------------------
+
+
+def test_there_is_one_role_per_service_account() -> None:
+    accounts = block(source(), r"service_accounts\s*=")
+    mapping = dict(re.findall(r"(?m)^\s*(\w+)\s*=\s*(\S+)\s*$", accounts))
+    assert mapping == {
+        "seal": "var.vault_service_account",
+        "snapshot": "var.agent_service_accounts.snapshot",
+        "restore": "var.agent_service_accounts.restore",
+        "configure": "var.agent_service_accounts.configure",
+    }
+    assert setting(resource("aws_iam_role", "irsa"), "for_each") == "local.service_accounts"
+    defaults = block(source(), r'variable\s+"agent_service_accounts"')
+    for agent in ("snapshot", "restore", "configure"):
+        assert f'{agent} = "vaultdr-{agent}"' in re.sub(r"\s+", " ", defaults)
+
+
+def test_each_role_trusts_exactly_its_namespace_and_service_account() -> None:
+    trust = policy_document("irsa_trust")
+    assert setting(trust, "for_each") == "local.service_accounts"
+    (statement,) = statements(trust)
+    assert listed(statement, "actions") == ["sts:AssumeRoleWithWebIdentity"]
+    assert "var.oidc_provider_arn" in block(statement, "principals")
+    conditions = {
+        strings(setting(c, "variable"))[0]: (strings(setting(c, "test"))[0], listed(c, "values"))
+        for c in blocks(statement, "condition")
+    }
+    assert conditions == {
+        "${local.oidc_host}:sub": (
+            "StringEquals",
+            ["system:serviceaccount:${var.namespace}:${each.value}"],
+        ),
+        "${local.oidc_host}:aud": ("StringEquals", ["sts.amazonaws.com"]),
+    }
+    assert "StringLike" not in trust  # no wildcard subject
+
+
+def test_no_role_may_do_everything() -> None:
+    for name in ("seal", "snapshot", "restore", "configure"):
+        actions = allowed_actions(policy_document(name))
+        assert not [a for a in actions if a == "*" or a.endswith(":*")], name
+
+
+def test_the_seal_role_may_only_wrap_and_unwrap_with_the_seal_key() -> None:
+    document = policy_document("seal")
+    assert allowed_actions(document) == {"kms:Encrypt", "kms:Decrypt", "kms:DescribeKey"}
+    assert re.search(r"resources\s*=\s*\[aws_kms_key\.seal\.arn\]", document)
+
+
+def test_the_snapshot_agent_may_manage_snapshots_under_its_prefix_only() -> None:
+    document = policy_document("snapshot")
+    assert allowed_actions(document) == {
+        "s3:ListBucket",
+        "s3:ListBucketVersions",
+        "s3:PutObject",
+        "s3:GetObject",
+        "s3:DeleteObject",
+        "s3:DeleteObjectVersion",
+        "kms:GenerateDataKey",
+        "kms:Decrypt",
+    }
+    assert "${aws_s3_bucket.snapshots.arn}/${var.snapshot_prefix}/*" in document
+    assert '"s3:prefix"' in document
+    assert "aws_kms_key.snapshots.arn" in document and "aws_kms_key.seal" not in document
+    assert "ssm:" not in document
+
+
+def test_the_restore_watcher_reads_snapshots_and_keeps_break_glass_material() -> None:
+    document = policy_document("restore")
+    assert allowed_actions(document) == {
+        "s3:ListBucket",
+        "s3:GetObject",
+        "kms:Decrypt",
+        "ssm:PutParameter",
+        "ssm:GetParameter",
+    }
+    assert "aws_kms_key.seal" not in document
+    assert re.search(r"resources\s*=\s*\[local\.ssm_arn\]", document)
+    main = block((MODULE / "main.tf").read_text(), "locals")
+    assert setting(main, "ssm_arn").endswith(':parameter${local.ssm_prefix}/*"')
+    assert setting(main, "ssm_prefix") == '"/vaultdr/${var.cluster}"'
+
+
+def test_the_configure_job_may_only_read_break_glass_material() -> None:
+    assert allowed_actions(policy_document("configure")) == {"ssm:GetParameter"}
+
+
+def test_every_role_gets_its_own_policy() -> None:
+    policies = block(source(), r"role_policies\s*=")
+    mapping = dict(re.findall(r"(?m)^\s*(\w+)\s*=\s*(\S+)\s*$", policies))
+    assert mapping == {
+        role: f"data.aws_iam_policy_document.{role}.json"
+        for role in ("seal", "snapshot", "restore", "configure")
+    }
+
+
+# -- outputs -------------------------------------------------------------------------------
+
+
+def outputs() -> dict[str, str]:
+    text = (MODULE / "outputs.tf").read_text()
+    names = re.findall(r'(?m)^output\s+"(\w+)"', text)
+    return {name: block(text, rf'output\s+"{name}"') for name in names}
+
+
+def test_every_placeholder_in_the_eks_values_is_a_terraform_output() -> None:
+    assert [p.name for p in EKS_VALUES] == ["openbao-values.yaml", "ops-values.yaml"]
+    wanted = {name for path in EKS_VALUES for name in PLACEHOLDER.findall(path.read_text())}
+    assert {"seal_role_arn", "seal_kms_key_id", "snapshot_role_arn", "restore_role_arn"} <= wanted
+    missing = sorted(wanted - set(outputs()))
+    assert not missing, f"no such terraform output: {missing}"
+
+
+def test_every_output_says_where_it_goes() -> None:
+    for name, body in outputs().items():
+        assert strings(setting(body, "description"))[0], name
