@@ -345,6 +345,46 @@ class Aws:
             document = json.loads(unquote(document))
         return dict(document)
 
+    def put_role_policy(self, role: str, name: str, document: Mapping[str, Any]) -> None:
+        """IAM ``PutRolePolicy``: create or replace the inline policy ``name`` of ``role``."""
+        body = json.dumps(document)
+        self._call(
+            "iam",
+            "PutRolePolicy",
+            f"{role}/{name}",
+            lambda: self._client("iam").put_role_policy(
+                RoleName=role, PolicyName=name, PolicyDocument=body
+            ),
+        )
+
+    def delete_role_policy(self, role: str, name: str) -> None:
+        """IAM ``DeleteRolePolicy``; a policy that is already absent is not an error."""
+        with contextlib.suppress(_Absent):
+            self._call(
+                "iam",
+                "DeleteRolePolicy",
+                f"{role}/{name}",
+                lambda: self._client("iam").delete_role_policy(RoleName=role, PolicyName=name),
+                absent=frozenset({"NoSuchEntity"}),
+            )
+
+    def get_role_policy(self, role: str, name: str) -> dict[str, Any] | None:
+        """IAM ``GetRolePolicy``: the inline policy document, or None if there is none."""
+        try:
+            answer = self._call(
+                "iam",
+                "GetRolePolicy",
+                f"{role}/{name}",
+                lambda: self._client("iam").get_role_policy(RoleName=role, PolicyName=name),
+                absent=frozenset({"NoSuchEntity"}),
+            )
+        except _Absent:
+            return None
+        document = answer["PolicyDocument"]
+        if isinstance(document, str):
+            document = json.loads(unquote(document))
+        return dict(document)
+
     # -- KMS ------------------------------------------------------------------------------
 
     def create_key(self, description: str) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 from vaultdr import __version__
 from vaultdr.config import DEFAULT_STACK, Stack, load_stack
 from vaultdr.envs.base import StackStatus
+from vaultdr.envs.kube.env import KubeEnvironment
 from vaultdr.envs.local.env import LocalEnvironment
 from vaultdr.envs.local.state import resolve_state_dir
 from vaultdr.errors import ConfigError, VaultdrError
@@ -34,14 +35,45 @@ def _default_stack_file() -> Path:
 
 
 def _stack(args: argparse.Namespace) -> tuple[Stack, str]:
-    path = Path(args.config) if args.config else _default_stack_file()
+    if args.config:
+        path = Path(args.config)
+    elif args.env in ("kind", "eks"):
+        path = _default_stack_file().parent.parent / args.env / "stack.yaml"
+    else:
+        path = _default_stack_file()
     return load_stack(path), str(path.resolve())
+
+
+def kube_environment(args: argparse.Namespace, *, dry_run: bool = False) -> KubeEnvironment:
+    """The environment of ``--env kind|eks``, its state in ``.vaultdr-<env>`` unless told."""
+    from vaultdr.envs.kube.env import make_kube_environment
+    from vaultdr.envs.local.state import STATE_ENV_VAR
+
+    stack, path = _stack(args)
+    chosen = args.state_dir or os.environ.get(STATE_ENV_VAR) or f".vaultdr-{args.env}"
+    return make_kube_environment(
+        args.env,
+        resolve_state_dir(chosen),
+        stack,
+        stack_file=path,
+        confirm_context=getattr(args, "i_know_this_breaks", None),
+        dry_run=dry_run or bool(getattr(args, "dry_run", False)),
+    )
+
+
+def _any_environment(
+    args: argparse.Namespace, *, with_stack: bool = False
+) -> LocalEnvironment | KubeEnvironment:
+    """The environment of ``--env``: local processes, or a kind/eks cluster."""
+    if args.env in ("kind", "eks"):
+        return kube_environment(args)
+    return _environment(args, with_stack=with_stack)
 
 
 def _environment(args: argparse.Namespace, *, with_stack: bool = False) -> LocalEnvironment:
     if args.env != "local":
         raise ConfigError(
-            f"--env {args.env}: not available in this version",
+            f"vaultdr {args.command} --env {args.env}: this command is local-only",
             hint="use --env local (the default)",
         )
     state_dir = resolve_state_dir(args.state_dir)
@@ -79,8 +111,13 @@ def _print_status(status: StackStatus) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    env = _environment(args, with_stack=True)
-    print(f"starting the local stack in {env.state_dir} ...", file=sys.stderr)
+    env = _any_environment(args, with_stack=True)
+    if isinstance(env, KubeEnvironment) and env.dry_run:
+        from vaultdr.envs.kube.deploy import plan_up, run_plan
+
+        print("\n".join(run_plan(plan_up(env), dry_run=True)))
+        return 0
+    print(f"starting the {env.name} stack ({env.state_dir}) ...", file=sys.stderr)
     status = env.up()
     _print_status(status)
     print('\npoint the CLI at it:  eval "$(vaultdr env)"', file=sys.stderr)
@@ -88,7 +125,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    status = _environment(args).status()
+    status = _any_environment(args).status()
     if args.json:
         print(json.dumps(asdict(status) | {"healthy": status.healthy}, indent=2))
     else:
@@ -97,15 +134,15 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    env = _environment(args)
+    env = _any_environment(args)
     env.down(keep_data=args.keep_data)
     kept = f" (data kept in {env.state_dir})" if args.keep_data else ""
-    print(f"stopped the local stack{kept}")
+    print(f"stopped the {env.name} stack{kept}")
     return 0
 
 
 def cmd_env(args: argparse.Namespace) -> int:
-    env = _environment(args)
+    env = _any_environment(args)
     client = env.client()
     ca = env.ca_file()
     for prefix in ("BAO", "VAULT"):
@@ -118,15 +155,15 @@ def cmd_env(args: argparse.Namespace) -> int:
 
 
 def cmd_sa_token(args: argparse.Namespace) -> int:
-    env = _environment(args)
+    env = _any_environment(args)
     audiences = args.audience or None
     print(env.service_account_token(args.namespace, args.name, audiences=audiences, ttl=args.ttl))
     return 0
 
 
 def cmd_configure(args: argparse.Namespace) -> int:
-    env = _environment(args)
-    if args.config:
+    env = _any_environment(args)
+    if args.config and isinstance(env, LocalEnvironment):
         env.stack, env.stack_file = _stack(args)
     changes = env.configure(dry_run=args.dry_run)
     verb = "would make" if args.dry_run else "made"
@@ -199,7 +236,12 @@ def cmd_fault(args: argparse.Namespace) -> int:
         return cmd_rollback(args)
     if not args.fault:
         raise ConfigError("fault inject needs a NAME", hint="see `vaultdr fault list`")
-    env = _environment(args)
+    env = _any_environment(args)
+    if args.dry_run:
+        for change in faults.preview(env, args.fault, args.fault_args):
+            print(f"would {change}")
+        print("dry run: nothing was changed")
+        return 0
     entry = faults.inject(env, args.fault, args.fault_args)
     targets = ", ".join(entry.detail.get("nodes", [])) or "-"
     print(f"injected {entry.fault} (id {entry.id}) on {targets}")
@@ -211,7 +253,7 @@ def cmd_fault(args: argparse.Namespace) -> int:
 def cmd_rollback(args: argparse.Namespace) -> int:
     from vaultdr import faults
 
-    env = _environment(args)
+    env = _any_environment(args)
     results = faults.rollback(env)
     if not results:
         print("nothing to roll back")
@@ -226,6 +268,12 @@ def cmd_chaos(args: argparse.Namespace) -> int:
     from vaultdr.chaos.runner import run_experiment
 
     state_dir = resolve_state_dir(args.state_dir)
+    if args.env in ("kind", "eks"):  # the experiment's activities find the cluster through these
+        env = kube_environment(args)
+        state_dir = env.state_dir
+        os.environ.update({"VAULTDR_ENV": args.env, "VAULTDR_CONFIG": env.stack_file})
+        if args.i_know_this_breaks:
+            os.environ["VAULTDR_I_KNOW_THIS_BREAKS"] = args.i_know_this_breaks
     verdict = run_experiment(
         Path(args.experiment),
         state_dir=state_dir,
@@ -276,7 +324,16 @@ def cmd_drill(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
+def _add_confirmation(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument(
+        "--i-know-this-breaks",
+        metavar="CONTEXT",
+        help="eks: the kube context you expect to break (or $VAULTDR_I_KNOW_THIS_BREAKS)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from vaultdr.envs.kube.commands import register as register_kube
     from vaultdr.evidence.commands import register as register_evidence
     from vaultdr.upgrade.commands import register as register_upgrade
 
@@ -287,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"vaultdr {__version__}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--env", default="local", choices=["local", "kind", "eks"])
-    common.add_argument("--config", help="stack.yaml (default: environments/local/stack.yaml)")
+    common.add_argument("--config", help="stack.yaml (default: environments/<env>/stack.yaml)")
     common.add_argument(
         "--state-dir", help="state directory (default: $VAULTDR_STATE_DIR or ./.vaultdr)"
     )
@@ -298,7 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.set_defaults(handler=handler)
         return cmd
 
-    add("up", cmd_up, "start the stack and wait until it is healthy")
+    up = add("up", cmd_up, "start the stack and wait until it is healthy")
+    up.add_argument("--dry-run", action="store_true", help="kind/eks: print the steps, run none")
     status = add("status", cmd_status, "show every node: initialized, sealed, active, voter")
     status.add_argument("--json", action="store_true")
     down = add("down", cmd_down, "stop every process of the stack")
@@ -326,11 +384,14 @@ def build_parser() -> argparse.ArgumentParser:
     fault.add_argument("action", choices=["list", "inject", "rollback"])
     fault.add_argument("fault", nargs="?", metavar="NAME", help="the fault (inject)")
     fault.add_argument("fault_args", nargs="*", metavar="ARG", help="e.g. the NODE")
+    fault.add_argument("--dry-run", action="store_true", help="print every change, make none")
+    _add_confirmation(fault)
     chaos = add("chaos", cmd_chaos, "run a Chaos Toolkit experiment and judge it from its journal")
     chaos.add_argument("action", choices=["run"])
     chaos.add_argument("experiment", help="e.g. drills/kill-leader.json")
     chaos.add_argument("--journal", help="journal path (default: <state dir>/drills/<run>/)")
     chaos.add_argument("--var", action="append", help="configuration value key=value (repeatable)")
+    _add_confirmation(chaos)
     drill = add("drill", cmd_drill, "deploy, play every DR scenario, tear down, write evidence")
     drill.add_argument("--tags", help="only scenarios matching this tag expression")
     drill.add_argument("--report-dir", default="reports", help="where runs go (default reports/)")
@@ -339,6 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--chaos", action="store_true", help="also run the Chaos Toolkit drills in drills/"
     )
     register_evidence(sub, common)
+    register_kube(sub, common)
     register_upgrade(sub, common)
     add("rollback", cmd_rollback, "undo every fault still in force (from the rollback journal)")
     return parser

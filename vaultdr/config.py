@@ -177,6 +177,47 @@ class Objectives(_Strict):
     rpo: Duration = 300.0
 
 
+class Kube(_Strict):
+    """Where the stack runs on Kubernetes (``--env kind|eks``); ignored by ``--env local``.
+
+    ``context`` is the kube context the stack lives in: on eks, destructive faults
+    are refused unless the command names this same context. ``seal_principal`` is
+    whose KMS access revoke-kms denies: the seal's IRSA role ARN on eks, the seal's
+    IAM user name on kind (the in-cluster AWS emulator).
+
+    Relative paths (``values``, ``ops_values``, ``ops_chart``, ``kind_config``,
+    ``aws_manifest``) are relative to the directory of the stack file.
+    """
+
+    context: str | None = None
+    namespace: str = Field(default="vaultdr", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    release: str = "openbao"
+    ops_release: str = "vaultdr-ops"
+    chart: str = "openbao/openbao"
+    chart_repo: str = "https://openbao.github.io/openbao-helm"
+    chart_version: str = "0.19.1"
+    values: str | None = None
+    ops_chart: str = "../chart/vaultdr-ops"
+    ops_values: str | None = None
+    image: str | None = None
+    kind_cluster: str = "vaultdr"
+    kind_config: str = "kind-config.yaml"
+    aws_manifest: str | None = None
+    seal_principal: str | None = None
+    kms_key_id: str | None = None
+    aws_endpoint: str | None = None
+    aws_service: str = "moto"
+    aws_service_port: int = Field(default=5000, ge=1, le=65535)
+    aws_secrets: dict[str, str] = {
+        "admin": "vaultdr-aws-admin",
+        "seal": "vaultdr-aws-seal",
+        "snapshot": "vaultdr-aws-snapshot",
+    }
+    tls_secret: str = "openbao-tls"
+    access: Literal["port-forward", "service"] = "port-forward"
+    timeout: Duration = 600.0
+
+
 class Stack(_Strict):
     """The whole of stack.yaml."""
 
@@ -193,6 +234,7 @@ class Stack(_Strict):
     configure: Configure = Configure()
     objectives: Objectives = Objectives()
     startup_timeout: Duration = 90.0
+    kube: Kube | None = None
 
     def node_names(self) -> list[str]:
         return [f"{self.cluster}-{i}" for i in range(self.nodes)]

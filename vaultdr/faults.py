@@ -304,6 +304,9 @@ def inject(
 ) -> JournalEntry:
     """Journal the fault with its undo steps, then inject it. Returns the journal entry."""
     resolved, targets = plan(env, name, args)
+    check = getattr(env, "check_destructive", None)
+    if check is not None:  # real clusters: refused before anything is journaled or changed
+        check(name)
     journal = RollbackJournal(env.state_dir)
     nodes: list[str] = targets.get("nodes", [])
     entry = JournalEntry(
@@ -331,6 +334,42 @@ def inject(
     entry.status = status
     entry.detail.update(detail)
     return entry
+
+
+def preview(env: FaultTarget, name: str, args: Sequence[str] = ()) -> list[str]:
+    """Every change ``name`` would make now, without making it (``fault inject --dry-run``).
+
+    An environment that can record its own requests (``describe_fault``) lists them
+    exactly; otherwise the catalogue's summary is given for the resolved targets.
+    """
+    _, targets = plan(env, name, args)
+    nodes: list[str] = targets.get("nodes", [])
+    describe = getattr(env, "describe_fault", None)
+    if describe is not None:
+        return list(describe(name, nodes))
+    spec = CATALOGUE[name]
+    where = f" on {', '.join(nodes)}" if nodes else ""
+    return [f"{spec.summary}{where}"]
+
+
+def preview_act(env: FaultTarget, name: str, nodes: list[str]) -> None:
+    """The fault's primitive alone, without the journal: for an environment that runs it as
+    a dry run and records the requests it would send. Snapshot faults act on S3 only and
+    are described by the caller."""
+    if name in ("kill-leader", "kill-node"):
+        env.kill_node(nodes[0])
+    elif name in ("kill-quorum", "restart-all"):
+        env.kill_nodes(nodes)
+    elif name == "delete-volume":
+        env.delete_volume(nodes[0])
+    elif name == "delete-all-volumes":
+        env.delete_all_volumes()
+    elif name == "revoke-kms":
+        env.revoke_kms()
+    elif name == "restore-kms":
+        env.restore_kms()
+    elif name == "freeze-node":
+        env.freeze_node(nodes[0])
 
 
 def _undo_steps(

@@ -141,11 +141,16 @@ def ensure_app_secret(
 
 def take_snapshot(configuration: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run the snapshot agent once now (what its schedule does), so the drill knows its RPO base."""
+    from vaultdr.envs.local.env import LocalEnvironment
     from vaultdr.envs.local.snapshots import snapshot_agent_for
 
     current = drill(configuration)
+    env = current.env
     try:
-        record = snapshot_agent_for(current.env).take()
+        agent = (
+            snapshot_agent_for(env) if isinstance(env, LocalEnvironment) else env.snapshot_agent()
+        )
+        record = agent.take()
     except VaultdrError as exc:
         raise ActivityFailed(f"snapshot failed: {exc}") from None
     if current.timeline is not None:

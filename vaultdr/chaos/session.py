@@ -8,7 +8,9 @@ their records next to the journal.
 
 Configuration keys an experiment may set (all optional):
 ``vaultdr_state_dir`` (default ``$VAULTDR_STATE_DIR`` or ``./.vaultdr``),
-``vaultdr_env`` (``local``), ``vaultdr_results_dir`` (where timeline and
+``vaultdr_env`` (``local``, ``kind`` or ``eks``; default ``$VAULTDR_ENV`` or ``local``),
+``vaultdr_config`` (the stack file for kind/eks; default ``$VAULTDR_CONFIG`` or
+``environments/<env>/stack.yaml``), ``vaultdr_results_dir`` (where timeline and
 ledger records go; default ``<state dir>/drills/<run>``).
 """
 
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vaultdr.envs.kube.env import KubeEnvironment
 from vaultdr.envs.local.env import LocalEnvironment
 from vaultdr.envs.local.state import resolve_state_dir, write_json_atomic
 from vaultdr.errors import ConfigError, StackStateError
@@ -45,7 +48,7 @@ DEFAULT_LOGIN = {
 class Drill:
     """The instruments of one experiment run against one stack."""
 
-    env: LocalEnvironment
+    env: LocalEnvironment | KubeEnvironment
     results_dir: Path
     started_at: str
     timeline: Timeline | None = None
@@ -115,9 +118,24 @@ _DRILLS: dict[Path, Drill] = {}
 _LOCK = threading.Lock()
 
 
-def environment(configuration: dict[str, Any] | None) -> LocalEnvironment:
+ENV_VAR = "VAULTDR_ENV"
+CONFIG_ENV_VAR = "VAULTDR_CONFIG"
+
+
+def environment(configuration: dict[str, Any] | None) -> LocalEnvironment | KubeEnvironment:
     config = configuration or {}
-    name = str(config.get("vaultdr_env") or "local")
+    name = str(config.get("vaultdr_env") or os.environ.get(ENV_VAR) or "local")
+    if name in ("kind", "eks"):
+        from vaultdr.config import load_stack
+        from vaultdr.envs.kube.env import make_kube_environment
+
+        stack_file = str(
+            config.get("vaultdr_config")
+            or os.environ.get(CONFIG_ENV_VAR)
+            or f"environments/{name}/stack.yaml"
+        )
+        state_dir = resolve_state_dir(config.get("vaultdr_state_dir"))
+        return make_kube_environment(name, state_dir, load_stack(stack_file), stack_file=stack_file)
     if name != "local":
         raise ConfigError(
             f"vaultdr_env {name!r} is not available in this version", hint="use local"
@@ -167,7 +185,7 @@ def end_drill(configuration: dict[str, Any] | None) -> dict[str, Any] | None:
     return found.finish() if found else None
 
 
-def restore_since(env: LocalEnvironment, since: str) -> dict[str, Any] | None:
+def restore_since(env: LocalEnvironment | KubeEnvironment, since: str) -> dict[str, Any] | None:
     """The auto-restore record written after ``since`` (ISO time), if any."""
     path = env.state_dir / "agents" / "restore.json"
     try:

@@ -16,6 +16,11 @@ from vaultdr.aws import Aws
 from vaultdr.vault import VaultClient
 
 
+def ssm_path(cluster: str, name: str) -> str:
+    """Where break-glass material lives in SSM Parameter Store (every environment)."""
+    return f"/vaultdr/{cluster}/{name}"
+
+
 @dataclass(frozen=True)
 class NodeStatus:
     """What ``vaultdr status`` shows for one node. Nothing secret."""

@@ -30,6 +30,7 @@ from vaultdr.agents.configure import Change, KubernetesTarget, reconcile
 from vaultdr.aws import Aws
 from vaultdr.config import Stack
 from vaultdr.envs.base import NodeStatus, StackStatus
+from vaultdr.envs.base import ssm_path as ssm_path
 from vaultdr.envs.local import awsemu, kubeapi, nodes, transit
 from vaultdr.envs.local.processes import (
     ProcessRecord,
@@ -51,11 +52,6 @@ from vaultdr.errors import (
 from vaultdr.vault import VaultClient
 
 SA_AUDIENCE = "vault"
-
-
-def ssm_path(cluster: str, name: str) -> str:
-    """Where break-glass material lives in SSM Parameter Store."""
-    return f"/vaultdr/{cluster}/{name}"
 
 
 def _write_private_text(path: Path, text: str) -> None:

@@ -1,0 +1,532 @@
+"""A fake Kubernetes API over real HTTP on 127.0.0.1, for the kube environment's tests.
+
+It holds complete, realistic objects (pods of a StatefulSet with their labels,
+conditions and container statuses; PVCs with the ``kubernetes.io/pvc-protection``
+finalizer; the StatefulSet; namespaces with annotations; Secrets, ConfigMaps,
+Services, ServiceAccounts) so the strict generated client accepts every answer,
+and records every request (method, path, query, body) in order.
+
+Semantics it mimics, because the faults depend on them:
+
+* DELETE of a PVC whose pod still exists only sets ``deletionTimestamp`` (the
+  protection finalizer); the PVC goes when its pod is deleted.
+* DELETE of a pod returns the pod; the StatefulSet controller then recreates it
+  (new uid) and, if its claim is gone, a new empty PVC (new uid).
+* Errors are ``Status`` objects with the right code and reason.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+import threading
+import uuid
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import yaml
+
+MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _meta(name: str, namespace: str | None, **extra: Any) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "name": name,
+        "uid": str(uuid.uuid4()),
+        "resourceVersion": "1",
+        "creationTimestamp": _now(),
+    }
+    if namespace is not None:
+        meta["namespace"] = namespace
+    meta.update(extra)
+    return meta
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    body: Any
+
+    @property
+    def mutating(self) -> bool:
+        return self.method in MUTATING
+
+
+@dataclass
+class FakeCluster:
+    """The objects and the request log; the HTTP handler reads and changes them under ``lock``."""
+
+    namespace: str = "vaultdr"
+    release: str = "openbao"
+    replicas: int = 3
+    active_label: str = "openbao-active"
+    leader: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    requests: list[Request] = field(default_factory=list)
+    objects: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
+
+    # --- building objects -----------------------------------------------------------------------
+    def populate(self, *, annotations: dict[str, str] | None = None) -> None:
+        ns = self.namespace
+        self.put(
+            "namespaces",
+            "",
+            ns,
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": _meta(
+                    ns,
+                    None,
+                    labels={"kubernetes.io/metadata.name": ns},
+                    annotations=dict(annotations or {}),
+                ),
+                "spec": {"finalizers": ["kubernetes"]},
+                "status": {"phase": "Active"},
+            },
+        )
+        self.put("statefulsets", ns, self.release, self.statefulset())
+        for i in range(self.replicas):
+            self.put("persistentvolumeclaims", ns, f"data-{self.pod_name(i)}", self.pvc(i))
+            self.put("pods", ns, self.pod_name(i), self.pod(i))
+        self.put(
+            "configmaps",
+            ns,
+            "kube-root-ca.crt",
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": _meta("kube-root-ca.crt", ns),
+                "data": {
+                    "ca.crt": "-----BEGIN CERTIFICATE-----\nfake\n-----END CERTIFICATE-----\n"
+                },
+            },
+        )
+        for sa in ("openbao", "vaultdr-snapshot", "web"):
+            self.put(
+                "serviceaccounts",
+                ns,
+                sa,
+                {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(sa, ns)},
+            )
+
+    def pod_name(self, i: int) -> str:
+        return f"{self.release}-{i}"
+
+    def labels(self, i: int) -> dict[str, str]:
+        return {
+            "app.kubernetes.io/name": "openbao",
+            "app.kubernetes.io/instance": self.release,
+            "component": "server",
+            "helm.sh/chart": "openbao-0.19.1",
+            "controller-revision-hash": f"{self.release}-5d8f7c9b6",
+            "statefulset.kubernetes.io/pod-name": self.pod_name(i),
+            "apps.kubernetes.io/pod-index": str(i),
+            self.active_label: "true" if i == self.leader else "false",
+            "openbao-initialized": "true",
+            "openbao-sealed": "false",
+        }
+
+    def pod(self, i: int) -> dict[str, Any]:
+        name, ns, now = self.pod_name(i), self.namespace, _now()
+        return {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": _meta(
+                name,
+                ns,
+                generateName=f"{self.release}-",
+                labels=self.labels(i),
+                ownerReferences=[
+                    {
+                        "apiVersion": "apps/v1",
+                        "kind": "StatefulSet",
+                        "name": self.release,
+                        "uid": self.objects.get(("statefulsets", ns, self.release), {})
+                        .get("metadata", {})
+                        .get("uid", str(uuid.uuid4())),
+                        "controller": True,
+                        "blockOwnerDeletion": True,
+                    }
+                ],
+            ),
+            "spec": {
+                "containers": [
+                    {
+                        "name": "openbao",
+                        "image": "quay.io/openbao/openbao:2.6.2",
+                        "imagePullPolicy": "IfNotPresent",
+                        "command": ["/bin/sh", "-ec"],
+                        "args": ["bao server -config=/tmp/storageconfig.hcl"],
+                        "ports": [
+                            {"containerPort": 8200, "name": "http", "protocol": "TCP"},
+                            {"containerPort": 8201, "name": "https-internal", "protocol": "TCP"},
+                        ],
+                        "volumeMounts": [{"name": "data", "mountPath": "/openbao/data"}],
+                        "terminationMessagePath": "/dev/termination-log",
+                        "terminationMessagePolicy": "File",
+                    }
+                ],
+                "volumes": [
+                    {"name": "data", "persistentVolumeClaim": {"claimName": f"data-{name}"}}
+                ],
+                "hostname": name,
+                "subdomain": f"{self.release}-internal",
+                "serviceAccountName": self.release,
+                "nodeName": "vaultdr-control-plane",
+                "restartPolicy": "Always",
+                "terminationGracePeriodSeconds": 10,
+                "dnsPolicy": "ClusterFirst",
+                "schedulerName": "default-scheduler",
+            },
+            "status": {
+                "phase": "Running",
+                "podIP": f"10.244.0.{10 + i}",
+                "hostIP": "172.18.0.2",
+                "startTime": now,
+                "qosClass": "BestEffort",
+                "conditions": [
+                    {"type": t, "status": "True", "lastTransitionTime": now}
+                    for t in ("PodScheduled", "Initialized", "ContainersReady", "Ready")
+                ],
+                "containerStatuses": [
+                    {
+                        "name": "openbao",
+                        "image": "quay.io/openbao/openbao:2.6.2",
+                        "imageID": "quay.io/openbao/openbao@sha256:" + "0" * 64,
+                        "containerID": "containerd://" + uuid.uuid4().hex,
+                        "ready": True,
+                        "started": True,
+                        "restartCount": 0,
+                        "state": {"running": {"startedAt": now}},
+                    }
+                ],
+            },
+        }
+
+    def pvc(self, i: int) -> dict[str, Any]:
+        name = f"data-{self.pod_name(i)}"
+        return {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": _meta(
+                name,
+                self.namespace,
+                labels={
+                    "app.kubernetes.io/name": "openbao",
+                    "app.kubernetes.io/instance": self.release,
+                    "component": "server",
+                },
+                annotations={"pv.kubernetes.io/bind-completed": "yes"},
+                finalizers=["kubernetes.io/pvc-protection"],
+            ),
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "1Gi"}},
+                "storageClassName": "standard",
+                "volumeMode": "Filesystem",
+                "volumeName": f"pvc-{uuid.uuid4()}",
+            },
+            "status": {
+                "phase": "Bound",
+                "accessModes": ["ReadWriteOnce"],
+                "capacity": {"storage": "1Gi"},
+            },
+        }
+
+    def statefulset(self) -> dict[str, Any]:
+        return {
+            "apiVersion": "apps/v1",
+            "kind": "StatefulSet",
+            "metadata": _meta(
+                self.release,
+                self.namespace,
+                generation=1,
+                labels={"app.kubernetes.io/instance": self.release},
+            ),
+            "spec": {
+                "replicas": self.replicas,
+                "serviceName": f"{self.release}-internal",
+                "podManagementPolicy": "Parallel",
+                "selector": {
+                    "matchLabels": {
+                        "app.kubernetes.io/instance": self.release,
+                        "component": "server",
+                    }
+                },
+                "template": {
+                    "metadata": {"labels": {"app.kubernetes.io/instance": self.release}},
+                    "spec": {"containers": [{"name": "openbao", "image": "openbao:2.6.2"}]},
+                },
+                "updateStrategy": {"type": "OnDelete"},
+            },
+            "status": {
+                "replicas": self.replicas,
+                "readyReplicas": self.replicas,
+                "currentReplicas": self.replicas,
+                "updatedReplicas": self.replicas,
+                "availableReplicas": self.replicas,
+                "observedGeneration": 1,
+                "collisionCount": 0,
+            },
+        }
+
+    def add_secret(self, name: str, data: dict[str, str]) -> None:
+        import base64
+
+        self.put(
+            "secrets",
+            self.namespace,
+            name,
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "type": "Opaque",
+                "metadata": _meta(name, self.namespace),
+                "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+            },
+        )
+
+    # --- store ---------------------------------------------------------------------------------
+    def put(self, kind: str, ns: str, name: str, obj: dict[str, Any]) -> None:
+        self.objects[(kind, ns, name)] = obj
+
+    def get(self, kind: str, ns: str, name: str) -> dict[str, Any] | None:
+        return self.objects.get((kind, ns, name))
+
+    def mutations(self) -> list[tuple[str, str]]:
+        """(method, path) of every mutating request, in order."""
+        return [(r.method, r.path) for r in self.requests if r.mutating]
+
+    def uid(self, kind: str, name: str) -> str:
+        obj = self.get(kind, self.namespace, name)
+        return str(obj["metadata"]["uid"]) if obj else ""
+
+    # --- behaviour ------------------------------------------------------------------------------
+    def pod_uses(self, ns: str, claim: str) -> bool:
+        for (kind, pod_ns, _), pod in self.objects.items():
+            if kind != "pods" or pod_ns != ns:
+                continue
+            for volume in pod["spec"].get("volumes", []):
+                if volume.get("persistentVolumeClaim", {}).get("claimName") == claim:
+                    return True
+        return False
+
+    def delete_pvc(self, ns: str, name: str) -> dict[str, Any] | None:
+        pvc = self.get("persistentvolumeclaims", ns, name)
+        if pvc is None:
+            return None
+        pvc = copy.deepcopy(pvc)
+        pvc["metadata"].setdefault("deletionTimestamp", _now())
+        pvc["metadata"]["deletionGracePeriodSeconds"] = 0
+        if self.pod_uses(ns, name):
+            self.put("persistentvolumeclaims", ns, name, pvc)  # held by pvc-protection
+        else:
+            del self.objects[("persistentvolumeclaims", ns, name)]
+        return pvc
+
+    def delete_pod(self, ns: str, name: str) -> dict[str, Any] | None:
+        pod = self.objects.pop(("pods", ns, name), None)
+        if pod is None:
+            return None
+        pod = copy.deepcopy(pod)
+        pod["metadata"]["deletionTimestamp"] = _now()
+        pod["metadata"]["deletionGracePeriodSeconds"] = 0
+        # The pvc-protection controller lets go of claims no pod uses any more.
+        for (kind, pvc_ns, pvc_name), pvc in list(self.objects.items()):
+            held = kind == "persistentvolumeclaims" and pvc["metadata"].get("deletionTimestamp")
+            if held and not self.pod_uses(pvc_ns, pvc_name):
+                del self.objects[(kind, pvc_ns, pvc_name)]
+        self.recreate(ns, name)
+        return pod
+
+    def recreate(self, ns: str, name: str) -> None:
+        """The StatefulSet controller: a missing pod of an ordinal within replicas comes back."""
+        index = int(name.rsplit("-", 1)[1])
+        sts = self.get("statefulsets", ns, self.release)
+        if sts is None or index >= int(sts["spec"]["replicas"]):
+            return
+        claim = f"data-{name}"
+        if self.get("persistentvolumeclaims", ns, claim) is None:
+            self.put("persistentvolumeclaims", ns, claim, self.pvc(index))
+        pod = self.pod(index)
+        pod["metadata"]["labels"][self.active_label] = "false"
+        self.put("pods", ns, name, pod)
+
+
+def _status(
+    code: int, reason: str, message: str, details: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "details": details or {},
+        "code": code,
+    }
+
+
+def _matches(labels: dict[str, str], selector: str) -> bool:
+    for term in filter(None, selector.split(",")):
+        key, _, value = term.partition("=")
+        if labels.get(key) != value:
+            return False
+    return True
+
+
+_KINDS = {
+    "pods": "Pod",
+    "persistentvolumeclaims": "PersistentVolumeClaim",
+    "secrets": "Secret",
+    "configmaps": "ConfigMap",
+    "services": "Service",
+    "serviceaccounts": "ServiceAccount",
+    "statefulsets": "StatefulSet",
+}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    cluster: FakeCluster
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _send(self, code: int, obj: dict[str, Any]) -> None:
+        body = json.dumps(obj).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _handle(self) -> None:
+        parts = urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        body = json.loads(raw) if raw else None
+        cluster = self.cluster
+        with cluster.lock:
+            cluster.requests.append(Request(self.command, parts.path, parse_qs(parts.query), body))
+            code, answer = self._route(
+                parts.path.strip("/").split("/"), parse_qs(parts.query), body
+            )
+        self._send(code, answer)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+
+    def _route(
+        self, seg: list[str], query: dict[str, list[str]], body: Any
+    ) -> tuple[int, dict[str, Any]]:
+        c = self.cluster
+        if seg[:2] == ["api", "v1"]:
+            rest = seg[2:]
+        elif seg[:3] == ["apis", "apps", "v1"]:
+            rest = seg[3:]
+        else:
+            return 404, _status(404, "NotFound", "the server could not find the requested resource")
+        if rest[:1] == ["namespaces"] and len(rest) == 2:
+            ns_obj = c.get("namespaces", "", rest[1])
+            if ns_obj is None:
+                return 404, _status(404, "NotFound", f'namespaces "{rest[1]}" not found')
+            return 200, ns_obj
+        if rest[:1] != ["namespaces"] or len(rest) < 3:
+            return 404, _status(404, "NotFound", "the server could not find the requested resource")
+        ns, kind = rest[1], rest[2]
+        if len(rest) == 3 and self.command == "GET":
+            selector = (query.get("labelSelector") or [""])[0]
+            items = [
+                o
+                for (k, o_ns, _), o in sorted(c.objects.items())
+                if k == kind
+                and o_ns == ns
+                and _matches(o["metadata"].get("labels") or {}, selector)
+            ]
+            api_version = "apps/v1" if kind == "statefulsets" else "v1"
+            return 200, {
+                "apiVersion": api_version,
+                "kind": f"{_KINDS.get(kind, 'Object')}List",
+                "metadata": {"resourceVersion": "100"},
+                "items": items,
+            }
+        name = rest[3] if len(rest) > 3 else ""
+        sub = rest[4] if len(rest) > 4 else ""
+        obj = c.get(kind, ns, name)
+        if obj is None:
+            return 404, _status(
+                404, "NotFound", f'{kind} "{name}" not found', {"name": name, "kind": kind}
+            )
+        if self.command == "GET" and not sub:
+            return 200, obj
+        if self.command == "DELETE" and kind == "pods":
+            return 200, c.delete_pod(ns, name) or obj
+        if self.command == "DELETE" and kind == "persistentvolumeclaims":
+            return 200, c.delete_pvc(ns, name) or obj
+        if self.command == "PATCH" and kind == "statefulsets" and sub == "scale":
+            replicas = int(body["spec"]["replicas"])
+            obj["spec"]["replicas"] = replicas
+            return 200, {
+                "apiVersion": "autoscaling/v1",
+                "kind": "Scale",
+                "metadata": _meta(name, ns),
+                "spec": {"replicas": replicas},
+                "status": {"replicas": replicas, "selector": "app.kubernetes.io/instance=openbao"},
+            }
+        if self.command == "POST" and kind == "serviceaccounts" and sub == "token":
+            seconds = int(body["spec"].get("expirationSeconds") or 3600)
+            expires = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)
+            return 201, {
+                "apiVersion": "authentication.k8s.io/v1",
+                "kind": "TokenRequest",
+                "metadata": {"name": name, "namespace": ns, "creationTimestamp": None},
+                "spec": {
+                    "audiences": body["spec"]["audiences"],
+                    "expirationSeconds": seconds,
+                    "boundObjectRef": None,
+                },
+                "status": {
+                    "token": "eyJhbGciOiJSUzI1NiJ9.fake-sa-token-" + uuid.uuid4().hex,
+                    "expirationTimestamp": expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                },
+            }
+        return 405, _status(405, "MethodNotAllowed", f"{self.command} {self.path} is not supported")
+
+
+class FakeKubeApi:
+    """The fake cluster served on 127.0.0.1:<free port>, with a kubeconfig pointing at it."""
+
+    def __init__(self, cluster: FakeCluster) -> None:
+        self.cluster = cluster
+        handler = type("Handler", (_Handler,), {"cluster": cluster})
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def write_kubeconfig(self, path: Path, context: str) -> Path:
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": context, "cluster": {"server": self.url}}],
+            "users": [{"name": context, "user": {"token": "fake-admin-token"}}],
+            "contexts": [{"name": context, "context": {"cluster": context, "user": context}}],
+            "current-context": context,
+        }
+        path.write_text(yaml.safe_dump(config))
+        return path
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

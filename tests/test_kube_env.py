@@ -1,0 +1,625 @@
+"""The kube environments (kind, eks) against a fake Kubernetes API over HTTP and the real moto.
+
+The Kubernetes API is faked at the network edge only (tests/fake_kube.py): the
+official client sends real requests and parses complete objects. The engine's
+``sys/leader`` is answered by small HTTP servers the tests control; KMS access is
+revoked and restored on a real moto server with IAM enforced.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fake_kube import FakeCluster, FakeKubeApi
+from vaultdr import faults
+from vaultdr.aws import Aws, AwsCredentials, AwsTarget
+from vaultdr.config import Kube, Stack, load_stack
+from vaultdr.envs.kube import deploy
+from vaultdr.envs.kube.env import (
+    ALLOW_ANNOTATION,
+    DestructiveFaultRefused,
+    EksEnvironment,
+    KindEnvironment,
+    KubeEnvironment,
+)
+from vaultdr.envs.local import awsemu
+from vaultdr.envs.local.processes import free_port, stop_pid
+from vaultdr.errors import AccessDenied, EnvironmentStartError
+
+REPO = Path(__file__).resolve().parent.parent
+NS = "vaultdr"
+
+
+# --- the engine's API, as far as leader() asks it --------------------------------------------
+class FakeVaultNodes:
+    """One HTTP listener per node answering ``sys/leader``; ``leader`` says who is active."""
+
+    def __init__(self, names: list[str], leader: str) -> None:
+        self.leader = leader
+        self.servers: dict[str, ThreadingHTTPServer] = {}
+        for name in names:
+
+            class Handler(BaseHTTPRequestHandler):
+                node = name
+                nodes = self
+
+                def log_message(self, format: str, *args: Any) -> None:
+                    pass
+
+                def do_GET(self) -> None:
+                    is_self = self.node == self.nodes.leader
+                    answer = {"ha_enabled": True, "is_self": is_self, "leader_address": ""}
+                    body = json.dumps(answer).encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+
+            server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            self.servers[name] = server
+
+    def address(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.servers[name].server_address[1]}"
+
+    def stop(self) -> None:
+        for server in self.servers.values():
+            server.shutdown()
+            server.server_close()
+
+
+class ReachableNodes:
+    """Mixin: node addresses are the fake engine's listeners (instead of port-forwards)."""
+
+    nodes: FakeVaultNodes
+
+    def node_address(self, node: str) -> str:
+        return self.nodes.address(node)
+
+
+class KindOnFake(ReachableNodes, KindEnvironment):
+    pass
+
+
+class EksOnFake(ReachableNodes, EksEnvironment):
+    pass
+
+
+# --- fixtures ------------------------------------------------------------------------------------
+@pytest.fixture
+def cluster() -> FakeCluster:
+    fake = FakeCluster(namespace=NS)
+    fake.populate()
+    fake.add_secret("openbao-tls", {"ca.crt": "-----BEGIN CERTIFICATE-----\n", "tls.crt": "x"})
+    return fake
+
+
+@pytest.fixture
+def kube_api(cluster: FakeCluster) -> Iterator[FakeKubeApi]:
+    api = FakeKubeApi(cluster)
+    yield api
+    api.stop()
+
+
+@pytest.fixture
+def vault_nodes() -> Iterator[FakeVaultNodes]:
+    nodes = FakeVaultNodes([f"openbao-{i}" for i in range(3)], leader="openbao-0")
+    yield nodes
+    nodes.stop()
+
+
+def kube_stack(**kube: Any) -> Stack:
+    return Stack(cluster="vaultdr-kind", kube=Kube(**kube))
+
+
+def make_env(
+    cls: type[KubeEnvironment],
+    tmp_path: Path,
+    kube_api: FakeKubeApi,
+    vault_nodes: FakeVaultNodes,
+    *,
+    context: str,
+    stack: Stack | None = None,
+    **kwargs: Any,
+) -> Any:
+    kubeconfig = kube_api.write_kubeconfig(tmp_path / "kubeconfig", context)
+    env = cls(tmp_path / "state", stack or kube_stack(), kubeconfig=str(kubeconfig), **kwargs)
+    env.nodes = vault_nodes  # type: ignore[attr-defined]
+    return env
+
+
+@pytest.fixture
+def kind_env(tmp_path: Path, kube_api: FakeKubeApi, vault_nodes: FakeVaultNodes) -> Any:
+    return make_env(KindOnFake, tmp_path, kube_api, vault_nodes, context="kind-vaultdr")
+
+
+def delete_query(cluster: FakeCluster, path: str) -> dict[str, list[str]]:
+    found = [r for r in cluster.requests if r.method == "DELETE" and r.path == path]
+    assert found, f"no DELETE {path}"
+    return found[0].query
+
+
+POD = f"/api/v1/namespaces/{NS}/pods"
+PVC = f"/api/v1/namespaces/{NS}/persistentvolumeclaims"
+
+
+# --- the faults ------------------------------------------------------------------------------------
+def test_kill_leader_deletes_the_pod_labelled_active_with_no_grace(
+    kind_env: Any, cluster: FakeCluster
+) -> None:
+    entry = faults.inject(kind_env, "kill-leader")
+
+    assert entry.detail["nodes"] == ["openbao-0"]
+    assert cluster.mutations() == [("DELETE", f"{POD}/openbao-0")]
+    assert delete_query(cluster, f"{POD}/openbao-0")["gracePeriodSeconds"] == ["0"]
+    label_queries = [
+        r.query["labelSelector"][0]
+        for r in cluster.requests
+        if r.method == "GET" and r.path == POD and "labelSelector" in r.query
+    ]
+    assert any("openbao-active=true" in q for q in label_queries)
+
+
+def test_a_stale_active_label_is_checked_against_the_engine(
+    kind_env: Any, cluster: FakeCluster, vault_nodes: FakeVaultNodes
+) -> None:
+    vault_nodes.leader = "openbao-2"  # the label still says openbao-0
+
+    faults.inject(kind_env, "kill-leader")
+
+    assert cluster.mutations() == [("DELETE", f"{POD}/openbao-2")]
+
+
+def test_hashicorp_vault_is_found_by_its_own_label(
+    tmp_path: Path, kube_api: FakeKubeApi, cluster: FakeCluster, vault_nodes: FakeVaultNodes
+) -> None:
+    for (kind, _, _), obj in cluster.objects.items():
+        if kind == "pods":
+            labels = obj["metadata"]["labels"]
+            labels["vault-active"] = labels.pop("openbao-active")
+    stack = Stack(cluster="vaultdr-kind", engine={"kind": "vault"}, kube=Kube())  # type: ignore[arg-type]
+    env = make_env(KindOnFake, tmp_path, kube_api, vault_nodes, context="kind-vaultdr", stack=stack)
+
+    assert env.leader() == "openbao-0"
+    selectors = [r.query.get("labelSelector", [""])[0] for r in cluster.requests]
+    assert any("vault-active=true" in s for s in selectors)
+
+
+def test_delete_volume_deletes_the_pvc_then_its_pod(kind_env: Any, cluster: FakeCluster) -> None:
+    old_pvc = cluster.uid("persistentvolumeclaims", "data-openbao-1")
+
+    faults.inject(kind_env, "delete-volume", ["openbao-1"])
+
+    assert cluster.mutations() == [
+        ("DELETE", f"{PVC}/data-openbao-1"),
+        ("DELETE", f"{POD}/openbao-1"),
+    ]
+    assert delete_query(cluster, f"{POD}/openbao-1")["gracePeriodSeconds"] == ["0"]
+    new_pvc = cluster.uid("persistentvolumeclaims", "data-openbao-1")
+    assert new_pvc and new_pvc != old_pvc  # the StatefulSet made a new, empty claim
+
+
+def test_a_pvc_deleted_under_its_pod_is_held_until_the_pod_goes(
+    kind_env: Any, cluster: FakeCluster
+) -> None:
+    api = kind_env.api
+    api.delete_pvc(NS, "data-openbao-2")
+    held = api.read_pvc(NS, "data-openbao-2")
+    assert held is not None and held.deleting
+    assert "kubernetes.io/pvc-protection" in held.finalizers
+
+    api.delete_pod(NS, "openbao-2")
+
+    again = api.read_pvc(NS, "data-openbao-2")
+    assert again is not None and again.uid != held.uid and not again.deleting
+
+
+def test_total_loss_deletes_every_pvc_before_any_pod(kind_env: Any, cluster: FakeCluster) -> None:
+    faults.inject(kind_env, "delete-all-volumes")
+
+    mutations = cluster.mutations()
+    assert mutations[:3] == [("DELETE", f"{PVC}/data-openbao-{i}") for i in range(3)]
+    assert sorted(mutations[3:]) == [("DELETE", f"{POD}/openbao-{i}") for i in range(3)]
+    for i in range(3):
+        assert delete_query(cluster, f"{POD}/openbao-{i}")["gracePeriodSeconds"] == ["0"]
+
+
+def test_kill_quorum_deletes_the_leader_and_one_more(kind_env: Any, cluster: FakeCluster) -> None:
+    faults.inject(kind_env, "kill-quorum")
+
+    deleted = sorted(path for _, path in cluster.mutations())
+    assert deleted == [f"{POD}/openbao-0", f"{POD}/openbao-1"]
+
+
+def test_service_account_tokens_come_from_the_token_request_api(
+    kind_env: Any, cluster: FakeCluster
+) -> None:
+    token = kind_env.service_account_token("vaultdr", "web", audiences=["vault"], ttl=600)
+
+    assert token.startswith("eyJ")
+    post = next(r for r in cluster.requests if r.method == "POST")
+    assert post.path == f"/api/v1/namespaces/{NS}/serviceaccounts/web/token"
+    assert post.body["kind"] == "TokenRequest"
+    assert post.body["apiVersion"] == "authentication.k8s.io/v1"
+    assert post.body["spec"] == {"audiences": ["vault"], "expirationSeconds": 600}
+
+
+def test_release_scales_the_statefulset_back_after_a_hold(
+    kind_env: Any, cluster: FakeCluster
+) -> None:
+    cluster.get("statefulsets", NS, "openbao")["spec"]["replicas"] = 1  # type: ignore[index]
+
+    kind_env.release_nodes(["openbao-1", "openbao-2"])
+
+    patch = next(r for r in cluster.requests if r.method == "PATCH")
+    assert patch.path == f"/apis/apps/v1/namespaces/{NS}/statefulsets/openbao/scale"
+    assert patch.body == {"spec": {"replicas": 3}}
+
+
+def test_freeze_node_is_refused_as_local_only(kind_env: Any, cluster: FakeCluster) -> None:
+    with pytest.raises(faults.FaultError, match="local-only"):
+        faults.inject(kind_env, "freeze-node", ["openbao-1"])
+    assert cluster.mutations() == []
+
+
+def test_kind_faults_act_only_in_the_kind_clusters_context(
+    tmp_path: Path, kube_api: FakeKubeApi, cluster: FakeCluster, vault_nodes: FakeVaultNodes
+) -> None:
+    env = make_env(KindOnFake, tmp_path, kube_api, vault_nodes, context="prod-cluster")
+    with pytest.raises(Exception, match="kube context 'kind-vaultdr' is not in the kubeconfig"):
+        faults.inject(env, "kill-node", ["openbao-1"])
+    assert cluster.mutations() == []
+
+
+# --- safety on eks ---------------------------------------------------------------------------------------
+EKS_CONTEXT = "arn:aws:eks:us-east-1:123456789012:cluster/prod"
+
+
+def eks_env(
+    tmp_path: Path, kube_api: FakeKubeApi, vault_nodes: FakeVaultNodes, **kwargs: Any
+) -> Any:
+    return make_env(EksOnFake, tmp_path, kube_api, vault_nodes, context=EKS_CONTEXT, **kwargs)
+
+
+def annotate(cluster: FakeCluster, value: str = "true") -> None:
+    ns = cluster.get("namespaces", "", NS)
+    assert ns is not None
+    ns["metadata"]["annotations"][ALLOW_ANNOTATION] = value
+
+
+def test_eks_refuses_destructive_faults_without_the_namespace_opt_in(
+    tmp_path: Path,
+    kube_api: FakeKubeApi,
+    cluster: FakeCluster,
+    vault_nodes: FakeVaultNodes,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("VAULTDR_I_KNOW_THIS_BREAKS", raising=False)
+    env = eks_env(tmp_path, kube_api, vault_nodes, confirm_context=EKS_CONTEXT)
+
+    with pytest.raises(DestructiveFaultRefused) as refused:
+        faults.inject(env, "kill-leader")
+
+    assert f'kubectl annotate namespace {NS} {ALLOW_ANNOTATION}="true"' in refused.value.hint
+    assert cluster.mutations() == []
+    assert not (env.state_dir / faults.JOURNAL_FILE).exists()
+
+
+def test_eks_refuses_when_the_command_names_another_context(
+    tmp_path: Path,
+    kube_api: FakeKubeApi,
+    cluster: FakeCluster,
+    vault_nodes: FakeVaultNodes,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("VAULTDR_I_KNOW_THIS_BREAKS", raising=False)
+    annotate(cluster)
+    for named in (None, "kind-vaultdr"):
+        env = eks_env(tmp_path, kube_api, vault_nodes, confirm_context=named)
+        with pytest.raises(DestructiveFaultRefused) as refused:
+            faults.inject(env, "delete-volume", ["openbao-1"])
+        assert f"--i-know-this-breaks {EKS_CONTEXT}" in refused.value.hint
+        assert "annotate" not in refused.value.hint
+    assert cluster.mutations() == []
+
+
+def test_eks_accepts_with_the_opt_in_and_the_named_context(
+    tmp_path: Path,
+    kube_api: FakeKubeApi,
+    cluster: FakeCluster,
+    vault_nodes: FakeVaultNodes,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    annotate(cluster)
+    monkeypatch.setenv("VAULTDR_I_KNOW_THIS_BREAKS", EKS_CONTEXT)
+    env = eks_env(tmp_path, kube_api, vault_nodes)
+
+    faults.inject(env, "kill-node", ["openbao-2"])
+
+    assert cluster.mutations() == [("DELETE", f"{POD}/openbao-2")]
+
+
+def test_eks_refuses_a_context_other_than_the_stacks(
+    tmp_path: Path, kube_api: FakeKubeApi, cluster: FakeCluster, vault_nodes: FakeVaultNodes
+) -> None:
+    annotate(cluster)
+    stack = Stack(cluster="vaultdr-eks", kube=Kube(context="staging"))
+    kubeconfig = kube_api.write_kubeconfig(tmp_path / "kubeconfig", "staging")
+    env = EksOnFake(tmp_path / "s", stack, kubeconfig=str(kubeconfig), confirm_context="other")
+    env.nodes = vault_nodes
+    with pytest.raises(DestructiveFaultRefused):
+        faults.inject(env, "kill-node", ["openbao-0"])
+    assert cluster.mutations() == []
+
+
+def test_a_dry_run_lists_every_change_and_sends_no_mutating_request(
+    tmp_path: Path, kube_api: FakeKubeApi, cluster: FakeCluster, vault_nodes: FakeVaultNodes
+) -> None:
+    env = eks_env(tmp_path, kube_api, vault_nodes)  # no opt-in, no confirmation
+
+    changes = faults.preview(env, "delete-all-volumes")
+
+    assert changes[:3] == [f"delete pvc {NS}/data-openbao-{i}" for i in range(3)]
+    assert changes[3:6] == [f"delete pod {NS}/openbao-{i} (gracePeriodSeconds=0)" for i in range(3)]
+    assert "would be refused" in changes[6]
+    assert cluster.mutations() == []
+    assert not (env.state_dir / faults.JOURNAL_FILE).exists()
+
+
+# --- revoke-kms on the real emulator -------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[awsemu.AwsStack]:
+    directory = tmp_path_factory.mktemp("moto")
+    port = free_port()
+    record = awsemu.start_moto(directory, port=port, log=directory / "moto.log")
+    try:
+        yield awsemu.bootstrap(
+            awsemu.endpoint_url(port), "us-east-1", cluster="vaultdr-kind", bucket="snaps"
+        )
+    finally:
+        stop_pid(record.pid, record.start_time, grace=5.0)
+
+
+def can_decrypt(aws: Aws, blob: bytes) -> bool:
+    try:
+        return aws.decrypt(blob) == b"unseal me"
+    except AccessDenied:
+        return False
+
+
+def test_revoke_kms_on_kind_denies_the_seal_user_until_restored(
+    tmp_path: Path,
+    kube_api: FakeKubeApi,
+    cluster: FakeCluster,
+    vault_nodes: FakeVaultNodes,
+    moto: awsemu.AwsStack,
+) -> None:
+    cluster.add_secret(
+        "vaultdr-aws-admin",
+        {
+            "AWS_ACCESS_KEY_ID": moto.admin.access_key_id,
+            "AWS_SECRET_ACCESS_KEY": moto.admin.secret_access_key,
+        },
+    )
+    stack = Stack(
+        cluster="vaultdr-kind",
+        kube=Kube(seal_principal=moto.seal_user, aws_endpoint=moto.endpoint_url),
+    )
+    env = make_env(KindOnFake, tmp_path, kube_api, vault_nodes, context="kind-vaultdr", stack=stack)
+    blob = moto.admin_aws().encrypt(moto.kms_key_id, b"unseal me")
+    seal = moto.seal_aws()
+    assert can_decrypt(seal, blob)
+
+    faults.inject(env, "revoke-kms")
+    try:
+        assert awsemu.kms_revoked(moto.admin_aws(), moto.seal_user)
+        assert env.kms_revoked()
+        assert not can_decrypt(seal, blob)
+    finally:
+        results = faults.rollback(env)
+
+    assert [r.fault for r in results] == ["revoke-kms"]
+    assert not awsemu.kms_revoked(moto.admin_aws(), moto.seal_user)
+    assert can_decrypt(seal, blob)
+    secret_reads = [r.path for r in cluster.requests if "/secrets/" in r.path]
+    assert secret_reads == [f"/api/v1/namespaces/{NS}/secrets/vaultdr-aws-admin"]
+
+
+def test_revoke_kms_on_eks_puts_the_deny_on_the_seal_role_and_rollback_lifts_it(
+    tmp_path: Path,
+    kube_api: FakeKubeApi,
+    cluster: FakeCluster,
+    vault_nodes: FakeVaultNodes,
+    moto: awsemu.AwsStack,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import boto3
+
+    def client(service: str, creds: AwsCredentials, token: str | None = None) -> Any:
+        return boto3.client(
+            service,
+            region_name="us-east-1",
+            endpoint_url=moto.endpoint_url,
+            aws_access_key_id=creds.access_key_id,
+            aws_secret_access_key=creds.secret_access_key,
+            aws_session_token=token,
+        )
+
+    iam = client("iam", moto.admin)
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}],
+    }
+    role = iam.create_role(RoleName="vaultdr-seal-irsa", AssumeRolePolicyDocument=json.dumps(trust))
+    iam.put_role_policy(
+        RoleName="vaultdr-seal-irsa",
+        PolicyName="seal",
+        PolicyDocument=json.dumps(awsemu.seal_policy()),
+    )
+    assumed = client("sts", moto.admin).assume_role(
+        RoleArn=role["Role"]["Arn"], RoleSessionName="seal"
+    )["Credentials"]
+    seal = client(
+        "kms",
+        AwsCredentials(assumed["AccessKeyId"], assumed["SecretAccessKey"]),
+        assumed["SessionToken"],
+    )
+    blob = moto.admin_aws().encrypt(moto.kms_key_id, b"unseal me")
+
+    def role_can_decrypt() -> bool:
+        try:
+            return bool(seal.decrypt(CiphertextBlob=blob)["Plaintext"] == b"unseal me")
+        except seal.exceptions.ClientError:
+            return False
+
+    assert role_can_decrypt()
+    # eks: AWS through the default credential chain (here: the environment).
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", moto.admin.access_key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", moto.admin.secret_access_key)
+    monkeypatch.setenv("VAULTDR_I_KNOW_THIS_BREAKS", EKS_CONTEXT)
+    annotate(cluster)
+    stack = Stack(
+        cluster="vaultdr-eks",
+        kube=Kube(seal_principal=role["Role"]["Arn"], aws_endpoint=moto.endpoint_url),
+    )
+    env = eks_env(tmp_path, kube_api, vault_nodes, stack=stack)
+    admin = Aws(AwsTarget("us-east-1", moto.endpoint_url, moto.admin))
+
+    faults.inject(env, "revoke-kms")
+    try:
+        deny = admin.get_role_policy("vaultdr-seal-irsa", awsemu.REVOKE_POLICY)
+        assert deny == awsemu.revoke_policy()
+        assert not role_can_decrypt()
+    finally:
+        monkeypatch.delenv("VAULTDR_I_KNOW_THIS_BREAKS")  # rollback never needs it
+        faults.rollback(EksEnvironment(tmp_path / "state", stack, kubeconfig=env.kubeconfig))
+
+    assert admin.get_role_policy("vaultdr-seal-irsa", awsemu.REVOKE_POLICY) is None
+    assert role_can_decrypt()
+
+
+# --- up / down -------------------------------------------------------------------------------------------
+def test_up_on_kind_names_every_missing_tool(tmp_path: Path) -> None:
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vaultdr.cli",
+            "up",
+            "--env",
+            "kind",
+            "--state-dir",
+            str(tmp_path / "s"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PATH": str(empty)},
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == EnvironmentStartError.exit_code
+    assert "missing on PATH: kind, docker, helm" in result.stderr
+    assert "kind.sigs.k8s.io" in result.stderr and "helm.sh" in result.stderr
+    assert "docs.docker.com" in result.stderr
+
+
+def test_check_tools_names_only_what_is_missing(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("kind", "docker"):
+        (bin_dir / tool).write_text("#!/bin/sh\n")
+        (bin_dir / tool).chmod(0o755)
+    with pytest.raises(EnvironmentStartError) as err:
+        deploy.check_tools(["kind", "docker", "helm"], path=str(bin_dir))
+    assert err.value.message.startswith("missing on PATH: helm ")
+
+
+def test_up_on_kind_runs_these_command_lines(tmp_path: Path) -> None:
+    stack_file = REPO / "environments/kind/stack.yaml"
+    env = KindEnvironment(tmp_path / "state", load_stack(stack_file), stack_file=str(stack_file))
+    commands = [s.argv for s in deploy.plan_up(env) if s.argv]
+    kind_dir = REPO / "environments/kind"
+    image = deploy.agent_image(env)
+    assert image.startswith("vaultdr-agent:")
+    assert commands == [
+        ["kind", "create", "cluster", "--name", "vaultdr", "--config", str(kind_dir / "kind-config.yaml"), "--wait", "120s"],
+        ["docker", "build", "--tag", image, "--file", str(REPO / "Dockerfile"), str(REPO)],
+        ["kind", "load", "docker-image", image, "--name", "vaultdr"],
+        ["helm", "repo", "add", "openbao", "https://openbao.github.io/openbao-helm", "--force-update"],
+        [
+            "helm", "upgrade", "--install", "openbao", "openbao/openbao", "--version", "0.19.1",
+            "--namespace", "vaultdr", "--values", str(kind_dir / "openbao-values.yaml"),
+            "--kube-context", "kind-vaultdr",
+        ],
+        [
+            "helm", "upgrade", "--install", "vaultdr-ops", str(REPO / "environments/chart/vaultdr-ops"),
+            "--namespace", "vaultdr", "--values", str(kind_dir / "ops-values.yaml"),
+            "--values", str(tmp_path / "state" / "ops-stack-values.yaml"),
+            "--set", f"image.repository=vaultdr-agent,image.tag={image.split(':')[1]}",
+            "--wait", "--timeout", "600s", "--kube-context", "kind-vaultdr",
+        ],
+    ]  # fmt: skip
+    steps = [s.show() for s in deploy.plan_up(env)]
+    assert any("aws-emulator.yaml" in s for s in steps)
+    assert any("initialize" in s for s in steps)
+    for path in (kind_dir / "kind-config.yaml", kind_dir / "openbao-values.yaml"):
+        assert path.exists(), path
+
+
+def test_up_on_eks_installs_both_charts_in_the_stacks_context(tmp_path: Path) -> None:
+    stack_file = REPO / "environments/eks/stack.yaml"
+    stack = load_stack(stack_file)
+    kube = stack.kube.model_copy(update={"context": "prod", "image": "123.dkr.ecr/vaultdr:0.1.0"})  # type: ignore[union-attr]
+    env = EksEnvironment(
+        tmp_path / "state", stack.model_copy(update={"kube": kube}), stack_file=str(stack_file)
+    )
+    commands = [s.argv for s in deploy.plan_up(env) if s.argv]
+    eks_dir = REPO / "environments/eks"
+    assert [c[:5] for c in commands] == [
+        ["helm", "repo", "add", "openbao", "https://openbao.github.io/openbao-helm"],
+        ["helm", "upgrade", "--install", "openbao", "openbao/openbao"],
+        [
+            "helm",
+            "upgrade",
+            "--install",
+            "vaultdr-ops",
+            str(REPO / "environments/chart/vaultdr-ops"),
+        ],
+    ]
+    assert str(eks_dir / "openbao-values.yaml") in commands[1]
+    assert str(eks_dir / "ops-values.yaml") in commands[2]
+    assert "image.repository=123.dkr.ecr/vaultdr,image.tag=0.1.0" in commands[2]
+    assert all(c[-2:] == ["--kube-context", "prod"] for c in commands[1:])
+
+
+def test_down_on_kind_deletes_the_cluster_only_if_up_created_it(tmp_path: Path) -> None:
+    env = KindEnvironment(tmp_path / "state", kube_stack())
+    assert [s.argv for s in deploy.plan_down(env)][:2] == [
+        deploy.helm_uninstall(env, "vaultdr-ops"),
+        deploy.helm_uninstall(env, "openbao"),
+    ]
+    deploy.update_record(env, created_cluster=True)
+    assert [s.argv for s in deploy.plan_down(env)] == [
+        ["kind", "delete", "cluster", "--name", "vaultdr"]
+    ]
+
+
+def test_the_kube_stack_files_load(tmp_path: Path) -> None:
+    for name in ("kind", "eks"):
+        stack = load_stack(REPO / f"environments/{name}/stack.yaml")
+        assert stack.kube is not None
+        assert stack.kube.namespace == "vaultdr"

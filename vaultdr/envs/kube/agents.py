@@ -1,0 +1,253 @@
+"""The agents inside the cluster: ``vaultdr agent snapshot|restore|configure`` in the ops chart's pods.
+
+The same agent code as the local environment (:mod:`vaultdr.agents`), wired to
+what the ops chart gives a pod: ``VAULTDR_VAULT_ADDR`` (the active service),
+``VAULTDR_VAULT_CACERT``, ``VAULTDR_NODE_ADDRS`` (per-pod URLs in ordinal order),
+``VAULTDR_STATEFULSET``, ``VAULTDR_NAMESPACE``, ``VAULTDR_SA_TOKEN_FILE`` (a
+projected token with audience ``vault``), ``AWS_REGION`` and optionally
+``AWS_ENDPOINT_URL``; AWS credentials come from boto3's default chain (IRSA on
+eks, a Secret's env on kind), Kubernetes access from the pod's service account.
+
+The restore target, in Kubernetes terms: *hold* a node = scale the StatefulSet
+down so that only ordinal 0 runs (holding ordinal 0 itself deletes its pod, which
+the StatefulSet restarts: the restore's "restart the first node"); *release* =
+scale back to ``nodes``; *wipe* = delete the node's PVC and then its pod.
+
+Interlock beyond the restore's own: the watcher acts only when SSM holds the
+break-glass root token of this cluster, i.e. after ``vaultdr up`` initialized it
+once; an empty cluster being installed is not a loss.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from vaultdr.agents.configure import SNAPSHOT_ROLE, KubernetesTarget, reconcile
+from vaultdr.agents.restore import Restorer, RestoreSettings, cluster_is_empty
+from vaultdr.agents.snapshot import SnapshotAgent, SnapshotSettings
+from vaultdr.aws import Aws, AwsTarget
+from vaultdr.config import Stack
+from vaultdr.envs.base import ssm_path
+from vaultdr.envs.kube.api import KubeApi
+from vaultdr.envs.local import awsemu
+from vaultdr.errors import ConfigError, VaultdrError
+from vaultdr.polling import wait_for
+from vaultdr.vault import VaultClient
+
+log = logging.getLogger("vaultdr.agent")
+
+SERVICE_ACCOUNT_CA = Path("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt")
+
+
+@dataclass(frozen=True)
+class PodSettings:
+    """What the ops chart passes an agent pod in its environment."""
+
+    vault_addr: str
+    ca_file: Path | None
+    node_addrs: list[str]
+    statefulset: str
+    namespace: str
+    sa_token_file: Path
+    region: str
+    aws_endpoint: str | None
+    work_dir: Path
+
+    @classmethod
+    def from_environ(cls, environ: dict[str, str] | None = None) -> PodSettings:
+        env = dict(os.environ if environ is None else environ)
+        missing = [
+            name
+            for name in ("VAULTDR_VAULT_ADDR", "VAULTDR_NODE_ADDRS", "VAULTDR_STATEFULSET")
+            if not env.get(name)
+        ]
+        if missing:
+            raise ConfigError(
+                f"the agent's pod has no {', '.join(missing)} in its environment",
+                hint="run it from the vaultdr-ops chart, which sets them",
+            )
+        cacert = env.get("VAULTDR_VAULT_CACERT")
+        return cls(
+            vault_addr=env["VAULTDR_VAULT_ADDR"],
+            ca_file=Path(cacert) if cacert else None,
+            node_addrs=[a.strip() for a in env["VAULTDR_NODE_ADDRS"].split(",") if a.strip()],
+            statefulset=env["VAULTDR_STATEFULSET"],
+            namespace=env.get("VAULTDR_NAMESPACE", "vaultdr"),
+            sa_token_file=Path(env.get("VAULTDR_SA_TOKEN_FILE", "/var/run/secrets/vaultdr/token")),
+            region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+            aws_endpoint=env.get("AWS_ENDPOINT_URL") or None,
+            work_dir=Path(env.get("VAULTDR_WORK_DIR") or Path(tempfile.gettempdir()) / "vaultdr"),
+        )
+
+    def aws(self) -> Aws:
+        return Aws(AwsTarget(self.region, self.aws_endpoint))
+
+
+class PodRestoreTarget:
+    """:class:`vaultdr.agents.restore.RestoreTarget` from inside the cluster."""
+
+    def __init__(self, pod: PodSettings, stack: Stack, api: KubeApi, aws: Aws) -> None:
+        self.pod = pod
+        self.stack = stack
+        self.api = api
+        self.aws = aws
+
+    def node_names(self) -> list[str]:
+        return [f"{self.pod.statefulset}-{i}" for i in range(len(self.pod.node_addrs))]
+
+    def node_client(self, name: str, *, token: str | None = None) -> VaultClient:
+        address = self.pod.node_addrs[self.node_names().index(name)]
+        return VaultClient(address, ca_file=self.pod.ca_file, token=token)
+
+    def hold_node(self, name: str) -> None:
+        if name == self.node_names()[0]:
+            self.api.delete_pod(self.pod.namespace, name, grace_seconds=0)
+            return
+        self.api.scale_statefulset(self.pod.namespace, self.pod.statefulset, 1)
+        wait_for(lambda: self.api.read_pod(self.pod.namespace, name) is None, timeout=60)
+
+    def release_node(self, name: str) -> None:
+        if name != self.node_names()[0]:
+            self.api.scale_statefulset(self.pod.namespace, self.pod.statefulset, self.stack.nodes)
+
+    def wipe_node(self, name: str) -> None:
+        self.api.delete_pvc(self.pod.namespace, f"data-{name}")
+        self.api.delete_pod(self.pod.namespace, name, grace_seconds=0)
+
+    def break_glass(self) -> tuple[str, list[str]]:
+        import json
+
+        root = self.aws.get_secure_parameter(ssm_path(self.stack.cluster, "root-token"))
+        keys = self.aws.get_secure_parameter(ssm_path(self.stack.cluster, "recovery-keys"))
+        return root, list(json.loads(keys))
+
+    def ca_pem(self) -> str:
+        return self.pod.ca_file.read_text() if self.pod.ca_file else ""
+
+    def configure(self) -> int:
+        return configure_once(self.pod, self.stack, self.api, self.aws)
+
+
+def kubernetes_target(pod: PodSettings, stack: Stack, api: KubeApi) -> KubernetesTarget:
+    reviewer = stack.kubernetes.reviewer
+    jwt = api.request_token(reviewer.namespace, reviewer.name, audiences=[], ttl_seconds=30 * 86400)
+    ca = SERVICE_ACCOUNT_CA.read_text() if SERVICE_ACCOUNT_CA.exists() else ""
+    return KubernetesTarget(
+        host="https://kubernetes.default.svc",
+        ca_pem=ca,
+        reviewer_jwt=jwt,
+        issuer=stack.kubernetes.issuer,
+    )
+
+
+def configure_once(pod: PodSettings, stack: Stack, api: KubeApi, aws: Aws) -> int:
+    """Reconcile the configuration through the active service; the number of changes."""
+    root = aws.get_secure_parameter(ssm_path(stack.cluster, "root-token"))
+    client = VaultClient(pod.vault_addr, ca_file=pod.ca_file, token=root)
+    changes = reconcile(client, stack, kubernetes=kubernetes_target(pod, stack, api))
+    for change in changes:
+        log.info("configure: %s", change)
+    return len(changes)
+
+
+def run_configure(stack: Stack, *, timeout: float = 600.0) -> int:
+    """``vaultdr agent configure``: wait until the cluster serves, reconcile once; exit code."""
+    pod, api = PodSettings.from_environ(), KubeApi.in_cluster()
+    aws = pod.aws()
+    outcome: list[int] = []
+
+    def attempt() -> bool:
+        try:
+            outcome.append(configure_once(pod, stack, api, aws))
+        except VaultdrError as exc:
+            log.warning("configure not yet possible: %s", exc.message)
+            return False
+        return True
+
+    if not wait_for(attempt, timeout=timeout, interval=5.0):
+        log.error("configure did not succeed within %.0f s", timeout)
+        return 1
+    log.info("configure made %d change(s)", outcome[-1])
+    return 0
+
+
+def snapshot_agent(pod: PodSettings, stack: Stack) -> SnapshotAgent:
+    auth = stack.configure.auth.kubernetes
+    kube = stack.kube
+    settings = SnapshotSettings(
+        cluster=stack.cluster,
+        addresses=pod.node_addrs,
+        ca_file=pod.ca_file,
+        bucket=stack.snapshots.bucket,
+        prefix=stack.snapshots.prefix,
+        retain_last=stack.snapshots.retain.last,
+        retain_daily=stack.snapshots.retain.daily,
+        kms_key_id=(kube.kms_key_id if kube else None) or awsemu.seal_alias(stack.cluster),
+        role=SNAPSHOT_ROLE,
+        auth_mount=auth.path if auth else "kubernetes",
+        status_file=pod.work_dir / "snapshot.json",
+        work_dir=pod.work_dir / "tmp",
+    )
+
+    def jwt_source() -> str:
+        return pod.sa_token_file.read_text().strip()
+
+    return SnapshotAgent(settings, aws=pod.aws(), jwt_source=jwt_source)
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def run_snapshot(stack: Stack) -> int:
+    """``vaultdr agent snapshot``: a snapshot every ``snapshots.interval`` until SIGTERM."""
+    pod = PodSettings.from_environ()
+    snapshot_agent(pod, stack).run_forever(_stop_on_signals(), stack.snapshots.interval)
+    return 0
+
+
+def restore_settings(pod: PodSettings, stack: Stack) -> RestoreSettings:
+    return RestoreSettings(
+        bucket=stack.snapshots.bucket,
+        prefix=stack.snapshots.prefix,
+        max_age=stack.restore.max_age,
+        recovery_shares=stack.init.recovery_shares,
+        recovery_threshold=stack.init.recovery_threshold,
+        expected_cluster_id=None,
+        work_dir=pod.work_dir / "restore",
+        stabilization=stack.raft.autopilot_stabilization,
+    )
+
+
+def run_restore_watcher(stack: Stack) -> int:
+    """``vaultdr agent restore``: restore by itself when every node answers empty twice."""
+    pod, api = PodSettings.from_environ(), KubeApi.in_cluster()
+    aws = pod.aws()
+    target = PodRestoreTarget(pod, stack, api, aws)
+    stop = _stop_on_signals()
+    empty = 0
+    while not stop.wait(stack.restore.watch_interval):
+        empty = empty + 1 if cluster_is_empty(target) else 0
+        if empty < 2:
+            continue
+        empty = 0
+        if not aws.parameter_exists(ssm_path(stack.cluster, "root-token")):
+            log.info("empty cluster, but no break-glass material yet: not a loss, no restore")
+            continue
+        log.warning("every node is empty: restoring from the newest good snapshot")
+        try:
+            record = Restorer(target, aws, restore_settings(pod, stack)).run()
+            log.warning("auto-restore finished: %s", getattr(record, "snapshot_key", record))
+        except VaultdrError as exc:
+            log.error("auto-restore failed: %s", exc.message)
+            stop.wait(15.0)
+    return 0

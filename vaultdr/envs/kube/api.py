@@ -1,0 +1,503 @@
+"""The one wrapper around the official ``kubernetes`` client: the calls vaultdr makes, and nothing else.
+
+Every other module reaches a cluster through :class:`KubeApi`; this is the only
+module that imports ``kubernetes``. Each method is one API request (or one
+listing), named ``verb_noun``, and its docstring names the request it sends.
+
+Errors: a refused or failed request raises :class:`~vaultdr.errors.KubeApiError`
+naming the verb, the object and the HTTP status, with a hint for the usual
+causes (RBAC, a wrong context, an object that does not exist).
+
+Hazards:
+
+* A TokenRequest answer and a Secret's data are secrets: they are returned to the
+  caller only, never logged or put into an error. Errors carry the status and the
+  API's ``reason``, never the response body.
+* Deleting a PVC while its pod runs only marks it (the ``kubernetes.io/pvc-protection``
+  finalizer holds it until the pod is gone): callers that want a node to come back
+  empty must delete the PVC first and *then* the pod.
+* Port-forwarding goes through the API server's websocket; each local connection
+  opens its own stream, so a killed pod breaks only the connections to it.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import logging
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import kubernetes.client
+import kubernetes.config
+import kubernetes.stream
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+
+from vaultdr.errors import KubeApiError
+
+log = logging.getLogger("vaultdr.kube")
+
+T = TypeVar("T")
+
+#: ``kubernetes.config``'s loaders are untyped; the models are read as Any below.
+_config: Any = kubernetes.config
+
+#: How long one API request may take (connect, read) before it fails.
+REQUEST_TIMEOUT = (5.0, 30.0)
+
+_HINTS = {
+    401: "the credentials of this kube context were refused: log in again",
+    403: "RBAC forbids it: the kube context's user needs this permission in the namespace",
+    404: "it does not exist: is the stack installed (`vaultdr up --env ...`) in this namespace?",
+    409: "it changed meanwhile: try again",
+}
+
+
+@dataclass(frozen=True)
+class PodInfo:
+    """What vaultdr needs of a pod: nothing secret."""
+
+    name: str
+    uid: str
+    labels: dict[str, str]
+    phase: str
+    ready: bool
+    deleting: bool
+    node_name: str | None = None
+    ip: str | None = None
+
+
+@dataclass(frozen=True)
+class PvcInfo:
+    name: str
+    uid: str
+    phase: str
+    deleting: bool
+    finalizers: list[str] = field(default_factory=list)
+
+
+def kube_contexts(kubeconfig: str | None = None) -> tuple[list[str], str | None]:
+    """The context names of the kubeconfig and the current one (``~/.kube/config`` or $KUBECONFIG)."""
+    try:
+        contexts, active = _config.list_kube_config_contexts(config_file=kubeconfig)
+    except (ConfigException, OSError) as exc:
+        raise KubeApiError(
+            f"cannot read the kubeconfig ({type(exc).__name__}: {exc})",
+            hint="point $KUBECONFIG at a kubeconfig, or create the cluster first",
+        ) from None
+    names = [str(c["name"]) for c in contexts or []]
+    return names, (str(active["name"]) if active else None)
+
+
+class KubeApi:
+    """Calls to one cluster, through a kube context (default: the current one) or in-cluster."""
+
+    def __init__(self, api_client: Any, *, context: str | None) -> None:
+        self._api = api_client
+        self.context = context
+        self.core = kubernetes.client.CoreV1Api(api_client)
+        self.apps = kubernetes.client.AppsV1Api(api_client)
+
+    @classmethod
+    def from_kubeconfig(
+        cls, *, context: str | None = None, kubeconfig: str | None = None
+    ) -> KubeApi:
+        """A client for ``context`` of the kubeconfig (the current context when None)."""
+        names, active = kube_contexts(kubeconfig)
+        chosen = context or active
+        if chosen is None or chosen not in names:
+            raise KubeApiError(
+                f"kube context {chosen!r} is not in the kubeconfig (contexts: {', '.join(names) or 'none'})",
+                hint="create the cluster (`vaultdr up --env kind`) or select the context "
+                "(`kubectl config use-context NAME`)",
+            )
+        try:
+            client = _config.new_client_from_config(
+                config_file=kubeconfig, context=chosen, persist_config=False
+            )
+        except (ConfigException, OSError) as exc:
+            raise KubeApiError(
+                f"cannot load kube context {chosen!r} ({type(exc).__name__}: {exc})",
+                hint="check the kubeconfig entry of that context",
+            ) from None
+        return cls(client, context=chosen)
+
+    @classmethod
+    def in_cluster(cls) -> KubeApi:
+        """A client with the pod's own service account (the agents in the cluster)."""
+        configuration = kubernetes.client.Configuration()
+        try:
+            _config.load_incluster_config(client_configuration=configuration)
+        except ConfigException as exc:
+            raise KubeApiError(
+                f"not running in a pod ({exc})",
+                hint="`vaultdr agent` runs inside the cluster; use the other commands outside",
+            ) from None
+        return cls(kubernetes.client.ApiClient(configuration), context=None)
+
+    @property
+    def host(self) -> str:
+        return str(self._api.configuration.host)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._api.close()
+
+    # --- plumbing ----------------------------------------------------------------------
+    def _call(self, what: str, call: Callable[[], T]) -> T:
+        try:
+            return call()
+        except ApiException as exc:
+            raise self._refused(what, exc) from None
+        except (OSError, ValueError) as exc:  # urllib3 errors are OSErrors; bad answers ValueErrors
+            raise self._unreachable(what, exc) from None
+
+    def _optional(self, what: str, call: Callable[[], T]) -> T | None:
+        """Like _call, but a 404 (no such object) is None."""
+        try:
+            return call()
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise self._refused(what, exc) from None
+        except (OSError, ValueError) as exc:
+            raise self._unreachable(what, exc) from None
+
+    def _refused(self, what: str, exc: ApiException) -> KubeApiError:
+        status = int(exc.status or 0)
+        return KubeApiError(
+            f"{what} failed: {status} {exc.reason or ''}".rstrip(),
+            hint=_HINTS.get(status, f"the Kubernetes API at {self.host} refused it"),
+        )
+
+    def _unreachable(self, what: str, exc: BaseException) -> KubeApiError:
+        return KubeApiError(
+            f"{what} failed: cannot talk to the Kubernetes API at {self.host} ({type(exc).__name__})",
+            hint="is the cluster up, and is this the right kube context?",
+        )
+
+    # --- namespaces ---------------------------------------------------------------------
+    def read_namespace_annotations(self, namespace: str) -> dict[str, str]:
+        """GET /api/v1/namespaces/{namespace}: its annotations."""
+        ns: Any = self._call(
+            f"read namespace {namespace}",
+            lambda: self.core.read_namespace(namespace, _request_timeout=REQUEST_TIMEOUT),
+        )
+        return dict(ns.metadata.annotations or {})
+
+    # --- pods ---------------------------------------------------------------------------
+    def list_pods(self, namespace: str, selector: str) -> list[PodInfo]:
+        """GET /api/v1/namespaces/{namespace}/pods?labelSelector=..."""
+        pods: Any = self._call(
+            f"list pods {selector!r} in {namespace}",
+            lambda: self.core.list_namespaced_pod(
+                namespace, label_selector=selector, _request_timeout=REQUEST_TIMEOUT
+            ),
+        )
+        return sorted((_pod_info(p) for p in pods.items), key=lambda p: p.name)
+
+    def read_pod(self, namespace: str, name: str) -> PodInfo | None:
+        """GET /api/v1/namespaces/{namespace}/pods/{name}; None when there is none."""
+        pod: Any = self._optional(
+            f"read pod {namespace}/{name}",
+            lambda: self.core.read_namespaced_pod(
+                name, namespace, _request_timeout=REQUEST_TIMEOUT
+            ),
+        )
+        if pod is None:
+            return None
+        return _pod_info(pod)
+
+    def delete_pod(self, namespace: str, name: str, *, grace_seconds: int = 0) -> None:
+        """DELETE /api/v1/namespaces/{namespace}/pods/{name} (gracePeriodSeconds); gone already is fine."""
+        body = kubernetes.client.V1DeleteOptions(grace_period_seconds=grace_seconds)
+        self._delete(
+            f"delete pod {namespace}/{name}",
+            lambda: self.core.delete_namespaced_pod(
+                name,
+                namespace,
+                grace_period_seconds=grace_seconds,
+                body=body,
+                _request_timeout=REQUEST_TIMEOUT,
+            ),
+        )
+
+    # --- persistent volume claims ---------------------------------------------------------
+    def read_pvc(self, namespace: str, name: str) -> PvcInfo | None:
+        """GET /api/v1/namespaces/{namespace}/persistentvolumeclaims/{name}; None when absent."""
+        pvc: Any = self._optional(
+            f"read pvc {namespace}/{name}",
+            lambda: self.core.read_namespaced_persistent_volume_claim(
+                name, namespace, _request_timeout=REQUEST_TIMEOUT
+            ),
+        )
+        if pvc is None:
+            return None
+        return PvcInfo(
+            name=str(pvc.metadata.name),
+            uid=str(pvc.metadata.uid or ""),
+            phase=str((pvc.status.phase if pvc.status else None) or "Unknown"),
+            deleting=pvc.metadata.deletion_timestamp is not None,
+            finalizers=list(pvc.metadata.finalizers or []),
+        )
+
+    def delete_pvc(self, namespace: str, name: str) -> None:
+        """DELETE /api/v1/namespaces/{namespace}/persistentvolumeclaims/{name}; gone already is fine."""
+        self._delete(
+            f"delete pvc {namespace}/{name}",
+            lambda: self.core.delete_namespaced_persistent_volume_claim(
+                name, namespace, _request_timeout=REQUEST_TIMEOUT
+            ),
+        )
+
+    def _delete(self, what: str, call: Callable[[], Any]) -> None:
+        self._optional(what, call)
+
+    # --- statefulsets ---------------------------------------------------------------------
+    def read_statefulset_replicas(self, namespace: str, name: str) -> tuple[int, int]:
+        """GET /apis/apps/v1/namespaces/{namespace}/statefulsets/{name}: (spec, ready) replicas."""
+        sts: Any = self._call(
+            f"read statefulset {namespace}/{name}",
+            lambda: self.apps.read_namespaced_stateful_set(
+                name, namespace, _request_timeout=REQUEST_TIMEOUT
+            ),
+        )
+        spec = int(sts.spec.replicas if sts.spec.replicas is not None else 1)
+        ready = int((sts.status.ready_replicas if sts.status else 0) or 0)
+        return spec, ready
+
+    def scale_statefulset(self, namespace: str, name: str, replicas: int) -> None:
+        """PATCH /apis/apps/v1/namespaces/{namespace}/statefulsets/{name}/scale (merge patch)."""
+        self._call(
+            f"scale statefulset {namespace}/{name} to {replicas}",
+            lambda: self.apps.patch_namespaced_stateful_set_scale(
+                name,
+                namespace,
+                {"spec": {"replicas": replicas}},
+                _content_type="application/merge-patch+json",
+                _request_timeout=REQUEST_TIMEOUT,
+            ),
+        )
+
+    # --- service accounts, secrets ----------------------------------------------------------
+    def request_token(
+        self, namespace: str, name: str, *, audiences: list[str], ttl_seconds: int
+    ) -> str:
+        """POST /api/v1/namespaces/{namespace}/serviceaccounts/{name}/token (TokenRequest)."""
+        body = kubernetes.client.AuthenticationV1TokenRequest(
+            api_version="authentication.k8s.io/v1",
+            kind="TokenRequest",
+            spec=kubernetes.client.V1TokenRequestSpec(
+                audiences=list(audiences), expiration_seconds=int(ttl_seconds)
+            ),
+        )
+        answer: Any = self._call(
+            f"request a token for service account {namespace}/{name}",
+            lambda: self.core.create_namespaced_service_account_token(
+                name, namespace, body, _request_timeout=REQUEST_TIMEOUT
+            ),
+        )
+        return str(answer.status.token)
+
+    def read_secret_data(self, namespace: str, name: str) -> dict[str, str]:
+        """GET /api/v1/namespaces/{namespace}/secrets/{name}: its data, decoded (keep it secret)."""
+        secret: Any = self._call(
+            f"read secret {namespace}/{name}",
+            lambda: self.core.read_namespaced_secret(
+                name, namespace, _request_timeout=REQUEST_TIMEOUT
+            ),
+        )
+        data = secret.data or {}
+        return {str(k): base64.b64decode(v).decode() for k, v in data.items()}
+
+    def read_configmap_data(self, namespace: str, name: str) -> dict[str, str]:
+        """GET /api/v1/namespaces/{namespace}/configmaps/{name}: its data."""
+        cm: Any = self._call(
+            f"read configmap {namespace}/{name}",
+            lambda: self.core.read_namespaced_config_map(
+                name, namespace, _request_timeout=REQUEST_TIMEOUT
+            ),
+        )
+        return {str(k): str(v) for k, v in (cm.data or {}).items()}
+
+    def read_service_selector(self, namespace: str, name: str) -> str:
+        """GET /api/v1/namespaces/{namespace}/services/{name}: its pod selector as a label selector."""
+        svc: Any = self._call(
+            f"read service {namespace}/{name}",
+            lambda: self.core.read_namespaced_service(
+                name, namespace, _request_timeout=REQUEST_TIMEOUT
+            ),
+        )
+        selector = dict(svc.spec.selector or {})
+        return ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+
+    def ensure_namespace(self, namespace: str) -> bool:
+        """POST /api/v1/namespaces unless it exists; True when it was created now."""
+        found = self._optional(
+            f"read namespace {namespace}",
+            lambda: self.core.read_namespace(namespace, _request_timeout=REQUEST_TIMEOUT),
+        )
+        if found is not None:
+            return False
+        body = kubernetes.client.V1Namespace(
+            api_version="v1",
+            kind="Namespace",
+            metadata=kubernetes.client.V1ObjectMeta(
+                name=namespace, labels={"app.kubernetes.io/managed-by": "vaultdr"}
+            ),
+        )
+        self._call(
+            f"create namespace {namespace}",
+            lambda: self.core.create_namespace(body, _request_timeout=REQUEST_TIMEOUT),
+        )
+        return True
+
+    def apply_secret(self, namespace: str, name: str, data: dict[str, bytes]) -> None:
+        """POST (or PUT when it exists) /api/v1/namespaces/{namespace}/secrets[/{name}]."""
+        body = kubernetes.client.V1Secret(
+            api_version="v1",
+            kind="Secret",
+            type="Opaque",
+            metadata=kubernetes.client.V1ObjectMeta(
+                name=name, labels={"app.kubernetes.io/managed-by": "vaultdr"}
+            ),
+            data={k: base64.b64encode(v).decode() for k, v in data.items()},
+        )
+        exists = self._optional(
+            f"read secret {namespace}/{name}",
+            lambda: self.core.read_namespaced_secret(
+                name, namespace, _request_timeout=REQUEST_TIMEOUT
+            ),
+        )
+        if exists is None:
+            self._call(
+                f"create secret {namespace}/{name}",
+                lambda: self.core.create_namespaced_secret(
+                    namespace, body, _request_timeout=REQUEST_TIMEOUT
+                ),
+            )
+        else:
+            self._call(
+                f"replace secret {namespace}/{name}",
+                lambda: self.core.replace_namespaced_secret(
+                    name, namespace, body, _request_timeout=REQUEST_TIMEOUT
+                ),
+            )
+
+    def create_from_manifest(self, path: str, namespace: str) -> None:
+        """POST every object of a YAML manifest; objects that exist already are left as they are."""
+        import kubernetes.utils
+
+        utils: Any = kubernetes.utils
+        try:
+            utils.create_from_yaml(self._api, path, namespace=namespace)
+        except utils.FailToCreateError as exc:
+            other = [e for e in exc.api_exceptions if e.status != 409]
+            if other:
+                raise self._refused(f"create the objects of {path}", other[0]) from None
+        except (OSError, ValueError) as exc:
+            raise KubeApiError(
+                f"cannot apply {path} ({type(exc).__name__})",
+                hint="check that the manifest exists and is valid YAML",
+            ) from None
+
+    # --- port-forwarding -----------------------------------------------------------------------
+    def open_port_forward(self, namespace: str, pod: str, port: int) -> Any:
+        """GET /api/v1/namespaces/{namespace}/pods/{pod}/portforward?ports=PORT (websocket):
+        a socket-like object connected to the pod's port."""
+        forward = self._call(
+            f"port-forward to {namespace}/{pod}:{port}",
+            lambda: kubernetes.stream.portforward(
+                self.core.connect_get_namespaced_pod_portforward,
+                pod,
+                namespace,
+                ports=str(port),
+            ),
+        )
+        return forward.socket(port)
+
+
+def _pod_info(pod: Any) -> PodInfo:
+    status = pod.status
+    conditions = (status.conditions if status else None) or []
+    ready = any(c.type == "Ready" and c.status == "True" for c in conditions)
+    return PodInfo(
+        name=str(pod.metadata.name),
+        uid=str(pod.metadata.uid or ""),
+        labels=dict(pod.metadata.labels or {}),
+        phase=str((status.phase if status else None) or "Unknown"),
+        ready=ready,
+        deleting=pod.metadata.deletion_timestamp is not None,
+        node_name=pod.spec.node_name if pod.spec else None,
+        ip=status.pod_ip if status else None,
+    )
+
+
+class PortForwarder:
+    """A local listener on 127.0.0.1 whose every connection is port-forwarded to one pod.
+
+    ``address`` is ``127.0.0.1:PORT``; a connection that cannot be forwarded (the pod
+    is gone) is closed at once, which a client sees as a refused request.
+    """
+
+    def __init__(self, api: KubeApi, namespace: str, pod: str, port: int) -> None:
+        self.api = api
+        self.namespace = namespace
+        self.pod = pod
+        self.port = port
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(16)
+        self.local_port = int(self._listener.getsockname()[1])
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._accept, name=f"port-forward {pod}:{port}", daemon=True
+        )
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            remote = self.api.open_port_forward(self.namespace, self.pod, self.port)
+        except KubeApiError as exc:
+            log.info("port-forward to %s failed: %s", self.pod, exc.message)
+            conn.close()
+            return
+        for source, sink in ((conn, remote), (remote, conn)):
+            threading.Thread(target=_pump, args=(source, sink), daemon=True).start()
+
+    def close(self) -> None:
+        self._stop.set()
+        with contextlib.suppress(OSError):
+            self._listener.close()
+
+
+def _pump(source: Any, sink: Any) -> None:
+    with contextlib.suppress(OSError):
+        for chunk in _chunks(source):
+            sink.sendall(chunk)
+    for end in (sink, source):
+        with contextlib.suppress(OSError):
+            end.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(OSError):
+        source.close()
+
+
+def _chunks(source: Any) -> Iterator[bytes]:
+    while True:
+        data = source.recv(65536)
+        if not data:
+            return
+        yield bytes(data)

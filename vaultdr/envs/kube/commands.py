@@ -1,0 +1,77 @@
+"""``vaultdr agent snapshot|restore|configure`` (in the ops chart's pods) and ``vaultdr kube plan``.
+
+:func:`register` adds the subcommands to the CLI's subparsers.
+
+``agent`` commands run inside the cluster (see :mod:`vaultdr.envs.kube.agents`):
+``snapshot`` and ``restore`` loop until SIGTERM; ``configure`` runs once and exits 0
+on success. ``kube plan`` prints every step ``vaultdr up`` (or ``down``) would run
+for ``--env kind|eks``, command lines included, and runs nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from vaultdr.config import load_stack
+from vaultdr.errors import ConfigError
+
+__all__ = ["cmd_agent", "cmd_kube_plan", "register"]
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    from vaultdr.envs.kube import agents
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    stack = load_stack(Path(args.config or "/etc/vaultdr/stack.yaml"))
+    if args.agent == "snapshot":
+        return agents.run_snapshot(stack)
+    if args.agent == "restore":
+        return agents.run_restore_watcher(stack)
+    return agents.run_configure(stack, timeout=args.timeout)
+
+
+def cmd_kube_plan(args: argparse.Namespace) -> int:
+    from vaultdr.cli import kube_environment
+    from vaultdr.envs.kube.deploy import plan_down, plan_up, run_plan
+
+    if args.env not in ("kind", "eks"):
+        raise ConfigError("kube plan is for --env kind or --env eks")
+    env = kube_environment(args, dry_run=True)
+    steps = plan_up(env) if args.action == "up" else plan_down(env, keep_data=args.keep_data)
+    for line in run_plan(steps, dry_run=True):
+        print(line)
+    print(f"dry run: {args.action} for --env {args.env} was not run", file=sys.stderr)
+    return 0
+
+
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    """Add ``agent`` and ``kube`` to the CLI."""
+    agent = sub.add_parser(
+        "agent",
+        parents=[common],
+        help="run an agent inside the cluster (the ops chart's pods)",
+        description="Run the snapshot agent, the restore watcher or configure inside the cluster.",
+    )
+    agent.add_argument("agent", choices=["snapshot", "restore", "configure"])
+    agent.add_argument(
+        "--timeout", type=float, default=600.0, help="configure: give up after this many seconds"
+    )
+    agent.set_defaults(handler=cmd_agent)
+    kube = sub.add_parser(
+        "kube",
+        parents=[common],
+        help="print what `up`/`down` would run on kind/eks, without running it",
+        description="Print every step `vaultdr up` or `down` would run for --env kind|eks.",
+    )
+    kube.add_argument("verb", choices=["plan"])
+    kube.add_argument("action", choices=["up", "down"])
+    kube.add_argument("--keep-data", action="store_true", help="down: keep the PVCs")
+    kube.set_defaults(handler=cmd_kube_plan)

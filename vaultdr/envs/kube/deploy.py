@@ -1,0 +1,487 @@
+"""``vaultdr up`` and ``down`` for ``--env kind`` and ``--env eks``: a plan of steps, then its run.
+
+:func:`plan_up` lists every step as data (a command line for the ``kind``,
+``docker`` and ``helm`` CLIs, or a named Kubernetes/Vault API action), so a dry
+run prints exactly what would happen and tests assert the command lines without
+running them. :func:`deploy` checks the tools, then runs the plan:
+
+kind: create the kind cluster unless it exists (recorded, so ``down`` deletes it
+only if vaultdr created it); ``docker build`` the agent image and ``kind load``
+it; create the namespace and the nodes' TLS Secret (a CA generated into the state
+directory); apply the in-cluster AWS emulator and wait for its bootstrap Secrets;
+``helm upgrade --install`` the official chart; initialize with recovery keys (the
+root token and recovery keys go to SSM, never printed); apply the configuration;
+``helm upgrade --install`` the ops chart (snapshot agent, restore watcher,
+configure Job); wait until every node is unsealed and a voter and one is active.
+
+eks: the same on the current kube context (which must be ``kube.context`` when
+set), with real AWS, an image from a registry and no cluster creation.
+
+Every wait is bounded by ``kube.timeout``.
+
+Hazard: ``down`` on eks uninstalls the releases and (without ``--keep-data``)
+deletes the nodes' PVCs: it is refused without the same confirmation as a
+destructive fault.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vaultdr import __version__
+from vaultdr.envs.base import ssm_path
+from vaultdr.envs.local.tls import LocalCA
+from vaultdr.errors import EnvironmentStartError, VaultdrError
+from vaultdr.polling import wait_for
+from vaultdr.vault import VaultClient
+
+if TYPE_CHECKING:
+    from vaultdr.envs.kube.env import KubeEnvironment
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+STATE_FILE = "kube.json"
+AGENT_IMAGE = "vaultdr-agent"
+
+TOOL_HINTS = {
+    "kind": "install kind: https://kind.sigs.k8s.io/docs/user/quick-start/#installation "
+    "(e.g. `go install sigs.k8s.io/kind@latest`)",
+    "docker": "install Docker (https://docs.docker.com/engine/install/) and start it",
+    "helm": "install Helm 3: https://helm.sh/docs/intro/install/",
+}
+
+
+def required_tools(env_name: str) -> list[str]:
+    """The CLIs ``up``/``down`` run for ``env_name``."""
+    return ["kind", "docker", "helm"] if env_name == "kind" else ["helm"]
+
+
+def check_tools(tools: list[str], *, path: str | None = None) -> None:
+    """Raise naming every tool missing from PATH, and how to install it."""
+    missing = [tool for tool in tools if shutil.which(tool, path=path) is None]
+    if missing:
+        raise EnvironmentStartError(
+            f"missing on PATH: {', '.join(missing)} (needed by `vaultdr up`/`down` here)",
+            hint="; ".join(TOOL_HINTS[tool] for tool in missing),
+        )
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of ``up``/``down``: a command line, or an API action described in words."""
+
+    description: str
+    argv: list[str] | None = None
+    action: Callable[[], None] | None = field(default=None, compare=False, repr=False)
+    unless: Callable[[], bool] | None = field(default=None, compare=False, repr=False)
+
+    def show(self) -> str:
+        return shlex.join(self.argv) if self.argv else self.description
+
+
+# --- paths and names ------------------------------------------------------------------------
+def stack_dir(env: KubeEnvironment) -> Path:
+    if env.stack_file:
+        return Path(env.stack_file).resolve().parent
+    return REPO_ROOT / "environments" / env.name
+
+
+def resolve(env: KubeEnvironment, value: str) -> str:
+    """A path from stack.yaml: absolute as is, else relative to the stack file's directory."""
+    path = Path(value)
+    return str(path if path.is_absolute() else (stack_dir(env) / path).resolve())
+
+
+def values_file(env: KubeEnvironment) -> str:
+    return resolve(env, env.kube.values or f"{env.stack.engine.kind}-values.yaml")
+
+
+def ops_values_file(env: KubeEnvironment) -> str:
+    return resolve(env, env.kube.ops_values or "ops-values.yaml")
+
+
+def stack_values_file(env: KubeEnvironment) -> Path:
+    """The stack file as the ops chart's ``stack`` value (written by ``up``)."""
+    return env.state_dir / "ops-stack-values.yaml"
+
+
+def write_stack_values(env: KubeEnvironment) -> None:
+    import yaml
+
+    data = env.stack.model_dump(mode="json", exclude_none=True)
+    if env.stack_file and Path(env.stack_file).exists():
+        data = yaml.safe_load(Path(env.stack_file).read_text()) or {}
+    env.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    stack_values_file(env).write_text(yaml.safe_dump({"stack": data}, sort_keys=False))
+
+
+def agent_image(env: KubeEnvironment) -> str:
+    return env.kube.image or f"{AGENT_IMAGE}:{__version__}"
+
+
+def repo_alias(env: KubeEnvironment) -> str:
+    return env.kube.chart.split("/", 1)[0]
+
+
+# --- command lines ----------------------------------------------------------------------------
+def kind_create_cluster(env: KubeEnvironment) -> list[str]:
+    return [
+        "kind",
+        "create",
+        "cluster",
+        "--name",
+        env.kube.kind_cluster,
+        "--config",
+        resolve(env, env.kube.kind_config),
+        "--wait",
+        "120s",
+    ]
+
+
+def docker_build(env: KubeEnvironment) -> list[str]:
+    dockerfile = str(REPO_ROOT / "Dockerfile")
+    return ["docker", "build", "--tag", agent_image(env), "--file", dockerfile, str(REPO_ROOT)]
+
+
+def kind_load(env: KubeEnvironment) -> list[str]:
+    return ["kind", "load", "docker-image", agent_image(env), "--name", env.kube.kind_cluster]
+
+
+def kind_delete_cluster(env: KubeEnvironment) -> list[str]:
+    return ["kind", "delete", "cluster", "--name", env.kube.kind_cluster]
+
+
+def _context_args(env: KubeEnvironment) -> list[str]:
+    return ["--kube-context", env.kube.context] if env.kube.context else []
+
+
+def helm_repo_add(env: KubeEnvironment) -> list[str]:
+    return ["helm", "repo", "add", repo_alias(env), env.kube.chart_repo, "--force-update"]
+
+
+def helm_install_engine(env: KubeEnvironment) -> list[str]:
+    """The official chart. No --wait: its pods are ready only once initialized."""
+    return [
+        "helm",
+        "upgrade",
+        "--install",
+        env.kube.release,
+        env.kube.chart,
+        "--version",
+        env.kube.chart_version,
+        "--namespace",
+        env.namespace,
+        "--values",
+        values_file(env),
+        *_context_args(env),
+    ]
+
+
+def helm_install_ops(env: KubeEnvironment) -> list[str]:
+    """The ops chart with the stack file and the agent image."""
+    repository, _, tag = agent_image(env).rpartition(":")
+    return [
+        "helm",
+        "upgrade",
+        "--install",
+        env.kube.ops_release,
+        resolve(env, env.kube.ops_chart),
+        "--namespace",
+        env.namespace,
+        "--values",
+        ops_values_file(env),
+        "--values",
+        str(stack_values_file(env)),
+        "--set",
+        f"image.repository={repository},image.tag={tag}",
+        "--wait",
+        "--timeout",
+        f"{int(env.kube.timeout)}s",
+        *_context_args(env),
+    ]
+
+
+def helm_uninstall(env: KubeEnvironment, release: str) -> list[str]:
+    return [
+        "helm",
+        "uninstall",
+        release,
+        "--namespace",
+        env.namespace,
+        "--ignore-not-found",
+        *_context_args(env),
+    ]
+
+
+# --- plans --------------------------------------------------------------------------------------
+def plan_up(env: KubeEnvironment) -> list[Step]:
+    """Every step of ``vaultdr up`` for ``env``, in order."""
+    ns = env.namespace
+    steps: list[Step] = []
+    if env.name == "kind":
+        steps += [
+            Step(
+                f"create kind cluster {env.kube.kind_cluster} (unless it exists)",
+                kind_create_cluster(env),
+                unless=lambda: kind_cluster_exists(env),
+            ),
+            Step("build the agent image", docker_build(env)),
+            Step("load the agent image into kind", kind_load(env)),
+        ]
+    steps += [
+        Step(f"create namespace {ns} (unless it exists)", action=lambda: ensure_namespace(env)),
+        Step(
+            f"create secret {ns}/{env.kube.tls_secret} (CA and node certificates)",
+            action=lambda: apply_tls_secret(env),
+        ),
+    ]
+    if env.name == "kind":
+        manifest = resolve(env, env.kube.aws_manifest or "aws-emulator.yaml")
+        steps.append(
+            Step(
+                f"apply {manifest} (the AWS emulator) and wait for its credentials",
+                action=lambda: apply_aws_emulator(env, manifest),
+            )
+        )
+    steps += [
+        Step("add the chart repository", helm_repo_add(env)),
+        Step(f"install {env.kube.chart} as {env.kube.release}", helm_install_engine(env)),
+        Step(
+            "initialize (recovery keys and root token to SSM), unless initialized",
+            action=lambda: initialize(env),
+        ),
+        Step("apply the configuration (stack.yaml configure)", action=lambda: configure(env)),
+        Step(
+            f"write {stack_values_file(env)} (the stack file as the ops chart's `stack`)",
+            action=lambda: write_stack_values(env),
+        ),
+        Step(f"install the ops chart as {env.kube.ops_release}", helm_install_ops(env)),
+        Step(
+            "wait until every node is unsealed and a voter, one active",
+            action=lambda: wait_healthy(env),
+        ),
+    ]
+    return steps
+
+
+def plan_down(env: KubeEnvironment, *, keep_data: bool = False) -> list[Step]:
+    """Every step of ``vaultdr down``: only what ``up`` created."""
+    record = read_record(env)
+    if env.name == "kind" and record.get("created_cluster"):
+        return [Step(f"delete kind cluster {env.kube.kind_cluster}", kind_delete_cluster(env))]
+    steps = [
+        Step(f"uninstall {env.kube.ops_release}", helm_uninstall(env, env.kube.ops_release)),
+        Step(f"uninstall {env.kube.release}", helm_uninstall(env, env.kube.release)),
+    ]
+    if not keep_data:
+        for node in env.node_names():
+            claim = env.pvc_name(node)
+            steps.append(
+                Step(
+                    f"delete pvc {env.namespace}/{claim}",
+                    action=lambda claim=claim: env.api.delete_pvc(env.namespace, claim),  # type: ignore[misc]
+                )
+            )
+    return steps
+
+
+# --- running ------------------------------------------------------------------------------------
+def run_command(argv: list[str], *, cwd: Path = REPO_ROOT) -> str:
+    """Run one command line; its stdout. A failure names the command and shows its output's tail."""
+    print(f"+ {shlex.join(argv)}", file=sys.stderr, flush=True)
+    try:
+        done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False)
+    except OSError as exc:
+        raise EnvironmentStartError(
+            f"cannot run {argv[0]}: {exc.strerror or exc}", hint=TOOL_HINTS.get(argv[0], "")
+        ) from None
+    if done.returncode != 0:
+        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
+        raise EnvironmentStartError(
+            f"`{shlex.join(argv)}` failed with exit status {done.returncode}:\n{tail}",
+            hint="read the output above; `vaultdr up` can be run again once it is fixed",
+        )
+    return done.stdout
+
+
+def run_plan(steps: list[Step], *, dry_run: bool = False) -> list[str]:
+    """Run ``steps`` in order (or, with ``dry_run``, only list them); the lines shown."""
+    shown: list[str] = []
+    for step in steps:
+        shown.append(step.show())
+        if dry_run:
+            continue
+        if step.unless is not None and step.unless():
+            continue
+        if step.argv is not None:
+            run_command(step.argv)
+        elif step.action is not None:
+            print(f"- {step.description}", file=sys.stderr, flush=True)
+            step.action()
+    return shown
+
+
+def deploy(env: KubeEnvironment) -> None:
+    """``vaultdr up``: check the tools and the context, then run :func:`plan_up`."""
+    check_tools(required_tools(env.name))
+    env.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if env.name == "eks":
+        check_expected_context(env)
+    run_plan(plan_up(env), dry_run=env.dry_run)
+
+
+def teardown(env: KubeEnvironment, *, keep_data: bool = False) -> None:
+    """``vaultdr down``: uninstall (or delete the kind cluster) only what ``up`` created."""
+    check_tools(["kind", "helm"] if env.name == "kind" else ["helm"])
+    if env.name == "eks" and not env.dry_run:
+        env.check_destructive("down")
+    run_plan(plan_down(env, keep_data=keep_data), dry_run=env.dry_run)
+    if not env.dry_run:
+        write_record(env, {})
+
+
+def check_expected_context(env: KubeEnvironment) -> None:
+    expected, current = env.kube.context, env.current_context()
+    if expected and current != expected:
+        raise EnvironmentStartError(
+            f"the kube context is {current!r}, but stack.yaml's kube.context is {expected!r}",
+            hint=f"switch to it: kubectl config use-context {expected}",
+        )
+
+
+# --- the state record -----------------------------------------------------------------------------
+def read_record(env: KubeEnvironment) -> dict[str, Any]:
+    try:
+        return dict(json.loads((env.state_dir / STATE_FILE).read_text()))
+    except (OSError, ValueError):
+        return {}
+
+
+def write_record(env: KubeEnvironment, record: dict[str, Any]) -> None:
+    env.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    (env.state_dir / STATE_FILE).write_text(json.dumps(record, indent=2) + "\n")
+
+
+def update_record(env: KubeEnvironment, **changes: Any) -> None:
+    write_record(env, {**read_record(env), **changes})
+
+
+# --- the API steps ---------------------------------------------------------------------------------
+def kind_cluster_exists(env: KubeEnvironment) -> bool:
+    """``kind get clusters`` lists it; when it does not, ``up`` creates it and records that."""
+    names = run_command(["kind", "get", "clusters"]).split()
+    exists = env.kube.kind_cluster in names
+    if not exists:
+        update_record(env, created_cluster=True)
+    return exists
+
+
+def ensure_namespace(env: KubeEnvironment) -> None:
+    if env.api.ensure_namespace(env.namespace):
+        update_record(env, created_namespace=True)
+
+
+def node_hosts(env: KubeEnvironment) -> list[str]:
+    """Every name a node is reached by: per-pod internal DNS, the services, and loopback
+    (port-forwards)."""
+    release, ns = env.kube.release, env.namespace
+    hosts = ["127.0.0.1", "localhost", f"*.{release}-internal", f"*.{release}-internal.{ns}.svc"]
+    for service in (release, f"{release}-active", f"{release}-internal"):
+        hosts += [service, f"{service}.{ns}", f"{service}.{ns}.svc"]
+    return hosts
+
+
+def apply_tls_secret(env: KubeEnvironment) -> None:
+    """The CA (kept in the state directory) and one server certificate for every node."""
+    ca = LocalCA(env.state_dir / "ca")
+    pair = ca.issue_server_cert(env.kube.release, env.state_dir / "tls", hosts=node_hosts(env))
+    env.api.apply_secret(
+        env.namespace,
+        env.kube.tls_secret,
+        {
+            "ca.crt": ca.cert_path.read_bytes(),
+            "tls.crt": pair.cert.read_bytes(),
+            "tls.key": pair.key.read_bytes(),
+        },
+    )
+
+
+def apply_aws_emulator(env: KubeEnvironment, manifest: str) -> None:
+    env.api.create_from_manifest(manifest, env.namespace)
+
+    def credentials_ready() -> bool:
+        try:
+            for secret in env.kube.aws_secrets.values():
+                env.api.read_secret_data(env.namespace, secret)
+        except VaultdrError:
+            return False
+        return True
+
+    _wait(env, "the AWS emulator's credentials Secrets", credentials_ready)
+
+
+def initialize(env: KubeEnvironment) -> None:
+    """Initialize node 0 with recovery keys unless it is; break-glass material to SSM."""
+    stack, first = env.stack, env.node_names()[0]
+
+    def answering() -> bool:
+        try:
+            return bool(env.client(first).read_seal_status())
+        except VaultdrError:
+            return False
+
+    _wait(env, f"{first} answering", answering)
+    client = env.client(first)
+    if client.read_seal_status().get("initialized"):
+        return
+    init = client.initialize(
+        recovery_shares=stack.init.recovery_shares,
+        recovery_threshold=stack.init.recovery_threshold,
+    )
+    admin = env.aws()
+    admin.put_secure_parameter(ssm_path(stack.cluster, "root-token"), init.root_token)
+    admin.put_secure_parameter(
+        ssm_path(stack.cluster, "recovery-keys"), json.dumps(init.recovery_keys)
+    )
+    root = client.with_token(init.root_token)
+    _wait(env, f"{first} active", lambda: _active(root))
+    root.configure_autopilot(
+        server_stabilization_time=f"{int(stack.raft.autopilot_stabilization * 1000)}ms",
+        cleanup_dead_servers=False,
+    )
+
+
+def configure(env: KubeEnvironment) -> None:
+    for change in env.configure():
+        print(f"  {change}", file=sys.stderr)
+
+
+def wait_healthy(env: KubeEnvironment) -> None:
+    _wait(
+        env, "every node unsealed and a voter, one active", lambda: env.status(quick=True).healthy
+    )
+
+
+def _active(client: VaultClient) -> bool:
+    try:
+        health = client.read_health()
+    except VaultdrError:
+        return False
+    return health.get("sealed") is False and health.get("standby") is False
+
+
+def _wait(env: KubeEnvironment, what: str, condition: Callable[[], bool]) -> None:
+    timeout = env.kube.timeout
+    if not wait_for(condition, timeout=timeout, interval=1.0):
+        raise EnvironmentStartError(
+            f"{what} did not happen within {timeout:.0f} s",
+            hint=f"look at the pods: kubectl -n {env.namespace} get pods; kubectl -n "
+            f"{env.namespace} describe pod {env.node_names()[0]}",
+        )

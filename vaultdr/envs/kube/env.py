@@ -1,0 +1,640 @@
+"""The kube environments: the stack on a real cluster, ``--env kind`` and ``--env eks``.
+
+The nodes are the pods of the official OpenBao (or HashiCorp Vault) chart's
+StatefulSet in ``kube.namespace``; each pod's volume is its PVC ``data-<pod>``.
+vaultdr reaches a node's API through a port-forward to the pod (``kube.access:
+port-forward``, the default, from a laptop or CI) or through the chart's
+internal service (``service``, from inside the cluster network).
+
+Faults act through the Kubernetes API (and IAM for KMS), with these blast radii:
+
+* kill-node / kill-leader: DELETE the pod with ``gracePeriodSeconds=0``; the
+  StatefulSet recreates it on the same PVC. The leader is the pod the engine's
+  service registration labels active (``openbao-active=true``, ``vault-active=true``
+  for HashiCorp Vault), confirmed with the engine's own ``sys/leader``.
+* delete-volume: DELETE the PVC ``data-<pod>`` and *then* the pod. The
+  ``kubernetes.io/pvc-protection`` finalizer holds the PVC until its pod is gone,
+  so the StatefulSet recreates both, the volume empty. delete-all-volumes does
+  that to every node (total loss).
+* revoke-kms: an explicit IAM Deny of ``kms:Decrypt``/``kms:Encrypt`` as the
+  inline policy ``vaultdr-revoke-kms`` on ``kube.seal_principal`` (the seal's IRSA
+  role on eks, the seal's IAM user in the in-cluster emulator on kind), the same
+  policy the local environment uses. Undone by restore-kms / ``vaultdr rollback``,
+  which are never refused.
+* freeze-node is **local-only**: a SIGSTOP cannot be sent through the API (an exec
+  of ``kill -STOP 1`` is ignored, PID 1 of a container's PID namespace does not
+  get signals sent from inside it), so it is refused with a clear error.
+
+Safety: every destructive fault first passes :meth:`KubeEnvironment.check_destructive`.
+On kind, the current kube context must be the kind cluster's (``kind-<name>``).
+On eks, the namespace must carry the annotation
+``vaultdr.io/allow-destructive-faults: "true"`` *and* the command must name the
+current context (``--i-know-this-breaks CONTEXT`` or ``$VAULTDR_I_KNOW_THIS_BREAKS``).
+With ``dry_run`` the environment records every change it would make
+(:attr:`KubeEnvironment.planned`) and sends no mutating request.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from vaultdr.agents.configure import Change, KubernetesTarget, reconcile
+from vaultdr.agents.snapshot import SnapshotAgent, SnapshotSettings
+from vaultdr.aws import Aws, AwsCredentials, AwsTarget
+from vaultdr.config import Kube, Stack
+from vaultdr.envs.base import NodeStatus, StackStatus, ssm_path
+from vaultdr.envs.kube.api import KubeApi, PortForwarder
+from vaultdr.envs.local import awsemu
+from vaultdr.errors import ConfigError, StackStateError, VaultdrError
+from vaultdr.polling import wait_for
+from vaultdr.vault import VaultClient
+
+log = logging.getLogger("vaultdr.kube")
+
+SA_AUDIENCE = "vault"
+VAULT_PORT = 8200
+ALLOW_ANNOTATION = "vaultdr.io/allow-destructive-faults"
+CONFIRM_ENV_VAR = "VAULTDR_I_KNOW_THIS_BREAKS"
+CONFIRM_FLAG = "--i-know-this-breaks"
+#: Faults that change nothing or undo a change: never refused, never confirmed.
+HARMLESS_FAULTS = frozenset({"restore-kms", "thaw-node"})
+VOLUME_WAIT = 120.0
+
+
+class DestructiveFaultRefused(VaultdrError):
+    """A destructive fault on a real cluster was not confirmed; nothing was changed."""
+
+    exit_code = 8
+
+
+def active_label(engine_kind: str) -> str:
+    """The label the engine's Kubernetes service registration puts on the active pod."""
+    return "vault-active" if engine_kind == "vault" else "openbao-active"
+
+
+def seal_principal_kind(principal: str) -> tuple[str, str]:
+    """("role" | "user", name) of an IAM role/user ARN or a bare IAM user name."""
+    if principal.startswith("arn:"):
+        resource = principal.split(":", 5)[-1]
+        kind, _, path = resource.partition("/")
+        if kind in ("role", "user") and path:
+            return kind, path.rsplit("/", 1)[-1]
+        raise ConfigError(
+            f"kube.seal_principal {principal!r} is neither an IAM role nor an IAM user ARN",
+            hint="use the seal's IRSA role ARN (eks) or the seal's IAM user name (kind)",
+        )
+    return "user", principal
+
+
+class KubeEnvironment:
+    """The stack in ``kube.namespace`` of a real cluster; see the module docstring."""
+
+    name = "kube"
+
+    def __init__(
+        self,
+        state_dir: Path,
+        stack: Stack,
+        *,
+        stack_file: str = "",
+        api: KubeApi | None = None,
+        kubeconfig: str | None = None,
+        confirm_context: str | None = None,
+        dry_run: bool = False,
+    ) -> None:
+        self.state_dir = state_dir
+        self.stack = stack
+        self.stack_file = stack_file
+        self.kube: Kube = stack.kube or Kube()
+        self.kubeconfig = kubeconfig
+        self.confirm_context = (
+            confirm_context if confirm_context is not None else os.environ.get(CONFIRM_ENV_VAR)
+        )
+        self.dry_run = dry_run
+        self.planned: list[str] = []
+        self._api = api
+        self._forwarders: dict[tuple[str, int], PortForwarder] = {}
+        self._lock = threading.Lock()
+        self._allowed = False
+        self._aws: dict[str, Aws] = {}
+
+    # --- plumbing ---------------------------------------------------------------------------
+    @property
+    def api(self) -> KubeApi:
+        if self._api is None:
+            self._api = KubeApi.from_kubeconfig(
+                context=self.kube.context, kubeconfig=self.kubeconfig
+            )
+        return self._api
+
+    @property
+    def namespace(self) -> str:
+        return self.kube.namespace
+
+    def current_context(self) -> str | None:
+        return self.api.context
+
+    def stack_config(self) -> Stack:
+        return self.stack
+
+    def close(self) -> None:
+        """Stop the port-forwards this environment opened."""
+        with self._lock:
+            forwarders, self._forwarders = list(self._forwarders.values()), {}
+        for forwarder in forwarders:
+            forwarder.close()
+
+    def _change(self, description: str) -> bool:
+        """Record a change; True when it is to be made (False in a dry run)."""
+        self.planned.append(description)
+        if self.dry_run:
+            log.info("dry run: would %s", description)
+        return not self.dry_run
+
+    # --- nodes and addresses ----------------------------------------------------------------
+    def node_names(self) -> list[str]:
+        return [f"{self.kube.release}-{i}" for i in range(self.stack.nodes)]
+
+    def statefulset(self) -> str:
+        return self.kube.release
+
+    def pod_selector(self) -> str:
+        return f"app.kubernetes.io/instance={self.kube.release},component=server"
+
+    def node_address(self, node: str) -> str:
+        """The URL of ``node``'s API: a port-forward on 127.0.0.1, or the internal service."""
+        if self.kube.access == "service":
+            release, ns = self.kube.release, self.namespace
+            return f"https://{node}.{release}-internal.{ns}.svc:{VAULT_PORT}"
+        return f"https://127.0.0.1:{self._forward(node, VAULT_PORT)}"
+
+    def _forward(self, pod: str, port: int) -> int:
+        with self._lock:
+            forwarder = self._forwarders.get((pod, port))
+            if forwarder is None:
+                forwarder = PortForwarder(self.api, self.namespace, pod, port)
+                self._forwarders[(pod, port)] = forwarder
+            return forwarder.local_port
+
+    def ca_file(self) -> Path:
+        """The CA of the nodes' TLS: written by ``up``, else read from the TLS Secret."""
+        path = self.state_dir / "ca" / "ca.pem"
+        if not path.exists():
+            data = self.api.read_secret_data(self.namespace, self.kube.tls_secret)
+            if "ca.crt" not in data:
+                raise StackStateError(
+                    f"secret {self.namespace}/{self.kube.tls_secret} has no ca.crt",
+                    hint="run `vaultdr up` for this environment, which creates it",
+                )
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(data["ca.crt"])
+        return path
+
+    def client(self, node: str | None = None, *, token: str | None = None) -> VaultClient:
+        name = node or self.leader() or self.node_names()[0]
+        return VaultClient(self.node_address(name), ca_file=self.ca_file(), token=token)
+
+    def leader(self) -> str | None:
+        """The pod labelled active, confirmed by its own ``sys/leader``; else whoever says is_self."""
+        label = active_label(self.stack.engine.kind)
+        labelled = self.api.list_pods(self.namespace, f"{self.pod_selector()},{label}=true")
+        for pod in labelled:
+            if pod.name in self.node_names() and not pod.deleting and self._is_self(pod.name):
+                return pod.name
+        names = self.node_names()
+        with ThreadPoolExecutor(max_workers=len(names)) as pool:
+            answers = list(pool.map(self._is_self, names))
+        return next((n for n, yes in zip(names, answers, strict=True) if yes), None)
+
+    def _is_self(self, node: str) -> bool:
+        try:
+            client = VaultClient(self.node_address(node), ca_file=self.ca_file(), timeout=2.0)
+            return bool(client.read_leader().get("is_self"))
+        except VaultdrError:
+            return False
+
+    # --- AWS, service accounts, break-glass -----------------------------------------------------
+    def aws(self, principal: str = "admin") -> Aws:
+        """AWS as ``principal`` (admin, seal, snapshot): the default chain on eks, the
+        emulator's keys (from their Secrets) on kind."""
+        with self._lock:
+            found = self._aws.get(principal)
+        if found is None:
+            found = Aws(self._aws_target(principal))
+            with self._lock:
+                self._aws[principal] = found
+        return found
+
+    def _aws_target(self, principal: str) -> AwsTarget:
+        """boto3's default chain (IRSA, profile, environment) for every principal."""
+        return AwsTarget(region=self.stack.region, endpoint_url=self.kube.aws_endpoint)
+
+    def service_account_token(
+        self, namespace: str, name: str, *, audiences: list[str] | None = None, ttl: int = 3600
+    ) -> str:
+        """A token for ``namespace/name`` from the TokenRequest API (audience ``vault``)."""
+        return self.api.request_token(
+            namespace, name, audiences=audiences or [SA_AUDIENCE], ttl_seconds=ttl
+        )
+
+    def root_token(self) -> str:
+        return self.aws().get_secure_parameter(ssm_path(self.stack.cluster, "root-token"))
+
+    def recovery_keys(self) -> list[str]:
+        raw = self.aws().get_secure_parameter(ssm_path(self.stack.cluster, "recovery-keys"))
+        return list(json.loads(raw))
+
+    def kubernetes_target(self) -> KubernetesTarget:
+        """The cluster's own API as the kubernetes auth method must see it, from inside."""
+        reviewer = self.stack.kubernetes.reviewer
+        ca = self.api.read_configmap_data(self.namespace, "kube-root-ca.crt").get("ca.crt", "")
+        # The reviewer's token is for the API server itself: no audience of ours.
+        jwt = self.api.request_token(
+            reviewer.namespace, reviewer.name, audiences=[], ttl_seconds=30 * 86400
+        )
+        return KubernetesTarget(
+            host="https://kubernetes.default.svc",
+            ca_pem=ca,
+            reviewer_jwt=jwt,
+            issuer=self.stack.kubernetes.issuer,
+        )
+
+    def configure(self, *, dry_run: bool = False) -> list[Change]:
+        root = self.client(token=self.root_token())
+        return reconcile(root, self.stack, kubernetes=self.kubernetes_target(), dry_run=dry_run)
+
+    def cluster_id(self) -> str | None:
+        try:
+            return str(self.client().read_health().get("cluster_id", "")) or None
+        except VaultdrError:
+            return None
+
+    def snapshot_location(self) -> tuple[str, str]:
+        return self.stack.snapshots.bucket, self.stack.snapshots.prefix
+
+    def kms_key_id(self) -> str:
+        return self.kube.kms_key_id or awsemu.seal_alias(self.stack.cluster)
+
+    def snapshot_agent(self) -> SnapshotAgent:
+        """The snapshot agent run from here (``snapshot now``, drills): same settings as in-cluster."""
+        from vaultdr.agents.configure import SNAPSHOT_ROLE
+
+        sa = self.stack.snapshots.service_account
+        auth = self.stack.configure.auth.kubernetes
+        settings = SnapshotSettings(
+            cluster=self.stack.cluster,
+            addresses=[self.node_address(n) for n in self.node_names()],
+            ca_file=self.ca_file(),
+            bucket=self.stack.snapshots.bucket,
+            prefix=self.stack.snapshots.prefix,
+            retain_last=self.stack.snapshots.retain.last,
+            retain_daily=self.stack.snapshots.retain.daily,
+            kms_key_id=self.kms_key_id(),
+            role=SNAPSHOT_ROLE,
+            auth_mount=auth.path if auth else "kubernetes",
+            status_file=self.state_dir / "agents" / "snapshot.json",
+            work_dir=self.state_dir / "agents" / "tmp",
+        )
+        return SnapshotAgent(
+            settings,
+            aws=self.aws("snapshot"),
+            jwt_source=lambda: self.service_account_token(sa.namespace, sa.name),
+        )
+
+    # --- status -------------------------------------------------------------------------------
+    def status(self, *, quick: bool = False) -> StackStatus:
+        pods = {p.name: p for p in self.api.list_pods(self.namespace, self.pod_selector())}
+        voters = self._voters()
+        nodes = [self._node_status(name, pods, voters) for name in self.node_names()]
+        extras: dict[str, Any] = {
+            "context": self.current_context(),
+            "namespace": self.namespace,
+            "state_dir": str(self.state_dir),
+        }
+        kms: bool | None = None
+        if not quick and self.stack.seal.type == "awskms":
+            try:
+                kms = self.aws("seal").key_reachable(self.kms_key_id())
+                extras["kms_access"] = "revoked" if self.kms_revoked() else "allowed"
+            except VaultdrError:
+                kms, extras["kms_access"] = False, "unknown"
+        return StackStatus(
+            environment=self.name,
+            cluster=self.stack.cluster,
+            seal=self.stack.seal.type,
+            kms_reachable=kms,
+            nodes=nodes,
+            extras=extras,
+        )
+
+    def _voters(self) -> dict[str, bool]:
+        try:
+            client = self.client(token=self.root_token())
+            return {s["node_id"]: bool(s.get("voter")) for s in client.read_raft_configuration()}
+        except VaultdrError:
+            return {}
+
+    def _node_status(self, name: str, pods: dict[str, Any], voters: dict[str, bool]) -> NodeStatus:
+        pod = pods.get(name)
+        running = bool(pod and pod.phase == "Running" and not pod.deleting)
+        address = self.node_address(name)
+        if not running:
+            return NodeStatus(name, address, False, error="pod not running")
+        client = VaultClient(address, ca_file=self.ca_file(), timeout=3.0)
+        try:
+            seal = client.read_seal_status()
+            active = bool(client.read_leader().get("is_self")) if not seal.get("sealed") else False
+        except VaultdrError as exc:
+            return NodeStatus(name, address, running, error=exc.message)
+        return NodeStatus(
+            name=name,
+            api_addr=address,
+            running=running,
+            initialized=bool(seal.get("initialized")),
+            sealed=bool(seal.get("sealed")),
+            active=active,
+            voter=voters.get(name, False) if voters else None,
+            version=seal.get("version"),
+        )
+
+    # --- safety ----------------------------------------------------------------------------------
+    def check_destructive(self, fault: str) -> None:
+        """Raise :class:`DestructiveFaultRefused` unless this cluster may be broken on purpose.
+
+        A dry run changes nothing, so it is not refused (it says when the fault would be)."""
+        if fault in HARMLESS_FAULTS or self._allowed or self.dry_run:
+            return
+        self._check_destructive(fault)
+        self._allowed = True
+
+    def _check_destructive(self, fault: str) -> None:
+        context = self.current_context()
+        expected = self.kube.context
+        if expected and context != expected:
+            raise DestructiveFaultRefused(
+                f"refusing {fault}: the current kube context is {context!r}, "
+                f"but stack.yaml's kube.context is {expected!r}",
+                hint=f"switch to it (`kubectl config use-context {expected}`) or fix kube.context",
+            )
+
+    # --- fault primitives ------------------------------------------------------------------------
+    def kill_node(self, node: str) -> None:
+        """DELETE the node's pod with gracePeriodSeconds=0; the StatefulSet recreates it."""
+        self.check_destructive("kill-node")
+        self._delete_pod(node)
+
+    def _delete_pod(self, node: str) -> None:
+        if self._change(f"delete pod {self.namespace}/{node} (gracePeriodSeconds=0)"):
+            self.api.delete_pod(self.namespace, node, grace_seconds=0)
+
+    def kill_nodes(self, names: list[str]) -> None:
+        """DELETE several pods at the same moment (grace 0)."""
+        self.check_destructive("kill-nodes")
+        self._at_once(self._delete_pod, names)
+
+    def _at_once(self, action: Callable[[str], None], names: list[str]) -> None:
+        if self.dry_run:
+            for name in names:
+                action(name)
+            return
+        with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
+            list(pool.map(action, names))
+
+    def pvc_name(self, node: str) -> str:
+        return f"data-{node}"
+
+    def delete_volume(self, node: str) -> None:
+        """DELETE PVC ``data-<pod>``, then the pod; wait until the old PVC is really gone."""
+        self.check_destructive("delete-volume")
+        self._delete_volumes([node])
+
+    def delete_all_volumes(self) -> None:
+        """Total loss: every PVC, then every pod; the StatefulSet brings them all back empty."""
+        self.check_destructive("delete-all-volumes")
+        self._delete_volumes(self.node_names())
+
+    def _delete_volumes(self, nodes: list[str]) -> None:
+        ns = self.namespace
+        old = {n: self.api.read_pvc(ns, self.pvc_name(n)) for n in nodes}
+        for node in nodes:
+            if self._change(f"delete pvc {ns}/{self.pvc_name(node)}"):
+                self.api.delete_pvc(ns, self.pvc_name(node))
+        self._at_once(self._delete_pod, nodes)
+        if self.dry_run:
+            return
+        for node in nodes:
+            before = old[node]
+            if before is not None:
+                self._wait_pvc_replaced(node, before.uid)
+
+    def _wait_pvc_replaced(self, node: str, old_uid: str) -> None:
+        """Wait until ``data-<node>`` is no longer the old claim; a pod the StatefulSet
+        recreated while the old claim was still terminating is deleted once more."""
+        ns, claim = self.namespace, self.pvc_name(node)
+
+        def replaced() -> bool:
+            pvc = self.api.read_pvc(ns, claim)
+            return pvc is None or pvc.uid != old_uid
+
+        if not wait_for(replaced, timeout=VOLUME_WAIT, interval=0.5):
+            raise StackStateError(
+                f"pvc {ns}/{claim} was still not deleted after {VOLUME_WAIT:.0f} s",
+                hint=f"look at its finalizers: `kubectl -n {ns} get pvc {claim} -o yaml`",
+            )
+        time.sleep(0.5)
+        pod = self.api.read_pod(ns, node)
+        if self.api.read_pvc(ns, claim) is None and pod is not None and pod.phase == "Pending":
+            self.api.delete_pod(ns, node, grace_seconds=0)
+
+    def release_nodes(self, names: list[str]) -> None:
+        """Scale the StatefulSet back to ``nodes`` replicas if a hold left it smaller."""
+        spec, _ = self.api.read_statefulset_replicas(self.namespace, self.statefulset())
+        if spec < self.stack.nodes and self._change(
+            f"scale statefulset {self.namespace}/{self.statefulset()} to {self.stack.nodes}"
+        ):
+            self.api.scale_statefulset(self.namespace, self.statefulset(), self.stack.nodes)
+
+    def freeze_node(self, node: str) -> tuple[int, int]:
+        """Refused: freeze-node is local-only (see the module docstring)."""
+        from vaultdr.faults import FaultError
+
+        raise FaultError(
+            f"freeze-node is local-only: {self.name} cannot SIGSTOP {node} through the API",
+            hint="use kill-node or delete-volume here, or run freeze-node with --env local",
+        )
+
+    def thaw_node(self, node: str, pid: int | None = None, start_time: int | None = None) -> bool:
+        """Nothing is ever frozen on a cluster: nothing to thaw."""
+        return False
+
+    def revoke_kms(self) -> None:
+        """Attach the explicit Deny of kms:Decrypt/kms:Encrypt to the seal's principal."""
+        self.check_destructive("revoke-kms")
+        kind, name = self._seal_principal()
+        if not self._change(
+            f"attach IAM {kind} policy {awsemu.REVOKE_POLICY} (Deny kms:Decrypt, kms:Encrypt) to {name}"
+        ):
+            return
+        if kind == "role":
+            self.aws().put_role_policy(name, awsemu.REVOKE_POLICY, awsemu.revoke_policy())
+        else:
+            awsemu.revoke_kms(self.aws(), name)
+
+    def restore_kms(self) -> None:
+        """Remove the Deny (idempotent; never refused: it is the rollback)."""
+        kind, name = self._seal_principal()
+        if not self._change(f"remove IAM {kind} policy {awsemu.REVOKE_POLICY} from {name}"):
+            return
+        if kind == "role":
+            self.aws().delete_role_policy(name, awsemu.REVOKE_POLICY)
+        else:
+            awsemu.restore_kms(self.aws(), name)
+
+    def kms_revoked(self) -> bool:
+        kind, name = self._seal_principal()
+        if kind == "role":
+            return self.aws().get_role_policy(name, awsemu.REVOKE_POLICY) is not None
+        return awsemu.kms_revoked(self.aws(), name)
+
+    def _seal_principal(self) -> tuple[str, str]:
+        if self.stack.seal.type != "awskms":
+            raise ConfigError(
+                f"revoke-kms on {self.name} needs seal.type awskms (it is {self.stack.seal.type})",
+                hint="the transit seal's revoke is local-only",
+            )
+        if not self.kube.seal_principal:
+            raise ConfigError(
+                "kube.seal_principal is not set: revoke-kms does not know whose KMS access to deny",
+                hint="set it in stack.yaml: the seal's IRSA role ARN (eks) or IAM user (kind)",
+            )
+        return seal_principal_kind(self.kube.seal_principal)
+
+    def describe_fault(self, fault: str, nodes: list[str]) -> list[str]:
+        """Every change ``fault`` would make, computed by running it as a dry run."""
+        from vaultdr.faults import preview_act
+
+        was, self.dry_run, self.planned = self.dry_run, True, []
+        try:
+            if fault == "corrupt-latest-snapshot":
+                bucket, prefix = self.snapshot_location()
+                self._change(
+                    f"put a corrupt version of the newest snapshot in s3://{bucket}/{prefix}"
+                )
+            else:
+                preview_act(self, fault, nodes)
+        finally:
+            self.dry_run = was
+        planned = list(self.planned)
+        if fault not in HARMLESS_FAULTS:
+            try:
+                self._check_destructive(fault)
+            except DestructiveFaultRefused as exc:
+                planned.append(
+                    f"(without the dry run this would be refused: {exc.message}; {exc.hint})"
+                )
+        return planned
+
+    # --- up / down ---------------------------------------------------------------------------------
+    def up(self) -> StackStatus:
+        from vaultdr.envs.kube.deploy import deploy
+
+        deploy(self)
+        return self.status()
+
+    def down(self, *, keep_data: bool = False) -> None:
+        from vaultdr.envs.kube.deploy import teardown
+
+        teardown(self, keep_data=keep_data)
+
+
+class KindEnvironment(KubeEnvironment):
+    """A kind cluster vaultdr creates (or finds): faults allowed in its own context only."""
+
+    name = "kind"
+
+    def __init__(self, state_dir: Path, stack: Stack, **kwargs: Any) -> None:
+        super().__init__(state_dir, stack, **kwargs)
+        if self.kube.context is None:
+            self.kube = self.kube.model_copy(update={"context": self.kind_context()})
+
+    def kind_context(self) -> str:
+        return f"kind-{self.kube.kind_cluster}"
+
+    def _check_destructive(self, fault: str) -> None:
+        context = self.current_context()
+        if context != self.kind_context():
+            raise DestructiveFaultRefused(
+                f"refusing {fault}: --env kind acts only in context {self.kind_context()!r}, "
+                f"not {context!r}",
+                hint="create the cluster with `vaultdr up --env kind`, or fix kube.kind_cluster",
+            )
+
+    def _aws_target(self, principal: str) -> AwsTarget:
+        secret = self.kube.aws_secrets.get(principal)
+        if secret is None:
+            raise ConfigError(f"no kube.aws_secrets entry for the {principal} principal")
+        data = self.api.read_secret_data(self.namespace, secret)
+        creds = AwsCredentials(data["AWS_ACCESS_KEY_ID"], data["AWS_SECRET_ACCESS_KEY"])
+        return AwsTarget(self.stack.region, self.aws_endpoint(), creds)
+
+    def aws_endpoint(self) -> str:
+        """``kube.aws_endpoint``, else a port-forward to a pod behind the emulator's service."""
+        if self.kube.aws_endpoint:
+            return self.kube.aws_endpoint
+        selector = self.api.read_service_selector(self.namespace, self.kube.aws_service)
+        pods = [p for p in self.api.list_pods(self.namespace, selector) if p.phase == "Running"]
+        if not pods:
+            raise StackStateError(
+                f"no running pod behind service {self.namespace}/{self.kube.aws_service}",
+                hint="is the AWS emulator installed? (`vaultdr up --env kind`)",
+            )
+        return f"http://127.0.0.1:{self._forward(pods[0].name, self.kube.aws_service_port)}"
+
+
+class EksEnvironment(KubeEnvironment):
+    """An existing EKS cluster: destructive faults only when the namespace opts in and the
+    command names the context it expects to break."""
+
+    name = "eks"
+
+    def _check_destructive(self, fault: str) -> None:
+        super()._check_destructive(fault)
+        context = self.current_context()
+        annotations = self.api.read_namespace_annotations(self.namespace)
+        missing: list[str] = []
+        if annotations.get(ALLOW_ANNOTATION) != "true":
+            missing.append(
+                f"annotate the namespace: kubectl annotate namespace {self.namespace} "
+                f'{ALLOW_ANNOTATION}="true"'
+            )
+        if self.confirm_context != context:
+            said = f" (it named {self.confirm_context!r})" if self.confirm_context else ""
+            missing.append(
+                f"name the context you expect to break{said}: {CONFIRM_FLAG} {context} "
+                f"(or {CONFIRM_ENV_VAR}={context})"
+            )
+        if missing:
+            raise DestructiveFaultRefused(
+                f"refusing {fault} on eks context {context!r}, namespace {self.namespace}: "
+                "destructive faults on a real cluster need both an opt-in and a confirmation",
+                hint="; and ".join(missing),
+            )
+
+
+def make_kube_environment(
+    env_name: str, state_dir: Path, stack: Stack, **kwargs: Any
+) -> KubeEnvironment:
+    """The kube environment for ``--env kind`` or ``--env eks``."""
+    if env_name == "kind":
+        return KindEnvironment(state_dir, stack, **kwargs)
+    if env_name == "eks":
+        return EksEnvironment(state_dir, stack, **kwargs)
+    raise ConfigError(f"--env {env_name}: not a kube environment", hint="use kind or eks")
