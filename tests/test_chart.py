@@ -759,3 +759,24 @@ def test_the_agent_image_runs_vaultdr_as_a_non_root_user_without_test_extras() -
     assert re.search(r"pip install \.(\s|$)", dockerfile) and "[test]" not in dockerfile
     uid = int(user.split(":")[0])
     assert load_yaml(CHART / "values.yaml")["podSecurityContext"]["runAsUser"] == uid
+
+
+# -- the kind drill workflow ---------------------------------------------------------------
+
+
+def test_the_kind_drill_workflow_keeps_evidence_and_tears_down_whatever_happens() -> None:
+    workflow = load_yaml(REPO / ".github/workflows/drill-kind.yml")
+    triggers = workflow[True]  # YAML 1.1 reads the bare key `on` as true
+    assert set(triggers) == {"schedule", "pull_request", "workflow_dispatch"}
+    steps = workflow["jobs"]["drill"]["steps"]
+    runs = [step.get("run", "") for step in steps]
+    assert "make setup" in runs
+    drill = runs.index(".venv/bin/vaultdr drill --env kind --junit --report-dir reports")
+    upload = next(i for i, s in enumerate(steps) if s.get("uses", "").startswith("actions/upload-"))
+    teardown = runs.index(".venv/bin/vaultdr down --env kind")
+    assert drill < upload < teardown
+    assert steps[upload]["if"] == steps[teardown]["if"] == "always()"
+    assert steps[upload]["with"]["path"] == "reports/"
+    kind = next(s for s in steps if s.get("uses", "").startswith("helm/kind-action"))
+    assert kind["with"]["config"] == "environments/kind/kind-config.yaml"
+    assert kind["with"]["cluster_name"] == load_yaml(KIND / "kind-config.yaml")["name"]
