@@ -350,6 +350,16 @@ class FakeCluster:
         self.recreate(ns, name)
         return pod
 
+    def scale(self, ns: str, replicas: int) -> None:
+        """The StatefulSet controller after a scale: ordinals past ``replicas`` go, missing ones
+        below come back (their claims are kept, as a StatefulSet keeps them)."""
+        for i in range(max(replicas, self.replicas)):
+            name = self.pod_name(i)
+            if i >= replicas:
+                self.objects.pop(("pods", ns, name), None)
+            elif self.get("pods", ns, name) is None:
+                self.recreate(ns, name)
+
     def recreate(self, ns: str, name: str) -> None:
         """The StatefulSet controller: a missing pod of an ordinal within replicas comes back."""
         index = int(name.rsplit("-", 1)[1])
@@ -477,6 +487,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command == "PATCH" and kind == "statefulsets" and sub == "scale":
             replicas = int(body["spec"]["replicas"])
             obj["spec"]["replicas"] = replicas
+            c.scale(ns, replicas)
             return 200, {
                 "apiVersion": "autoscaling/v1",
                 "kind": "Scale",

@@ -25,6 +25,7 @@ from vaultdr import faults
 from vaultdr.aws import Aws, AwsCredentials, AwsTarget
 from vaultdr.config import Kube, Stack, load_stack
 from vaultdr.envs.kube import deploy
+from vaultdr.envs.kube.agents import PodRestoreTarget, PodSettings
 from vaultdr.envs.kube.env import (
     ALLOW_ANNOTATION,
     DestructiveFaultRefused,
@@ -34,7 +35,7 @@ from vaultdr.envs.kube.env import (
 )
 from vaultdr.envs.local import awsemu
 from vaultdr.envs.local.processes import free_port, stop_pid
-from vaultdr.errors import AccessDenied, EnvironmentStartError
+from vaultdr.errors import AccessDenied, ConfigError, EnvironmentStartError
 
 REPO = Path(__file__).resolve().parent.parent
 NS = "vaultdr"
@@ -623,3 +624,188 @@ def test_the_kube_stack_files_load(tmp_path: Path) -> None:
         stack = load_stack(REPO / f"environments/{name}/stack.yaml")
         assert stack.kube is not None
         assert stack.kube.namespace == "vaultdr"
+
+
+# --- the agents in the cluster ----------------------------------------------------------------------
+def pod_target(tmp_path: Path, kube_api: FakeKubeApi) -> PodRestoreTarget:
+    from vaultdr.envs.kube.api import KubeApi
+
+    kubeconfig = kube_api.write_kubeconfig(tmp_path / "agent-kubeconfig", "in-cluster")
+    pod = PodSettings.from_environ(
+        {
+            "VAULTDR_VAULT_ADDR": "https://openbao-active.vaultdr.svc:8200",
+            "VAULTDR_NODE_ADDRS": ",".join(
+                f"https://openbao-{i}.openbao-internal:8200" for i in range(3)
+            ),
+            "VAULTDR_STATEFULSET": "openbao",
+            "VAULTDR_NAMESPACE": NS,
+            "VAULTDR_STATE_DIR": str(tmp_path / "agent"),
+        }
+    )
+    api = KubeApi.from_kubeconfig(kubeconfig=str(kubeconfig))
+    return PodRestoreTarget(pod, kube_stack(), api, Aws(AwsTarget("us-east-1")))
+
+
+def test_the_restore_agent_holds_nodes_by_scaling_to_ordinal_zero_and_back(
+    tmp_path: Path, kube_api: FakeKubeApi, cluster: FakeCluster
+) -> None:
+    target = pod_target(tmp_path, kube_api)
+    assert target.node_names() == ["openbao-0", "openbao-1", "openbao-2"]
+
+    for name in ("openbao-1", "openbao-2"):
+        target.hold_node(name)
+    assert cluster.get("pods", NS, "openbao-1") is None
+    assert cluster.get("pods", NS, "openbao-0") is not None
+    for name in ("openbao-1", "openbao-2"):
+        target.release_node(name)
+
+    scales = [r.body for r in cluster.requests if r.method == "PATCH"]
+    assert scales == [{"spec": {"replicas": 1}}] * 2 + [{"spec": {"replicas": 3}}] * 2
+    assert cluster.get("pods", NS, "openbao-2") is not None
+
+
+def test_the_restore_agent_restarts_ordinal_zero_by_deleting_its_pod(
+    tmp_path: Path, kube_api: FakeKubeApi, cluster: FakeCluster
+) -> None:
+    target = pod_target(tmp_path, kube_api)
+
+    target.hold_node("openbao-0")
+    target.release_node("openbao-0")
+
+    assert cluster.mutations() == [("DELETE", f"{POD}/openbao-0")]
+
+
+def test_the_restore_agent_wipes_a_node_pvc_first(
+    tmp_path: Path, kube_api: FakeKubeApi, cluster: FakeCluster
+) -> None:
+    target = pod_target(tmp_path, kube_api)
+
+    target.wipe_node("openbao-0")
+
+    assert cluster.mutations() == [
+        ("DELETE", f"{PVC}/data-openbao-0"),
+        ("DELETE", f"{POD}/openbao-0"),
+    ]
+
+
+def test_an_agent_outside_the_ops_chart_names_the_missing_settings() -> None:
+    with pytest.raises(ConfigError) as err:
+        PodSettings.from_environ({"VAULTDR_STATEFULSET": "openbao"})
+    assert "VAULTDR_VAULT_ADDR, VAULTDR_NODE_ADDRS" in err.value.message
+
+
+# --- the CLI ---------------------------------------------------------------------------------------------
+def run_cli(tmp_path: Path, kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if k != "VAULTDR_I_KNOW_THIS_BREAKS"}
+    environ["KUBECONFIG"] = str(kubeconfig)
+    return subprocess.run(
+        [sys.executable, "-m", "vaultdr.cli", *args, "--state-dir", str(tmp_path / "cli-state")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=environ,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_fault_inject_dry_run_on_kind_prints_the_changes_and_makes_none(
+    tmp_path: Path, kube_api: FakeKubeApi, cluster: FakeCluster
+) -> None:
+    kubeconfig = kube_api.write_kubeconfig(tmp_path / "kubeconfig", "kind-vaultdr")
+    result = run_cli(
+        tmp_path,
+        kubeconfig,
+        "fault",
+        "inject",
+        "delete-volume",
+        "openbao-2",
+        "--env",
+        "kind",
+        "--dry-run",
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        f"would delete pvc {NS}/data-openbao-2",
+        f"would delete pod {NS}/openbao-2 (gracePeriodSeconds=0)",
+        "dry run: nothing was changed",
+    ]
+    assert cluster.mutations() == []
+
+
+def test_fault_inject_on_eks_is_refused_with_what_to_add(
+    tmp_path: Path, kube_api: FakeKubeApi, cluster: FakeCluster
+) -> None:
+    kubeconfig = kube_api.write_kubeconfig(tmp_path / "kubeconfig", EKS_CONTEXT)
+    result = run_cli(tmp_path, kubeconfig, "fault", "inject", "kill-node", "1", "--env", "eks")
+
+    assert result.returncode == DestructiveFaultRefused.exit_code
+    assert f'{ALLOW_ANNOTATION}="true"' in result.stderr
+    assert f"--i-know-this-breaks {EKS_CONTEXT}" in result.stderr
+    assert cluster.mutations() == []
+
+    annotate(cluster)
+    result = run_cli(
+        tmp_path, kubeconfig, "fault", "inject", "kill-node", "1", "--env", "eks",
+        "--i-know-this-breaks", EKS_CONTEXT,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert cluster.mutations() == [("DELETE", f"{POD}/openbao-1")]
+
+
+def test_drill_dry_run_on_kind_lists_each_scenarios_changes_and_makes_none(
+    tmp_path: Path, kube_api: FakeKubeApi, cluster: FakeCluster
+) -> None:
+    kubeconfig = kube_api.write_kubeconfig(tmp_path / "kubeconfig", "kind-vaultdr")
+    result = run_cli(
+        tmp_path,
+        kubeconfig,
+        "drill",
+        "--env",
+        "kind",
+        "--dry-run",
+        "--tags",
+        "total-loss or leader-loss",
+    )
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert any(line.strip().startswith("kind create cluster --name vaultdr") for line in lines)
+    assert "  When every volume is deleted: fault delete-all-volumes" in lines
+    first_pod = lines.index(f"    delete pod {NS}/openbao-0 (gracePeriodSeconds=0)")
+    assert lines[first_pod - 3 : first_pod] == [
+        f"    delete pvc {NS}/data-openbao-{i}" for i in range(3)
+    ]
+    assert f"    delete pod {NS}/<leader> (gracePeriodSeconds=0)" in lines
+    assert "Lost volume" not in result.stdout  # not selected by the tags
+    assert lines[-1] == "dry run: nothing was changed"
+    assert cluster.mutations() == []
+
+
+def test_up_dry_run_on_kind_prints_the_steps_without_any_tool(tmp_path: Path) -> None:
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vaultdr.cli",
+            "up",
+            "--env",
+            "kind",
+            "--dry-run",
+            "--state-dir",
+            str(tmp_path / "s"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PATH": str(empty)},
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "kind load docker-image vaultdr-agent:" in result.stdout
+    assert "helm upgrade --install openbao openbao/openbao --version 0.19.1" in result.stdout
+    assert not (tmp_path / "s" / "ca").exists()

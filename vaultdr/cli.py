@@ -306,9 +306,20 @@ def cmd_chaos(args: argparse.Namespace) -> int:
 
 
 def cmd_drill(args: argparse.Namespace) -> int:
-    from vaultdr.drill.runner import run_drill
+    from vaultdr.drill.runner import FEATURES, run_drill
 
-    config = Path(args.config) if args.config else _default_stack_file()
+    _, stack_file = _stack(args)
+    config = Path(stack_file)
+    if args.dry_run:
+        from vaultdr.drill.plan import plan_drill
+
+        env = kube_environment(args, dry_run=True) if args.env in ("kind", "eks") else None
+        for line in plan_drill(load_stack(config), args.env, FEATURES, tags=args.tags, env=env):
+            print(line)
+        print("dry run: nothing was changed")
+        return 0
+    if args.i_know_this_breaks:  # the drill's pytest process reads it from the environment
+        os.environ["VAULTDR_I_KNOW_THIS_BREAKS"] = args.i_know_this_breaks
     result = run_drill(
         config=config,
         env_name=args.env,
@@ -399,6 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     drill.add_argument(
         "--chaos", action="store_true", help="also run the Chaos Toolkit drills in drills/"
     )
+    drill.add_argument("--dry-run", action="store_true", help="print every change, make none")
+    _add_confirmation(drill)
     register_evidence(sub, common)
     register_kube(sub, common)
     register_upgrade(sub, common)

@@ -40,12 +40,18 @@ class Change:
 
 @dataclass(frozen=True)
 class KubernetesTarget:
-    """Where the Kubernetes API is, as the auth method must be told after every restore."""
+    """Where the Kubernetes API is, as the auth method must be told after every restore.
+
+    ``local_jwt``: the server runs in a pod and reviews tokens with its own service
+    account's token (``disable_local_ca_jwt=false``, no ``token_reviewer_jwt``), as on
+    kind and eks; otherwise ``reviewer_jwt`` is the reviewer's token (local stand-in).
+    """
 
     host: str
     ca_pem: str
     reviewer_jwt: str = field(repr=False)
     issuer: str = ""
+    local_jwt: bool = False
 
 
 @dataclass
@@ -150,9 +156,10 @@ class Reconciler:
         body: dict[str, Any] = {
             "kubernetes_host": target.host,
             "kubernetes_ca_cert": target.ca_pem,
-            "token_reviewer_jwt": target.reviewer_jwt,
-            "disable_local_ca_jwt": True,
+            "disable_local_ca_jwt": not target.local_jwt,
         }
+        if not target.local_jwt:
+            body["token_reviewer_jwt"] = target.reviewer_jwt
         if target.issuer:
             body["issuer"] = target.issuer
         differs = (

@@ -1,6 +1,7 @@
 """``vaultdr drill``: play the Gherkin scenarios in ``features/`` and leave evidence.
 
-Each feature gets a fresh stack (the scenarios destroy it on purpose); pytest
+Each feature gets a fresh stack on local (the scenarios destroy it on purpose; on
+kind/eks the cluster's stack, brought up unless healthy, heals itself between features); pytest
 with pytest-bdd plays them, the drill plugin shows progress and writes
 ``evidence.json``, ``allure-pytest-bdd`` writes Allure results, and then the
 HTML report, the runs index and ``MANIFEST.sha256`` are written. The exit
@@ -52,10 +53,8 @@ def run_drill(
     chaos: bool = False,
     features: Path = FEATURES,
 ) -> DrillResult:
-    if env_name != "local":
-        raise ConfigError(
-            f"--env {env_name}: not available in this version", hint="use --env local"
-        )
+    if env_name not in ("local", "kind", "eks"):
+        raise ConfigError(f"--env {env_name}: unknown", hint="use local, kind or eks")
     stack = load_stack(config)  # a bad stack.yaml fails here, before anything starts
     if not features.is_dir():
         raise ConfigError(f"no features directory at {features}")

@@ -18,6 +18,7 @@ from typing import Any
 from vaultdr import checks, faults
 from vaultdr.agents import snapshot as snap
 from vaultdr.config import Stack
+from vaultdr.envs.kube.env import KubeEnvironment
 from vaultdr.envs.local.env import LocalEnvironment
 from vaultdr.errors import VaultdrError
 from vaultdr.ledger import LedgerReport, WriteLedger
@@ -41,7 +42,7 @@ class ObjectiveMissed(AssertionError):
 
 @dataclass
 class ScenarioRun:
-    env: LocalEnvironment
+    env: LocalEnvironment | KubeEnvironment
     stack: Stack
     scenario_id: str
     timeline: Timeline | None = None
@@ -99,26 +100,30 @@ class ScenarioRun:
 
     def seed_and_snapshot(self, count: int = 50) -> str:
         """Write ``count`` secrets, then take a snapshot that contains them."""
-        from vaultdr.envs.local.snapshots import snapshot_agent_for
-
         client = self.env.client(token=self.token)
         for i in range(count):
             data = {"n": str(i), "value": f"{app_secret_value()}-{i}"}
             client.write_kv("secret", f"drill/{self.scenario_id}/{i}", data)
             self.seeded[f"secret/drill/{self.scenario_id}/{i}"] = data
-        record = snapshot_agent_for(self.env).take()
+        record = self._snapshot_agent().take()
         self.snapshot_key = record.key
         return record.key
 
     def corrupt_a_newer_snapshot(self) -> str:
         """Take another snapshot, then corrupt it (the fault catalogue's corrupt-latest)."""
-        from vaultdr.envs.local.snapshots import snapshot_agent_for
-
         time.sleep(1.1)  # snapshot keys are per-second
-        snapshot_agent_for(self.env).take()
+        self._snapshot_agent().take()
         entry = self.inject("corrupt-latest-snapshot", mark=False)
         self.corrupt_key = str(entry.detail["key"])
         return self.corrupt_key
+
+    def _snapshot_agent(self) -> snap.SnapshotAgent:
+        """The snapshot agent, run from here as its schedule would run it."""
+        if isinstance(self.env, KubeEnvironment):
+            return self.env.snapshot_agent()
+        from vaultdr.envs.local.snapshots import snapshot_agent_for
+
+        return snapshot_agent_for(self.env)
 
     # --- when ------------------------------------------------------------------------------
     def inject(self, name: str, *args: str, mark: bool = True) -> faults.JournalEntry:
@@ -215,11 +220,17 @@ class ScenarioRun:
     def read_restore(self) -> dict[str, Any] | None:
         import json
 
-        path = self.env.state_dir / "agents" / "restore.json"
         started = self.injected[0].started_at if self.injected else ""
-        try:
-            record: dict[str, Any] = json.loads(path.read_text())
-        except (OSError, ValueError):
+        record: dict[str, Any] | None
+        if isinstance(self.env, KubeEnvironment):  # the in-cluster watcher's annotation
+            record = self.env.last_restore()
+        else:
+            try:
+                path = self.env.state_dir / "agents" / "restore.json"
+                record = json.loads(path.read_text())
+            except (OSError, ValueError):
+                return None
+        if record is None:
             return None
         if str(record.get("started_at", "")) < started:
             return None

@@ -8,6 +8,10 @@ projected token with audience ``vault``), ``AWS_REGION`` and optionally
 ``AWS_ENDPOINT_URL``; AWS credentials come from boto3's default chain (IRSA on
 eks, a Secret's env on kind), Kubernetes access from the pod's service account.
 
+The watcher records each restore (snapshot key, sha256, age, phase timings; nothing
+secret) as the StatefulSet's annotation ``vaultdr.io/last-restore``, where drills
+read it from outside the cluster.
+
 The restore target, in Kubernetes terms: *hold* a node = scale the StatefulSet
 down so that only ordinal 0 runs (holding ordinal 0 itself deletes its pod, which
 the StatefulSet restarts: the restore's "restart the first node"); *release* =
@@ -20,6 +24,7 @@ once; an empty cluster being installed is not a loss.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -29,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vaultdr.agents.configure import SNAPSHOT_ROLE, KubernetesTarget, reconcile
-from vaultdr.agents.restore import Restorer, RestoreSettings, cluster_is_empty
+from vaultdr.agents.restore import Restorer, RestoreRecord, RestoreSettings, cluster_is_empty
 from vaultdr.agents.snapshot import SnapshotAgent, SnapshotSettings
 from vaultdr.aws import Aws, AwsTarget
 from vaultdr.config import Stack
@@ -42,6 +47,8 @@ from vaultdr.vault import VaultClient
 
 log = logging.getLogger("vaultdr.agent")
 
+#: The StatefulSet annotation the restore watcher records its last restore in (no secret).
+RESTORE_ANNOTATION = "vaultdr.io/last-restore"
 SERVICE_ACCOUNT_CA = Path("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt")
 
 
@@ -82,7 +89,7 @@ class PodSettings:
             sa_token_file=Path(env.get("VAULTDR_SA_TOKEN_FILE", "/var/run/secrets/vaultdr/token")),
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
             aws_endpoint=env.get("AWS_ENDPOINT_URL") or None,
-            work_dir=Path(env.get("VAULTDR_WORK_DIR") or Path(tempfile.gettempdir()) / "vaultdr"),
+            work_dir=Path(env.get("VAULTDR_STATE_DIR") or Path(tempfile.gettempdir()) / "vaultdr"),
         )
 
     def aws(self) -> Aws:
@@ -121,8 +128,6 @@ class PodRestoreTarget:
         self.api.delete_pod(self.pod.namespace, name, grace_seconds=0)
 
     def break_glass(self) -> tuple[str, list[str]]:
-        import json
-
         root = self.aws.get_secure_parameter(ssm_path(self.stack.cluster, "root-token"))
         keys = self.aws.get_secure_parameter(ssm_path(self.stack.cluster, "recovery-keys"))
         return root, list(json.loads(keys))
@@ -131,26 +136,27 @@ class PodRestoreTarget:
         return self.pod.ca_file.read_text() if self.pod.ca_file else ""
 
     def configure(self) -> int:
-        return configure_once(self.pod, self.stack, self.api, self.aws)
+        return configure_once(self.pod, self.stack, self.aws)
 
 
-def kubernetes_target(pod: PodSettings, stack: Stack, api: KubeApi) -> KubernetesTarget:
-    reviewer = stack.kubernetes.reviewer
-    jwt = api.request_token(reviewer.namespace, reviewer.name, audiences=[], ttl_seconds=30 * 86400)
+def kubernetes_target(stack: Stack) -> KubernetesTarget:
+    """The cluster's API for the kubernetes auth method: the nodes review logins with their
+    own service account's token (bound to ``system:auth-delegator`` by the ops chart)."""
     ca = SERVICE_ACCOUNT_CA.read_text() if SERVICE_ACCOUNT_CA.exists() else ""
     return KubernetesTarget(
         host="https://kubernetes.default.svc",
         ca_pem=ca,
-        reviewer_jwt=jwt,
+        reviewer_jwt="",
         issuer=stack.kubernetes.issuer,
+        local_jwt=True,
     )
 
 
-def configure_once(pod: PodSettings, stack: Stack, api: KubeApi, aws: Aws) -> int:
+def configure_once(pod: PodSettings, stack: Stack, aws: Aws) -> int:
     """Reconcile the configuration through the active service; the number of changes."""
     root = aws.get_secure_parameter(ssm_path(stack.cluster, "root-token"))
     client = VaultClient(pod.vault_addr, ca_file=pod.ca_file, token=root)
-    changes = reconcile(client, stack, kubernetes=kubernetes_target(pod, stack, api))
+    changes = reconcile(client, stack, kubernetes=kubernetes_target(stack))
     for change in changes:
         log.info("configure: %s", change)
     return len(changes)
@@ -158,13 +164,13 @@ def configure_once(pod: PodSettings, stack: Stack, api: KubeApi, aws: Aws) -> in
 
 def run_configure(stack: Stack, *, timeout: float = 600.0) -> int:
     """``vaultdr agent configure``: wait until the cluster serves, reconcile once; exit code."""
-    pod, api = PodSettings.from_environ(), KubeApi.in_cluster()
+    pod = PodSettings.from_environ()
     aws = pod.aws()
     outcome: list[int] = []
 
     def attempt() -> bool:
         try:
-            outcome.append(configure_once(pod, stack, api, aws))
+            outcome.append(configure_once(pod, stack, aws))
         except VaultdrError as exc:
             log.warning("configure not yet possible: %s", exc.message)
             return False
@@ -246,7 +252,11 @@ def run_restore_watcher(stack: Stack) -> int:
         log.warning("every node is empty: restoring from the newest good snapshot")
         try:
             record = Restorer(target, aws, restore_settings(pod, stack)).run()
-            log.warning("auto-restore finished: %s", getattr(record, "snapshot_key", record))
+            if isinstance(record, RestoreRecord):
+                log.warning("auto-restore finished in %.1f s", record.total_seconds)
+                api.annotate_statefulset(
+                    pod.namespace, pod.statefulset, RESTORE_ANNOTATION, json.dumps(record.to_dict())
+                )
         except VaultdrError as exc:
             log.error("auto-restore failed: %s", exc.message)
             stop.wait(15.0)

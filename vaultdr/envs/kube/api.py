@@ -283,6 +283,30 @@ class KubeApi:
             ),
         )
 
+    def read_statefulset_annotations(self, namespace: str, name: str) -> dict[str, str]:
+        """GET /apis/apps/v1/namespaces/{namespace}/statefulsets/{name}: its annotations."""
+        sts: Any = self._call(
+            f"read statefulset {namespace}/{name}",
+            lambda: self.apps.read_namespaced_stateful_set(
+                name, namespace, _request_timeout=REQUEST_TIMEOUT
+            ),
+        )
+        return dict(sts.metadata.annotations or {})
+
+    def annotate_statefulset(self, namespace: str, name: str, key: str, value: str) -> None:
+        """PATCH /apis/apps/v1/namespaces/{namespace}/statefulsets/{name} (merge patch of one
+        annotation; the pod template is untouched, so no pod restarts)."""
+        self._call(
+            f"annotate statefulset {namespace}/{name}",
+            lambda: self.apps.patch_namespaced_stateful_set(
+                name,
+                namespace,
+                {"metadata": {"annotations": {key: value}}},
+                _content_type="application/merge-patch+json",
+                _request_timeout=REQUEST_TIMEOUT,
+            ),
+        )
+
     # --- service accounts, secrets ----------------------------------------------------------
     def request_token(
         self, namespace: str, name: str, *, audiences: list[str], ttl_seconds: int

@@ -253,18 +253,18 @@ class KubeEnvironment:
         return list(json.loads(raw))
 
     def kubernetes_target(self) -> KubernetesTarget:
-        """The cluster's own API as the kubernetes auth method must see it, from inside."""
-        reviewer = self.stack.kubernetes.reviewer
+        """The cluster's own API as the kubernetes auth method must see it, from inside.
+
+        The nodes review logins with their own service account's token (the ops chart
+        binds it to ``system:auth-delegator``), so no long-lived reviewer token is made.
+        """
         ca = self.api.read_configmap_data(self.namespace, "kube-root-ca.crt").get("ca.crt", "")
-        # The reviewer's token is for the API server itself: no audience of ours.
-        jwt = self.api.request_token(
-            reviewer.namespace, reviewer.name, audiences=[], ttl_seconds=30 * 86400
-        )
         return KubernetesTarget(
             host="https://kubernetes.default.svc",
             ca_pem=ca,
-            reviewer_jwt=jwt,
+            reviewer_jwt="",
             issuer=self.stack.kubernetes.issuer,
+            local_jwt=True,
         )
 
     def configure(self, *, dry_run: bool = False) -> list[Change]:
@@ -279,6 +279,17 @@ class KubeEnvironment:
 
     def snapshot_location(self) -> tuple[str, str]:
         return self.stack.snapshots.bucket, self.stack.snapshots.prefix
+
+    def last_restore(self) -> dict[str, Any] | None:
+        """The in-cluster restore watcher's last record (the StatefulSet's annotation)."""
+        from vaultdr.envs.kube.agents import RESTORE_ANNOTATION
+
+        annotations = self.api.read_statefulset_annotations(self.namespace, self.statefulset())
+        raw = annotations.get(RESTORE_ANNOTATION)
+        try:
+            return dict(json.loads(raw)) if raw else None
+        except ValueError:
+            return None
 
     def kms_key_id(self) -> str:
         return self.kube.kms_key_id or awsemu.seal_alias(self.stack.cluster)
@@ -423,7 +434,7 @@ class KubeEnvironment:
 
     def _delete_volumes(self, nodes: list[str]) -> None:
         ns = self.namespace
-        old = {n: self.api.read_pvc(ns, self.pvc_name(n)) for n in nodes}
+        old = {} if self.dry_run else {n: self.api.read_pvc(ns, self.pvc_name(n)) for n in nodes}
         for node in nodes:
             if self._change(f"delete pvc {ns}/{self.pvc_name(node)}"):
                 self.api.delete_pvc(ns, self.pvc_name(node))
@@ -540,6 +551,8 @@ class KubeEnvironment:
                 planned.append(
                     f"(without the dry run this would be refused: {exc.message}; {exc.hint})"
                 )
+            except VaultdrError as exc:
+                planned.append(f"(whether it would be refused is unknown: {exc.message})")
         return planned
 
     # --- up / down ---------------------------------------------------------------------------------
