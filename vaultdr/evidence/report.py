@@ -23,12 +23,15 @@ th { background: #f1f3f8; } td.num { text-align: right; font-variant-numeric: ta
 .verdict { display: inline-block; padding: .4rem 1rem; border-radius: .3rem; font-size: 1.3rem;
            font-weight: 700; color: #fff; }
 .passed { background: #1f7a3a; } .failed { background: #b3261e; } .skipped { background: #777; }
+td.passed, td.failed, td.skipped { color: #fff; font-weight: 700; }
+.upgrade { border: 1px solid #ccd; border-left: 6px solid #1d2330; padding: .5rem 1rem; }
 .ok { color: #1f7a3a; font-weight: 700; } .bad { color: #b3261e; font-weight: 700; }
 .meta td:first-child { width: 12rem; color: #555; }
 .scenario { page-break-inside: avoid; margin-top: 1.5rem; }
 code { font-size: .9em; } .muted { color: #666; }
 @media print { body { margin: 0; max-width: none; } a { color: inherit; text-decoration: none; }
-               .verdict { border: 2px solid #000; color: #000; background: none; } }
+               .verdict { border: 2px solid #000; color: #000; background: none; }
+               td.passed, td.failed, td.skipped { color: #000; background: none; } }
 """
 
 MARKERS = [
@@ -141,7 +144,7 @@ def _steps(scenario: dict[str, Any]) -> str:
         error = f'<div class="bad">{escape(step["error"])}</div>' if step.get("error") else ""
         rows.append(
             f"<tr><td>{escape(step['keyword'])} {escape(step['text'])}{error}</td>"
-            f'<td class="{status}" style="color:#fff">{status}</td>'
+            f'<td class="{status}">{status}</td>'
             f"<td class=num>{_fmt(step.get('duration_seconds'))}</td></tr>"
         )
     return (
@@ -175,6 +178,18 @@ def _measurements(scenario: dict[str, Any]) -> str:
         ("acknowledged writes", _fmt(m.get("acknowledged_writes"), "")),
         ("lost acknowledged writes", str(len(lost))),
     ]
+    if m.get("unavailable_seconds") is not None:  # an upgrade check's rolling upgrade
+        cells += [
+            ("writes refused during the upgrade, in all", _fmt(m["unavailable_seconds"])),
+            ("longest refusal", _fmt(m.get("longest_unavailable_seconds"))),
+        ]
+        cells += [
+            (
+                f"upgraded {n['node']} ({n['role']})",
+                f"{_fmt(n['seconds'])}" + ("" if n["ok"] else " FAILED"),
+            )
+            for n in m.get("nodes") or []
+        ]
     phases = m.get("phases") or {}
     order = ["detected", "unsealed", "leader", "restored", "serving", "auth_ready", "healthy"]
     cells += [(f"phase: {k.replace('_', ' ')}", _fmt(phases.get(k))) for k in order if k in phases]
@@ -188,6 +203,25 @@ def _measurements(scenario: dict[str, Any]) -> str:
     )
 
 
+def _upgrade(evidence: dict[str, Any]) -> str:
+    """The upgrade check's verdict in words, with the server's own error line."""
+    upgrade = evidence.get("upgrade")
+    if not upgrade:
+        return ""
+    source, target = upgrade["from"], upgrade["to"]
+    server = (
+        f"<p>The server said: <code>{escape(upgrade['server_error'])}</code></p>"
+        if upgrade.get("server_error")
+        else ""
+    )
+    return (
+        f'<div class="upgrade"><p><b>{escape(source["kind"])} {escape(source["version"])} → '
+        f"{escape(target['version'])}</b>: {escape(upgrade['explanation'])}</p>{server}"
+        f'<p class="muted">target binary {escape(target["source"])}, sha256 '
+        f"<code>{escape(target['sha256'][:16])}…</code></p></div>"
+    )
+
+
 def render_html(evidence: dict[str, Any]) -> str:
     e = evidence
     scenarios = e["scenarios"]
@@ -198,7 +232,7 @@ def render_html(evidence: dict[str, Any]) -> str:
         o = s.get("objectives") or {}
         summary_rows.append(
             f'<tr><td><a href="#{escape(s["id"])}">{escape(s["feature"])}: {escape(s["name"])}</a>'
-            f'</td><td class="{escape(s["verdict"])}" style="color:#fff">{escape(s["verdict"])}</td>'
+            f'</td><td class="{escape(s["verdict"])}">{escape(s["verdict"])}</td>'
             f"<td class=num>{_fmt(m.get('rto_seconds'))}</td><td class=num>{_fmt(o.get('rto_seconds'))}</td>"
             f"<td class=num>{_fmt(m.get('rpo_seconds'))}</td><td class=num>{_fmt(o.get('rpo_seconds'))}</td>"
             f"<td class=num>{len(m.get('lost_writes') or [])}</td></tr>"
@@ -215,6 +249,11 @@ def render_html(evidence: dict[str, Any]) -> str:
             f"{e['vaultdr']['version']} (commit {e['vaultdr'].get('git_commit') or 'unknown'})",
         ),
         ("engine", f"{engine.get('kind')} {engine.get('version')}"),
+        *(
+            [("upgraded from", f"{engine.get('kind')} {engine['from_version']}")]
+            if engine.get("from_version")
+            else []
+        ),
         (
             "stack",
             f"{stack.get('nodes')} nodes, {stack.get('storage')} storage, {stack.get('seal')} seal, "
@@ -251,13 +290,15 @@ def render_html(evidence: dict[str, Any]) -> str:
         "(check with <code>vaultdr evidence verify DIR</code> or <code>sha256sum -c</code>)."
     )
     passed = sum(1 for s in scenarios if s["verdict"] == "passed")
+    title = "Upgrade check evidence" if e.get("upgrade") else "DR drill evidence"
     return (
         "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
         f"<title>vaultdr drill {escape(e['run_id'])}: {escape(verdict)}</title>"
         f"<style>{CSS}</style></head><body>"
-        f"<h1>DR drill evidence</h1><p class=muted>vaultdr run {escape(e['run_id'])}</p>"
+        f"<h1>{title}</h1><p class=muted>vaultdr run {escape(e['run_id'])}</p>"
         f'<p><span class="verdict {escape(verdict)}">{escape(verdict.upper())}</span> '
         f"{passed} of {len(scenarios)} scenarios passed</p>"
+        f"{_upgrade(e)}"
         f'<table class="meta">{meta_rows}</table>'
         "<h2>Scenarios: measured against objectives</h2>"
         "<table><tr><th>scenario</th><th>verdict</th><th>RTO</th><th>RTO objective</th>"

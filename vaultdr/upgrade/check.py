@@ -328,7 +328,6 @@ class UpgradeCheck:
 
         def progress(message: str) -> None:
             say(f"    {message}")
-            timeline.mark("upgrade", detail=message)
 
         try:
             timeline.start()
@@ -336,7 +335,14 @@ class UpgradeCheck:
             time.sleep(1.0)  # acknowledged writes before the first node goes down
             text = "the nodes are upgraded one at a time under write load, the leader last"
             with s.step("And", text, say):
-                upgrades = rolling_upgrade(env, target, previous, token, say=progress)
+                upgrades = rolling_upgrade(
+                    env,
+                    target,
+                    previous,
+                    token,
+                    say=progress,
+                    mark=lambda kind, node: timeline.mark(kind, node),
+                )
         except UpgradeFailed as exc:
             s.measurements["nodes"] = [u.to_dict() for u in exc.upgrades]
             return self._failed(env, s, exc, previous, target, token)

@@ -260,7 +260,13 @@ def step_down(env: LocalEnvironment, leader: str, token: str, *, timeout: float 
 
 
 def rolling_upgrade(
-    env: LocalEnvironment, target: Engine, previous: Engine, token: str, *, say: Say
+    env: LocalEnvironment,
+    target: Engine,
+    previous: Engine,
+    token: str,
+    *,
+    say: Say,
+    mark: Callable[[str, str], object] | None = None,
 ) -> list[NodeUpgrade]:
     """Upgrade every node, followers first.
 
@@ -275,8 +281,12 @@ def rolling_upgrade(
         try:
             if role == "leader":
                 say(f"{name} (leader) steps down")
+                if mark:
+                    mark("fault:step-down", name)
                 step_down(env, name, token)
             say(f"upgrading {name} ({role}) to {target.version}")
+            if mark:
+                mark("fault:upgrade", name)
             upgrade_node(env, name, target, token)
         except UpgradeFailed as exc:
             done.append(NodeUpgrade(name, role, time.monotonic() - started, False, exc.message))
