@@ -809,3 +809,45 @@ def test_up_dry_run_on_kind_prints_the_steps_without_any_tool(tmp_path: Path) ->
     assert "kind load docker-image vaultdr-agent:" in result.stdout
     assert "helm upgrade --install openbao openbao/openbao --version 0.19.1" in result.stdout
     assert not (tmp_path / "s" / "ca").exists()
+
+
+def test_status_reads_the_pods_and_asks_each_running_node(
+    kind_env: Any, cluster: FakeCluster
+) -> None:
+    cluster.objects.pop(("pods", NS, "openbao-2"))
+
+    status = kind_env.status(quick=True)
+
+    assert [n.name for n in status.nodes] == ["openbao-0", "openbao-1", "openbao-2"]
+    assert [n.running for n in status.nodes] == [True, True, False]
+    assert status.nodes[2].error == "pod not running"
+    assert status.extras["context"] == "kind-vaultdr"
+    assert not status.healthy
+    assert cluster.mutations() == []
+
+
+def test_down_on_eks_needs_the_same_confirmation_and_deletes_only_what_up_made(
+    tmp_path: Path,
+    kube_api: FakeKubeApi,
+    cluster: FakeCluster,
+    vault_nodes: FakeVaultNodes,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("VAULTDR_I_KNOW_THIS_BREAKS", raising=False)
+    env = eks_env(tmp_path, kube_api, vault_nodes)
+    plan = [s.show() for s in deploy.plan_down(env)]
+    assert plan[:2] == [
+        "helm uninstall vaultdr-ops --namespace vaultdr --ignore-not-found",
+        "helm uninstall openbao --namespace vaultdr --ignore-not-found",
+    ]
+    assert plan[2:] == [f"delete pvc {NS}/data-openbao-{i}" for i in range(3)]
+    assert [s.show() for s in deploy.plan_down(env, keep_data=True)] == plan[:2]
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # refused before any tool is looked for
+    with pytest.raises(DestructiveFaultRefused, match="refusing down on eks"):
+        env.down()
+    annotate(cluster)
+    confirmed = eks_env(tmp_path, kube_api, vault_nodes, confirm_context=EKS_CONTEXT)
+    with pytest.raises(EnvironmentStartError, match="missing on PATH: helm"):
+        confirmed.down()
+    assert cluster.mutations() == []

@@ -339,9 +339,9 @@ def deploy(env: KubeEnvironment) -> None:
 
 def teardown(env: KubeEnvironment, *, keep_data: bool = False) -> None:
     """``vaultdr down``: uninstall (or delete the kind cluster) only what ``up`` created."""
-    check_tools(["kind", "helm"] if env.name == "kind" else ["helm"])
     if env.name == "eks" and not env.dry_run:
         env.check_destructive("down")
+    check_tools(["kind", "helm"] if env.name == "kind" else ["helm"])
     run_plan(plan_down(env, keep_data=keep_data), dry_run=env.dry_run)
     if not env.dry_run:
         write_record(env, {})
