@@ -17,9 +17,14 @@ Semantics it mimics, because the faults depend on them:
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import copy
 import datetime as dt
+import hashlib
 import json
+import socket
+import struct
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -74,6 +79,8 @@ class FakeCluster:
     lock: threading.Lock = field(default_factory=threading.Lock)
     requests: list[Request] = field(default_factory=list)
     objects: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
+    #: Where a port-forward to a pod really goes: pod name -> (host, port) on loopback.
+    forward_to: dict[str, tuple[str, int]] = field(default_factory=dict)
 
     # --- building objects -----------------------------------------------------------------------
     def populate(self, *, annotations: dict[str, str] | None = None) -> None:
@@ -282,8 +289,6 @@ class FakeCluster:
         }
 
     def add_secret(self, name: str, data: dict[str, str]) -> None:
-        import base64
-
         self.put(
             "secrets",
             self.namespace,
@@ -424,6 +429,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         parts = urlsplit(self.path)
+        if (
+            parts.path.endswith("/portforward")
+            and self.headers.get("Upgrade", "").lower() == "websocket"
+        ):
+            with self.cluster.lock:
+                self.cluster.requests.append(
+                    Request(self.command, parts.path, parse_qs(parts.query), None)
+                )
+            self._port_forward(parts.path.split("/")[-2], int(parse_qs(parts.query)["ports"][0]))
+            return
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         body = json.loads(raw) if raw else None
@@ -436,6 +451,55 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(code, answer)
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+
+    # --- port-forward: the websocket protocol (channel 0 data, 1 errors) -------------------------
+    def _port_forward(self, pod: str, port: int) -> None:
+        target = self.cluster.forward_to.get(pod)
+        if target is None:
+            self._send(404, _status(404, "NotFound", f'pods "{pod}" not found'))
+            return
+        key = self.headers["Sec-WebSocket-Key"]
+        accept = base64.b64encode(
+            hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()
+        ).decode()
+        protocol = self.headers.get("Sec-WebSocket-Protocol", "").split(",")[-1].strip()
+        self.send_response(101, "Switching Protocols")
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", accept)
+        self.send_header("Sec-WebSocket-Protocol", protocol)
+        self.end_headers()
+        self.wfile.flush()
+        self.close_connection = True
+        client = self.connection
+        upstream = socket.create_connection(target)
+        lock = threading.Lock()
+
+        def send_frame(payload: bytes) -> None:
+            with lock:
+                client.sendall(_ws_frame(payload))
+
+        port_bytes = bytes([port % 256, port // 256])
+        send_frame(b"\x00" + port_bytes)
+        send_frame(b"\x01" + port_bytes)
+
+        def upstream_to_client() -> None:
+            with contextlib.suppress(OSError):
+                while data := upstream.recv(65536):
+                    send_frame(b"\x00" + data)
+            with contextlib.suppress(OSError), lock:
+                client.sendall(_ws_frame(b"", opcode=0x8))
+
+        threading.Thread(target=upstream_to_client, daemon=True).start()
+        with contextlib.suppress(OSError, ConnectionError):
+            while (frame := _ws_read(client)) is not None:
+                opcode, payload = frame
+                if opcode == 0x8:
+                    break
+                if opcode == 0x2 and payload[:1] == b"\x00" and len(payload) > 1:
+                    upstream.sendall(payload[1:])
+        with contextlib.suppress(OSError):
+            upstream.close()
 
     def _route(
         self, seg: list[str], query: dict[str, list[str]], body: Any
@@ -513,6 +577,45 @@ class _Handler(BaseHTTPRequestHandler):
                 },
             }
         return 405, _status(405, "MethodNotAllowed", f"{self.command} {self.path} is not supported")
+
+
+def _ws_frame(payload: bytes, *, opcode: int = 0x2) -> bytes:
+    """A server-to-client websocket frame (unmasked)."""
+    head = bytes([0x80 | opcode])
+    n = len(payload)
+    if n < 126:
+        head += bytes([n])
+    elif n < 1 << 16:
+        head += bytes([126]) + struct.pack(">H", n)
+    else:
+        head += bytes([127]) + struct.pack(">Q", n)
+    return head + payload
+
+
+def _read_exactly(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError("closed")
+        data += chunk
+    return data
+
+
+def _ws_read(sock: socket.socket) -> tuple[int, bytes] | None:
+    """One client-to-server frame (masked), or None at the end of the stream."""
+    try:
+        first, second = _read_exactly(sock, 2)
+    except ConnectionError:
+        return None
+    n = second & 0x7F
+    if n == 126:
+        n = struct.unpack(">H", _read_exactly(sock, 2))[0]
+    elif n == 127:
+        n = struct.unpack(">Q", _read_exactly(sock, 8))[0]
+    mask = _read_exactly(sock, 4) if second & 0x80 else b"\0\0\0\0"
+    payload = bytes(b ^ mask[i % 4] for i, b in enumerate(_read_exactly(sock, n)))
+    return first & 0x0F, payload
 
 
 class FakeKubeApi:

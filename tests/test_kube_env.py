@@ -851,3 +851,40 @@ def test_down_on_eks_needs_the_same_confirmation_and_deletes_only_what_up_made(
     with pytest.raises(EnvironmentStartError, match="missing on PATH: helm"):
         confirmed.down()
     assert cluster.mutations() == []
+
+
+# --- port-forwarding ---------------------------------------------------------------------------------------
+def test_the_nodes_api_is_reached_over_a_port_forward_with_tls(
+    tmp_path: Path, kube_api: FakeKubeApi, cluster: FakeCluster
+) -> None:
+    import ssl
+
+    from vaultdr.envs.local.tls import LocalCA
+
+    state = tmp_path / "state"
+    ca = LocalCA(state / "ca")  # where `up` keeps the CA of the nodes' certificates
+    pair = ca.issue_server_cert("openbao", tmp_path / "tls", hosts=deploy.node_hosts(kind_like()))
+    nodes = FakeVaultNodes(["openbao-1"], leader="openbao-1")
+    server = nodes.servers["openbao-1"]
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(pair.cert, pair.key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    cluster.forward_to["openbao-1"] = ("127.0.0.1", int(server.server_address[1]))
+    kubeconfig = kube_api.write_kubeconfig(tmp_path / "kubeconfig", "kind-vaultdr")
+    env = KindEnvironment(state, kube_stack(), kubeconfig=str(kubeconfig))
+    try:
+        client = env.client("openbao-1")
+        assert client.address.startswith("https://127.0.0.1:")
+        assert client.read_leader()["is_self"] is True
+        assert env.client("openbao-1").read_leader()["is_self"] is True  # a second stream
+    finally:
+        env.close()
+        nodes.stop()
+    forwards = [r for r in cluster.requests if r.path.endswith("/portforward")]
+    assert [r.path for r in forwards] == [f"{POD}/openbao-1/portforward"] * len(forwards)
+    assert forwards and all(r.query["ports"] == ["8200"] for r in forwards)
+    assert cluster.mutations() == []
+
+
+def kind_like() -> KubeEnvironment:
+    return KindEnvironment(Path("/nonexistent"), kube_stack())
