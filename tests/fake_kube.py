@@ -135,7 +135,7 @@ class FakeCluster:
             "app.kubernetes.io/name": "openbao",
             "app.kubernetes.io/instance": self.release,
             "component": "server",
-            "helm.sh/chart": "openbao-0.19.1",
+            "helm.sh/chart": "openbao-0.27.0",
             "controller-revision-hash": f"{self.release}-5d8f7c9b6",
             "statefulset.kubernetes.io/pod-name": self.pod_name(i),
             "apps.kubernetes.io/pod-index": str(i),

@@ -386,7 +386,7 @@ def test_the_restore_watcher_may_hold_nodes_back_in_its_namespace_only(render: R
         (("",), ("pods",)): {"get", "list", "delete"},
         (("apps",), ("statefulsets",)): {"get", "patch", "update"},
         (("apps",), ("statefulsets/scale",)): {"get", "patch", "update"},
-        (("",), ("persistentvolumeclaims",)): {"get", "list"},
+        (("",), ("persistentvolumeclaims",)): {"get", "list", "delete"},
     }
     binding = one(objects, "RoleBinding", f"{RELEASE}-restore")
     assert binding["roleRef"]["name"] == f"{RELEASE}-restore"

@@ -562,7 +562,7 @@ def test_up_on_kind_runs_these_command_lines(tmp_path: Path) -> None:
         ["kind", "load", "docker-image", image, "--name", "vaultdr"],
         ["helm", "repo", "add", "openbao", "https://openbao.github.io/openbao-helm", "--force-update"],
         [
-            "helm", "upgrade", "--install", "openbao", "openbao/openbao", "--version", "0.19.1",
+            "helm", "upgrade", "--install", "openbao", "openbao/openbao", "--version", "0.27.0",
             "--namespace", "vaultdr", "--values", str(kind_dir / "openbao-values.yaml"),
             "--kube-context", "kind-vaultdr",
         ],
@@ -807,7 +807,7 @@ def test_up_dry_run_on_kind_prints_the_steps_without_any_tool(tmp_path: Path) ->
     )
     assert result.returncode == 0, result.stderr
     assert "kind load docker-image vaultdr-agent:" in result.stdout
-    assert "helm upgrade --install openbao openbao/openbao --version 0.19.1" in result.stdout
+    assert "helm upgrade --install openbao openbao/openbao --version 0.27.0" in result.stdout
     assert not (tmp_path / "s" / "ca").exists()
 
 

@@ -195,7 +195,7 @@ class Kube(_Strict):
     ops_release: str = "vaultdr-ops"
     chart: str = "openbao/openbao"
     chart_repo: str = "https://openbao.github.io/openbao-helm"
-    chart_version: str = "0.19.1"
+    chart_version: str = "0.27.0"
     values: str | None = None
     ops_chart: str = "../chart/vaultdr-ops"
     ops_values: str | None = None
@@ -212,6 +212,7 @@ class Kube(_Strict):
         "admin": "vaultdr-aws-admin",
         "seal": "vaultdr-aws-seal",
         "snapshot": "vaultdr-aws-snapshot",
+        "restore": "vaultdr-aws-restore",
     }
     tls_secret: str = "openbao-tls"
     access: Literal["port-forward", "service"] = "port-forward"
