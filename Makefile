@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test lint typecheck unit up down status drill bench bench-total-loss bench-failover bench-drill clean
+.PHONY: setup test lint typecheck unit up down status drill upgrade-check bench bench-total-loss bench-failover bench-drill clean
 
 setup: $(STAMP)
 
@@ -39,6 +39,10 @@ status: setup
 # evidence (evidence.json, report.html, Allure results, JUnit, manifest) in reports/<run-id>/.
 drill: setup
 	$(BIN)/vaultdr drill --junit
+
+# Pre-upgrade validation on a local copy of the stack: make upgrade-check TO=2.7.2
+upgrade-check: setup
+	$(BIN)/vaultdr upgrade-check --to $(TO)
 
 bench: setup
 	$(BIN)/python benchmarks/cold_start.py

@@ -277,10 +277,7 @@ class UpgradeCheck:
             shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True, mode=0o700)
         stack_from = write_stack_file(
-            options.config,
-            work.parent / f"{work.name}-from.yaml",
-            previous,
-            restore={"auto": False},
+            options.config, run_dir / "stack-current.yaml", previous, restore={"auto": False}
         )
         env = LocalEnvironment(work / "stack", load_stack(stack_from), stack_file=str(stack_from))
         passed_upgrade = False
@@ -289,8 +286,12 @@ class UpgradeCheck:
             if passed_upgrade:
                 self._restore_compatibility(env, target)
         finally:
-            with contextlib.suppress(VaultdrError):
+            try:
                 env.down()
+            except VaultdrError as exc:
+                self.say(f"the check's stack did not stop cleanly ({exc.message}); see {work}")
+            else:
+                shutil.rmtree(work, ignore_errors=True)
         if passed_upgrade and options.drills:
             stack_to = write_stack_file(options.config, run_dir / "stack-target.yaml", target)
             self._drills(stack_to, run_dir)
