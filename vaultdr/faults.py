@@ -352,24 +352,28 @@ def preview(env: FaultTarget, name: str, args: Sequence[str] = ()) -> list[str]:
     return [f"{spec.summary}{where}"]
 
 
-def preview_act(env: FaultTarget, name: str, nodes: list[str]) -> None:
-    """The fault's primitive alone, without the journal: for an environment that runs it as
-    a dry run and records the requests it would send. Snapshot faults act on S3 only and
-    are described by the caller."""
+def primitive(env: FaultTarget, name: str, nodes: list[str]) -> Any:
+    """The environment call a fault makes, alone: no journal, no settling.
+
+    ``_act`` runs it inside ``inject``; an environment that runs it as a dry run
+    records the requests it would send (``fault inject --dry-run``). thaw-node and
+    the snapshot faults are not environment calls and are handled by ``_act``.
+    """
     if name in ("kill-leader", "kill-node"):
-        env.kill_node(nodes[0])
-    elif name in ("kill-quorum", "restart-all"):
-        env.kill_nodes(nodes)
-    elif name == "delete-volume":
-        env.delete_volume(nodes[0])
-    elif name == "delete-all-volumes":
-        env.delete_all_volumes()
-    elif name == "revoke-kms":
-        env.revoke_kms()
-    elif name == "restore-kms":
-        env.restore_kms()
-    elif name == "freeze-node":
-        env.freeze_node(nodes[0])
+        return env.kill_node(nodes[0])
+    if name in ("kill-quorum", "restart-all"):
+        return env.kill_nodes(nodes)
+    if name == "delete-volume":
+        return env.delete_volume(nodes[0])
+    if name == "delete-all-volumes":
+        return env.delete_all_volumes()
+    if name == "revoke-kms":
+        return env.revoke_kms()
+    if name == "restore-kms":
+        return env.restore_kms()
+    if name == "freeze-node":
+        return env.freeze_node(nodes[0])
+    return None
 
 
 def _undo_steps(
@@ -388,29 +392,19 @@ def _undo_steps(
 def _act(
     env: FaultTarget, name: str, nodes: list[str], entry: JournalEntry, journal: RollbackJournal
 ) -> dict[str, Any]:
-    if name in ("kill-leader", "kill-node"):
-        env.kill_node(nodes[0])
-    elif name in ("kill-quorum", "restart-all"):
-        env.kill_nodes(nodes)
-    elif name == "delete-volume":
-        env.delete_volume(nodes[0])
-    elif name == "delete-all-volumes":
-        env.delete_all_volumes()
-    elif name == "revoke-kms":
-        env.revoke_kms()
-    elif name == "restore-kms":
-        env.restore_kms()
+    found = primitive(env, name, nodes)
+    if name == "restore-kms":
         return {"settled": journal.settle("revoke-kms")}
-    elif name == "freeze-node":
-        pid, start_time = env.freeze_node(nodes[0])
+    if name == "freeze-node":
+        pid, start_time = found
         undo = [{"kind": "thaw-node", "node": nodes[0], "pid": pid, "start_time": start_time}]
         journal.update(entry.id, undo=undo)
         entry.undo = undo
         return {"pid": pid}
-    elif name == "thaw-node":
+    if name == "thaw-node":
         thawed = env.thaw_node(nodes[0])
         return {"thawed": thawed, "settled": journal.settle("freeze-node", node=nodes[0])}
-    elif name == "corrupt-latest-snapshot":
+    if name == "corrupt-latest-snapshot":
         return _corrupt_latest_snapshot(env, entry, journal)
     return {}
 

@@ -190,6 +190,10 @@ class VaultClient:
         result = self._request("GET", "/v1/sys/storage/raft/configuration", what="raft config")
         return list((result or {}).get("data", {}).get("config", {}).get("servers", []))
 
+    def read_raft_voters(self) -> dict[str, bool]:
+        """Each raft server's node_id and whether it is a voter (the raft configuration)."""
+        return {s["node_id"]: bool(s.get("voter")) for s in self.read_raft_configuration()}
+
     def join_raft(self, *, leader_api_addr: str, leader_ca_cert: str) -> bool:
         """POST /v1/sys/storage/raft/join: join this (uninitialized) node to a leader."""
         body = {"leader_api_addr": leader_api_addr, "leader_ca_cert": leader_ca_cert}
@@ -208,6 +212,12 @@ class VaultClient:
             "/v1/sys/storage/raft/autopilot/configuration",
             json=settings,
             what="autopilot configuration",
+        )
+
+    def set_autopilot_stabilization(self, seconds: float) -> None:
+        """Autopilot promotes a node stable for ``seconds`` to voter; dead servers are kept."""
+        self.configure_autopilot(
+            server_stabilization_time=f"{int(seconds * 1000)}ms", cleanup_dead_servers=False
         )
 
     def take_raft_snapshot(self, destination: Path) -> int:

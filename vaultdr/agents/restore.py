@@ -352,10 +352,7 @@ class Restorer:
             self.target.release_node(first)
             self._wait(f"{first} unsealed after a restart", lambda: _reseal_step(client, keys))
         self._wait(f"{first} active after reseal", lambda: _active(restored))
-        restored.configure_autopilot(
-            server_stabilization_time=f"{int(self.settings.stabilization * 1000)}ms",
-            cleanup_dead_servers=False,
-        )
+        restored.set_autopilot_stabilization(self.settings.stabilization)
         phase("leader")
 
     def _bring_in_others(self, first: str, others: list[str], keys: list[str]) -> None:

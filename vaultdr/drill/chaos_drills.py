@@ -18,6 +18,7 @@ from vaultdr.chaos.runner import judge, run_experiment
 from vaultdr.config import Stack
 from vaultdr.envs.local.env import LocalEnvironment
 from vaultdr.errors import VaultdrError
+from vaultdr.evidence.schema import empty_measurements
 
 DRILLS = Path(__file__).resolve().parent.parent.parent / "drills"
 
@@ -56,7 +57,7 @@ def _one(env: LocalEnvironment, experiment: Path, run_dir: Path, say: Any) -> di
         "duration_seconds": 0.0,
         "steps": [],
         "objectives": {},
-        "measurements": _empty_measurements(),
+        "measurements": empty_measurements(),
         "comparisons": [],
         "timeline": [],
         "error": None,
@@ -125,18 +126,6 @@ def _comparison(detail: str, ok: bool) -> dict[str, Any]:
     return {"name": words[0], "measured": measured, "objective": objective, "unit": "s", "met": ok}
 
 
-def _empty_measurements() -> dict[str, Any]:
-    return {
-        "rto_seconds": None,
-        "phases": {},
-        "rpo_seconds": None,
-        "rpo_writes": None,
-        "acknowledged_writes": None,
-        "lost_writes": [],
-        "snapshot": None,
-    }
-
-
 def _failed_setup(error: str) -> dict[str, Any]:
     return {
         "id": "chaos-drills",
@@ -148,7 +137,7 @@ def _failed_setup(error: str) -> dict[str, Any]:
         "duration_seconds": 0.0,
         "steps": [],
         "objectives": {},
-        "measurements": _empty_measurements(),
+        "measurements": empty_measurements(),
         "comparisons": [],
         "timeline": [],
         "error": error,

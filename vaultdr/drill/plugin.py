@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from vaultdr.drill.scenario import ScenarioRun
+from vaultdr.evidence.schema import empty_measurements
 
 RUN_KEY = pytest.StashKey[ScenarioRun]()
 
@@ -208,17 +209,7 @@ def _scenario_id(tags: list[str], feature: str) -> str:
 
 
 def _measurements(run: ScenarioRun) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "rto_seconds": None,
-        "phases": {},
-        "rpo_seconds": None,
-        "rpo_writes": None,
-        "acknowledged_writes": None,
-        "lost_writes": [],
-        "snapshot": None,
-    }
-    base.update(run.measurements)
-    return base
+    return {**empty_measurements(), **run.measurements}
 
 
 def pytest_configure(config: pytest.Config) -> None:

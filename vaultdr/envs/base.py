@@ -8,6 +8,7 @@ fault catalogue adds the rollback journal on top.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,6 +20,27 @@ from vaultdr.vault import VaultClient
 def ssm_path(cluster: str, name: str) -> str:
     """Where break-glass material lives in SSM Parameter Store (every environment)."""
     return f"/vaultdr/{cluster}/{name}"
+
+
+def initialize_cluster(
+    client: VaultClient, aws: Aws, *, cluster: str, recovery_shares: int, recovery_threshold: int
+) -> VaultClient:
+    """Initialize with recovery keys, keep the root token and the keys in SSM as
+    SecureString (they are never printed), and return the root client."""
+    init = client.initialize(recovery_shares=recovery_shares, recovery_threshold=recovery_threshold)
+    aws.put_secure_parameter(ssm_path(cluster, "root-token"), init.root_token)
+    aws.put_secure_parameter(ssm_path(cluster, "recovery-keys"), json.dumps(init.recovery_keys))
+    return client.with_token(init.root_token)
+
+
+def read_root_token(aws: Aws, cluster: str) -> str:
+    """The break-glass root token from SSM."""
+    return aws.get_secure_parameter(ssm_path(cluster, "root-token"))
+
+
+def read_recovery_keys(aws: Aws, cluster: str) -> list[str]:
+    """The break-glass recovery keys from SSM."""
+    return list(json.loads(aws.get_secure_parameter(ssm_path(cluster, "recovery-keys"))))
 
 
 @dataclass(frozen=True)

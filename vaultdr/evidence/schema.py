@@ -19,6 +19,19 @@ STEP_STATUSES = {"passed", "failed", "skipped", "running"}
 PHASES = ("detected", "leader", "unsealed", "restored", "serving", "auth_ready", "healthy")
 
 
+def empty_measurements() -> dict[str, Any]:
+    """Every measurement a scenario must carry, none measured yet (a fresh dict each call)."""
+    return {
+        "rto_seconds": None,
+        "phases": {},
+        "rpo_seconds": None,
+        "rpo_writes": None,
+        "acknowledged_writes": None,
+        "lost_writes": [],
+        "snapshot": None,
+    }
+
+
 class EvidenceError(VaultdrError):
     """Evidence is missing, unreadable, invalid or tampered with."""
 

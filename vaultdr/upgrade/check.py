@@ -39,7 +39,7 @@ from typing import Any
 import yaml
 
 from vaultdr import __version__, checks
-from vaultdr.config import load_stack, parse_stack
+from vaultdr.config import Stack, load_stack, parse_stack
 from vaultdr.drill.evidence import git_commit
 from vaultdr.drill.runner import new_run_id
 from vaultdr.envs.local.env import LocalEnvironment
@@ -49,7 +49,7 @@ from vaultdr.errors import ConfigError, VaultdrError
 from vaultdr.evidence.index import write_index
 from vaultdr.evidence.manifest import write_manifest
 from vaultdr.evidence.report import write_report
-from vaultdr.evidence.schema import SCHEMA, validate_evidence
+from vaultdr.evidence.schema import SCHEMA, empty_measurements, validate_evidence
 from vaultdr.ledger import WriteLedger
 from vaultdr.timeline import Timeline, local_events_source
 from vaultdr.upgrade import engines
@@ -58,15 +58,6 @@ from vaultdr.upgrade.rolling import NodeUpgrade, UpgradeFailed, preflight, rolli
 
 Say = Callable[[str], None]
 SEEDED = 50
-EMPTY_MEASUREMENTS: dict[str, Any] = {
-    "rto_seconds": None,
-    "phases": {},
-    "rpo_seconds": None,
-    "rpo_writes": None,
-    "acknowledged_writes": None,
-    "lost_writes": [],
-    "snapshot": None,
-}
 APP_SECRET = ("secret", "apps/web/config")
 
 
@@ -160,7 +151,7 @@ class Scenario:
             "duration_seconds": round(time.monotonic() - self.started, 3),
             "steps": self.steps,
             "objectives": self.objectives,
-            "measurements": {**EMPTY_MEASUREMENTS, **self.measurements},
+            "measurements": {**empty_measurements(), **self.measurements},
             "comparisons": self.comparisons,
             "timeline": self.timeline,
             "error": self.error,
@@ -260,8 +251,7 @@ class UpgradeCheck:
 
     def run(self) -> UpgradeResult:
         options = self.options
-        load_stack(options.config)  # a bad stack.yaml fails before anything is fetched
-        previous, target = resolve_engines(options)
+        previous, target = resolve_engines(options)  # a bad stack.yaml fails here, first
         run_id = new_run_id()
         run_dir = (options.report_dir / run_id).resolve()
         run_dir.mkdir(parents=True)
@@ -279,7 +269,8 @@ class UpgradeCheck:
         stack_from = write_stack_file(
             options.config, run_dir / "stack-current.yaml", previous, restore={"auto": False}
         )
-        env = LocalEnvironment(work / "stack", load_stack(stack_from), stack_file=str(stack_from))
+        stack = load_stack(stack_from)
+        env = LocalEnvironment(work / "stack", stack, stack_file=str(stack_from))
         passed_upgrade = False
         try:
             passed_upgrade = self._rolling(env, previous, target, work)
@@ -295,7 +286,7 @@ class UpgradeCheck:
         if passed_upgrade and options.drills:
             stack_to = write_stack_file(options.config, run_dir / "stack-target.yaml", target)
             self._drills(stack_to, run_dir)
-        return self._finish(run_dir, run_id, started, previous, target, stack_from)
+        return self._finish(run_dir, run_id, started, previous, target, stack)
 
     # --- 2 and 3 ---------------------------------------------------------------------------
     def _rolling(self, env: LocalEnvironment, previous: Engine, target: Engine, work: Path) -> bool:
@@ -518,7 +509,7 @@ class UpgradeCheck:
         started: dt.datetime,
         previous: Engine,
         target: Engine,
-        stack_file: Path,
+        stack: Stack,
     ) -> UpgradeResult:
         scenarios = [s.to_dict() for s in self.scenarios] + self.drill_scenarios
         passed = bool(scenarios) and all(s["verdict"] == "passed" for s in scenarios)
@@ -538,7 +529,6 @@ class UpgradeCheck:
             failed = [s["name"] for s in scenarios if s["verdict"] != "passed"]
             explanation = self.explanation or f"failed: {', '.join(failed)}"
         finished = dt.datetime.now(dt.UTC)
-        stack = load_stack(stack_file)
         evidence = {
             "schema": SCHEMA,
             "run_id": run_id,

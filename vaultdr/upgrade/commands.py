@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from vaultdr.errors import ConfigError
 from vaultdr.upgrade.check import UpgradeCheckOptions, run_upgrade_check
 
 Handler = Callable[[argparse.Namespace], int]
@@ -16,16 +17,12 @@ DEFAULT_STACK = Path("environments/local/stack.yaml")
 
 def cmd_upgrade_check(args: argparse.Namespace) -> int:
     if args.env != "local":
-        from vaultdr.errors import ConfigError
-
         raise ConfigError(
             f"upgrade-check --env {args.env}: the check runs on its own local stack",
             hint="run it without --env; it never touches a running cluster",
         )
     config = Path(args.config) if args.config else DEFAULT_STACK
     if not config.exists():
-        from vaultdr.errors import ConfigError
-
         raise ConfigError(f"no stack file at {config}", hint="pass --config PATH")
     options = UpgradeCheckOptions(
         config=config,

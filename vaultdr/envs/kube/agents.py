@@ -38,7 +38,7 @@ from vaultdr.agents.restore import Restorer, RestoreRecord, RestoreSettings, clu
 from vaultdr.agents.snapshot import SnapshotAgent, SnapshotSettings
 from vaultdr.aws import Aws, AwsTarget
 from vaultdr.config import Stack
-from vaultdr.envs.base import ssm_path
+from vaultdr.envs.base import read_recovery_keys, read_root_token, ssm_path
 from vaultdr.envs.kube.api import KubeApi
 from vaultdr.envs.local import awsemu
 from vaultdr.errors import ConfigError, VaultdrError
@@ -128,9 +128,8 @@ class PodRestoreTarget:
         self.api.delete_pod(self.pod.namespace, name, grace_seconds=0)
 
     def break_glass(self) -> tuple[str, list[str]]:
-        root = self.aws.get_secure_parameter(ssm_path(self.stack.cluster, "root-token"))
-        keys = self.aws.get_secure_parameter(ssm_path(self.stack.cluster, "recovery-keys"))
-        return root, list(json.loads(keys))
+        cluster = self.stack.cluster
+        return read_root_token(self.aws, cluster), read_recovery_keys(self.aws, cluster)
 
     def ca_pem(self) -> str:
         return self.pod.ca_file.read_text() if self.pod.ca_file else ""
@@ -154,7 +153,7 @@ def kubernetes_target(stack: Stack) -> KubernetesTarget:
 
 def configure_once(pod: PodSettings, stack: Stack, aws: Aws) -> int:
     """Reconcile the configuration through the active service; the number of changes."""
-    root = aws.get_secure_parameter(ssm_path(stack.cluster, "root-token"))
+    root = read_root_token(aws, stack.cluster)
     client = VaultClient(pod.vault_addr, ca_file=pod.ca_file, token=root)
     changes = reconcile(client, stack, kubernetes=kubernetes_target(stack))
     for change in changes:

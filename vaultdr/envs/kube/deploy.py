@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vaultdr import __version__
-from vaultdr.envs.base import ssm_path
+from vaultdr.envs.base import initialize_cluster
 from vaultdr.envs.local.tls import LocalCA
 from vaultdr.errors import EnvironmentStartError, VaultdrError
 from vaultdr.polling import wait_for
@@ -441,21 +441,15 @@ def initialize(env: KubeEnvironment) -> None:
     client = env.client(first)
     if client.read_seal_status().get("initialized"):
         return
-    init = client.initialize(
+    root = initialize_cluster(
+        client,
+        env.aws(),
+        cluster=stack.cluster,
         recovery_shares=stack.init.recovery_shares,
         recovery_threshold=stack.init.recovery_threshold,
     )
-    admin = env.aws()
-    admin.put_secure_parameter(ssm_path(stack.cluster, "root-token"), init.root_token)
-    admin.put_secure_parameter(
-        ssm_path(stack.cluster, "recovery-keys"), json.dumps(init.recovery_keys)
-    )
-    root = client.with_token(init.root_token)
     _wait(env, f"{first} active", lambda: _active(root))
-    root.configure_autopilot(
-        server_stabilization_time=f"{int(stack.raft.autopilot_stabilization * 1000)}ms",
-        cleanup_dead_servers=False,
-    )
+    root.set_autopilot_stabilization(stack.raft.autopilot_stabilization)
 
 
 def configure(env: KubeEnvironment) -> None:

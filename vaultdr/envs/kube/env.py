@@ -50,7 +50,12 @@ from vaultdr.agents.configure import Change, KubernetesTarget, reconcile
 from vaultdr.agents.snapshot import SnapshotAgent, SnapshotSettings
 from vaultdr.aws import Aws, AwsCredentials, AwsTarget
 from vaultdr.config import Kube, Stack
-from vaultdr.envs.base import NodeStatus, StackStatus, ssm_path
+from vaultdr.envs.base import (
+    NodeStatus,
+    StackStatus,
+    read_recovery_keys,
+    read_root_token,
+)
 from vaultdr.envs.kube.api import KubeApi, PortForwarder
 from vaultdr.envs.local import awsemu
 from vaultdr.errors import ConfigError, StackStateError, VaultdrError
@@ -246,11 +251,10 @@ class KubeEnvironment:
         )
 
     def root_token(self) -> str:
-        return self.aws().get_secure_parameter(ssm_path(self.stack.cluster, "root-token"))
+        return read_root_token(self.aws(), self.stack.cluster)
 
     def recovery_keys(self) -> list[str]:
-        raw = self.aws().get_secure_parameter(ssm_path(self.stack.cluster, "recovery-keys"))
-        return list(json.loads(raw))
+        return read_recovery_keys(self.aws(), self.stack.cluster)
 
     def kubernetes_target(self) -> KubernetesTarget:
         """The cluster's own API as the kubernetes auth method must see it, from inside.
@@ -349,7 +353,7 @@ class KubeEnvironment:
     def _voters(self) -> dict[str, bool]:
         try:
             client = self.client(token=self.root_token())
-            return {s["node_id"]: bool(s.get("voter")) for s in client.read_raft_configuration()}
+            return client.read_raft_voters()
         except VaultdrError:
             return {}
 
@@ -530,7 +534,7 @@ class KubeEnvironment:
 
     def describe_fault(self, fault: str, nodes: list[str]) -> list[str]:
         """Every change ``fault`` would make, computed by running it as a dry run."""
-        from vaultdr.faults import preview_act
+        from vaultdr.faults import primitive
 
         was, self.dry_run, self.planned = self.dry_run, True, []
         try:
@@ -540,7 +544,7 @@ class KubeEnvironment:
                     f"put a corrupt version of the newest snapshot in s3://{bucket}/{prefix}"
                 )
             else:
-                preview_act(self, fault, nodes)
+                primitive(self, fault, nodes)
         finally:
             self.dry_run = was
         planned = list(self.planned)

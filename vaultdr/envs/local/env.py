@@ -29,7 +29,13 @@ from typing import Any
 from vaultdr.agents.configure import Change, KubernetesTarget, reconcile
 from vaultdr.aws import Aws
 from vaultdr.config import Stack
-from vaultdr.envs.base import NodeStatus, StackStatus
+from vaultdr.envs.base import (
+    NodeStatus,
+    StackStatus,
+    initialize_cluster,
+    read_recovery_keys,
+    read_root_token,
+)
 from vaultdr.envs.base import ssm_path as ssm_path
 from vaultdr.envs.local import awsemu, kubeapi, nodes, transit
 from vaultdr.envs.local.processes import (
@@ -143,11 +149,10 @@ class LocalEnvironment:
 
     # --- break-glass ------------------------------------------------------------
     def root_token(self) -> str:
-        return self.aws().get_secure_parameter(ssm_path(self.state.cluster, "root-token"))
+        return read_root_token(self.aws(), self.state.cluster)
 
     def recovery_keys(self) -> list[str]:
-        raw = self.aws().get_secure_parameter(ssm_path(self.state.cluster, "recovery-keys"))
-        return list(json.loads(raw))
+        return read_recovery_keys(self.aws(), self.state.cluster)
 
     # --- clients ----------------------------------------------------------------
     def client(self, node: str | None = None, *, token: str | None = None) -> VaultClient:
@@ -397,23 +402,17 @@ class LocalEnvironment:
             stack.startup_timeout,
             first,
         )
-        init = client.initialize(
+        root = initialize_cluster(
+            client,
+            self.aws(),
+            cluster=stack.cluster,
             recovery_shares=stack.init.recovery_shares,
             recovery_threshold=stack.init.recovery_threshold,
         )
-        admin = self.aws()
-        admin.put_secure_parameter(ssm_path(stack.cluster, "root-token"), init.root_token)
-        admin.put_secure_parameter(
-            ssm_path(stack.cluster, "recovery-keys"), json.dumps(init.recovery_keys)
-        )
-        root = client.with_token(init.root_token)
         self._wait(
             f"{first.name} becoming active", lambda: _is_active(root), stack.startup_timeout, first
         )
-        root.configure_autopilot(
-            server_stabilization_time=f"{int(stack.raft.autopilot_stabilization * 1000)}ms",
-            cleanup_dead_servers=False,
-        )
+        root.set_autopilot_stabilization(stack.raft.autopilot_stabilization)
 
     def _hasten_joins(self, stack: Stack) -> None:
         """Join the other nodes now and unseal them with the recovery keys once joined.
@@ -508,7 +507,7 @@ class LocalEnvironment:
     def _voters(self) -> dict[str, bool]:
         try:
             client = self.client(token=self.root_token())
-            return {s["node_id"]: bool(s.get("voter")) for s in client.read_raft_configuration()}
+            return client.read_raft_voters()
         except VaultdrError:
             return {}
 
