@@ -1,28 +1,49 @@
 """The ``vaultdr`` command line: thin over the library, errors a user can act on.
 
 Every command exits 0 on success; a :class:`VaultdrError` prints what failed
-and what to do, and exits non-zero. Nothing here prints a token, key or secret
-value: commands that hand one out (``sa-token``) print only that, to stdout,
-for a pipe.
+and what to do, and exits with the code of the table in :mod:`vaultdr.errors`.
+No traceback reaches a user unless ``--debug`` asks for it: an unexpected error
+is named by its type and place only (its message might carry a value). Nothing
+here prints a token, key or secret value: commands that hand one out
+(``sa-token``) print only that, to stdout, for a pipe.
+
+Commands that change a state directory (``up``, ``down``, ``rollback``,
+``fault inject``, ``restore``, ``chaos run``, ``drill`` on a cluster) hold its
+lock for as long as they run; SIGTERM and SIGHUP interrupt a command like
+Ctrl-C does, so ``up`` stops everything it started before it exits.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import traceback
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
+from types import FrameType
 
-from vaultdr import __version__
+from vaultdr import __version__, statedir
 from vaultdr.config import DEFAULT_STACK, Stack, load_stack
 from vaultdr.envs.base import StackStatus
 from vaultdr.envs.kube.env import KubeEnvironment
 from vaultdr.envs.local.env import LocalEnvironment
 from vaultdr.envs.local.state import resolve_state_dir
-from vaultdr.errors import ConfigError, VaultdrError
+from vaultdr.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_CODES,
+    EXIT_DRILL_FAILED,
+    EXIT_HARNESS,
+    EXIT_INTERRUPTED,
+    EXIT_NOT_GOOD,
+    ConfigError,
+    StackStateError,
+    VaultdrError,
+)
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -83,6 +104,49 @@ def _environment(args: argparse.Namespace, *, with_stack: bool = False) -> Local
     return LocalEnvironment(state_dir)
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP arrived: unwind like Ctrl-C, so what was started is stopped."""
+
+
+def _interrupt(signum: int, _frame: FrameType | None) -> None:
+    # Later signals are ignored: the first one's cleanup must be allowed to finish.
+    for other in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(other, signal.SIG_IGN)
+    raise Interrupted(signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def _holding(state_dir: Path, command: str, *, required: bool = False) -> Iterator[None]:
+    """Hold ``state_dir``'s lock while ``command`` runs (no lock when it does not exist)."""
+    if state_dir.exists() and not state_dir.is_dir():
+        raise ConfigError(
+            f"state directory {state_dir} is a file, not a directory",
+            hint="pass --state-dir where the stack runs",
+        )
+    if not state_dir.is_dir():
+        if required:
+            raise StackStateError(
+                f"there is no state directory at {state_dir}",
+                hint="pass the --state-dir the stack was started with (or set $VAULTDR_STATE_DIR)",
+            )
+        yield
+        return
+    ours = statedir.is_owned(state_dir, legacy_file="state.json")
+    if not ours and (state_dir / "rollback-journal.json").is_file():  # older vaultdr's dirs
+        statedir.write_marker(state_dir, purpose="state (adopted)")
+        ours = True
+    if not ours:
+        if required:
+            raise statedir.NotOurDirectory(
+                f"{state_dir} is not a vaultdr state directory (vaultdr did not create it)",
+                hint="pass the --state-dir the stack was started with",
+            )
+        yield  # nothing of ours to guard, and no lock file is left in someone else's directory
+        return
+    with statedir.locked(state_dir, command=command):
+        yield
+
+
 def _print_status(status: StackStatus) -> None:
     kms = {True: "reachable", False: "UNREACHABLE", None: "unknown"}[status.kms_reachable]
     access = status.extras.get("kms_access", "unknown")
@@ -103,6 +167,8 @@ def _print_status(status: StackStatus) -> None:
         print(line + (f"  ({n.error})" if n.error else ""))
     for name, state in status.extras.get("services", {}).items():
         print(f"service {name}: {state}")
+    for name, state in status.agents.items():
+        print(f"agent {name}: {state}")
     if "snapshots" in status.extras:
         print(f"snapshots: {status.extras['snapshots']}")
     if "last_restore" in status.extras:
@@ -118,10 +184,15 @@ def cmd_up(args: argparse.Namespace) -> int:
         print("\n".join(run_plan(plan_up(env), dry_run=True)))
         return 0
     print(f"starting the {env.name} stack ({env.state_dir}) ...", file=sys.stderr)
-    status = env.up()
+    if isinstance(env, KubeEnvironment):
+        statedir.claim(env.state_dir, what="state directory", purpose=f"{env.name} stack")
+        with _holding(env.state_dir, "up"):
+            status = env.up()
+    else:  # claims and locks its state directory itself
+        status = env.up()
     _print_status(status)
     print('\npoint the CLI at it:  eval "$(vaultdr env)"', file=sys.stderr)
-    return 0 if status.healthy else 1
+    return 0 if status.healthy else EXIT_NOT_GOOD
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -130,12 +201,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(asdict(status) | {"healthy": status.healthy}, indent=2))
     else:
         _print_status(status)
-    return 0 if status.healthy else 1
+    return 0 if status.healthy else EXIT_NOT_GOOD
 
 
 def cmd_down(args: argparse.Namespace) -> int:
     env = _any_environment(args)
-    env.down(keep_data=args.keep_data)
+    with _holding(env.state_dir, "down"):
+        env.down(keep_data=args.keep_data)
     kept = f" (data kept in {env.state_dir})" if args.keep_data else ""
     print(f"stopped the {env.name} stack{kept}")
     return 0
@@ -200,7 +272,7 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     work.mkdir(parents=True, exist_ok=True)
     result = snap.verify_snapshot(env.aws("admin"), bucket, args.key, work)
     print(f"{args.key}: {'OK' if result.ok else 'BAD'}: {result.reason}")
-    return 0 if result.ok else 1
+    return 0 if result.ok else EXIT_NOT_GOOD
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
@@ -208,11 +280,12 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from vaultdr.envs.local.healing import run_restore
 
     env = _environment(args)
-    result = run_restore(env, key=args.key, force=args.force, dry_run=args.dry_run)
+    with _holding(env.state_dir, "restore"):
+        result = run_restore(env, key=args.key, force=args.force, dry_run=args.dry_run)
     if isinstance(result, RestorePlan):
         print(result.describe())
         print("dry run: nothing was changed")
-        return 0 if result.snapshot and not result.refused else 1
+        return 0 if result.snapshot and not result.refused else EXIT_NOT_GOOD
     for item in result.skipped:
         print(f"skipped {item['key']}: {item['reason']}")
     print(
@@ -242,7 +315,10 @@ def cmd_fault(args: argparse.Namespace) -> int:
             print(f"would {change}")
         print("dry run: nothing was changed")
         return 0
-    entry = faults.inject(env, args.fault, args.fault_args)
+    journal = faults.RollbackJournal(env.state_dir).path
+    print(f"rollback journal: {journal}", file=sys.stderr)
+    with _holding(env.state_dir, "fault inject"):
+        entry = faults.inject(env, args.fault, args.fault_args)
     targets = ", ".join(entry.detail.get("nodes", [])) or "-"
     print(f"injected {entry.fault} (id {entry.id}) on {targets}")
     if entry.in_force:
@@ -254,7 +330,10 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     from vaultdr import faults
 
     env = _any_environment(args)
-    results = faults.rollback(env)
+    journal = faults.RollbackJournal(env.state_dir).path
+    with _holding(env.state_dir, "rollback", required=True):
+        print(f"rollback journal: {journal}", file=sys.stderr)
+        results = faults.rollback(env)
     if not results:
         print("nothing to roll back")
     for result in results:
@@ -274,12 +353,13 @@ def cmd_chaos(args: argparse.Namespace) -> int:
         os.environ.update({"VAULTDR_ENV": args.env, "VAULTDR_CONFIG": env.stack_file})
         if args.i_know_this_breaks:
             os.environ["VAULTDR_I_KNOW_THIS_BREAKS"] = args.i_know_this_breaks
-    verdict = run_experiment(
-        Path(args.experiment),
-        state_dir=state_dir,
-        journal_path=Path(args.journal) if args.journal else None,
-        variables=args.var,
-    )
+    with _holding(state_dir, "chaos run"):
+        verdict = run_experiment(
+            Path(args.experiment),
+            state_dir=state_dir,
+            journal_path=Path(args.journal) if args.journal else None,
+            variables=args.var,
+        )
     for name, status in verdict.activities:
         print(f"  {status:<10} {name}")
     recovery = verdict.vaultdr.get("recovery") or {}
@@ -302,7 +382,7 @@ def cmd_chaos(args: argparse.Namespace) -> int:
     print(f"FAILED {args.experiment}", file=sys.stderr)
     for reason in verdict.reasons:
         print(f"  - {reason}", file=sys.stderr)
-    return 7
+    return EXIT_DRILL_FAILED
 
 
 def cmd_drill(args: argparse.Namespace) -> int:
@@ -320,14 +400,17 @@ def cmd_drill(args: argparse.Namespace) -> int:
         return 0
     if args.i_know_this_breaks:  # the drill's pytest process reads it from the environment
         os.environ["VAULTDR_I_KNOW_THIS_BREAKS"] = args.i_know_this_breaks
-    result = run_drill(
-        config=config,
-        env_name=args.env,
-        tags=args.tags,
-        report_dir=Path(args.report_dir),
-        junit=args.junit,
-        chaos=args.chaos,
-    )
+    # On a cluster the drill drives the stack of the state directory: nobody else may.
+    held = kube_environment(args).state_dir if args.env in ("kind", "eks") else None
+    with _holding(held, "drill") if held else contextlib.nullcontext():
+        result = run_drill(
+            config=config,
+            env_name=args.env,
+            tags=args.tags,
+            report_dir=Path(args.report_dir),
+            junit=args.junit,
+            chaos=args.chaos,
+        )
     print(
         f"{result.verdict.upper()}: {result.passed} of {result.scenarios} scenarios passed; "
         f"evidence: {result.run_dir}/report.html"
@@ -348,11 +431,17 @@ def build_parser() -> argparse.ArgumentParser:
     from vaultdr.evidence.commands import register as register_evidence
     from vaultdr.upgrade.commands import register as register_upgrade
 
+    codes = "\n".join(f"  {code:>3}  {meaning}" for code, meaning in EXIT_CODES)
     parser = argparse.ArgumentParser(
         prog="vaultdr",
         description="DR drills and chaos testing for Vault/OpenBao.",
+        epilog=f"exit codes:\n{codes}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"vaultdr {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of an unexpected error"
+    )
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--env", default="local", choices=["local", "kind", "eks"])
     common.add_argument("--config", help="stack.yaml (default: environments/<env>/stack.yaml)")
@@ -419,19 +508,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _where(exc: BaseException) -> str:
+    """``file.py:123`` of the innermost frame inside vaultdr (the place, never a value)."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if "vaultdr" in f.filename]
+    if not frames:
+        return "outside vaultdr"
+    last = frames[-1]
+    return f"{Path(last.filename).name}:{last.lineno}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # not when embedded by a host
+        signal.signal(signal.SIGTERM, _interrupt)
+        signal.signal(signal.SIGHUP, _interrupt)
     try:
         return int(args.handler(args))
     except VaultdrError as exc:
         print(f"vaultdr {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print(f"vaultdr {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        why = f" by {exc}" if isinstance(exc, Interrupted) else ""
+        print(f"vaultdr {args.command}: interrupted{why}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except BrokenPipeError:  # `vaultdr status | head`: the reader left, not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except RecursionError as exc:
+        print(f"vaultdr {args.command}: error: input nested too deeply", file=sys.stderr)
+        if args.debug:
+            traceback.print_exception(exc)
+        return EXIT_BAD_INPUT
+    except Exception as exc:  # noqa: BLE001 -- a defect of vaultdr's: say where, never the message
+        print(
+            f"vaultdr {args.command}: internal error: {type(exc).__name__} at {_where(exc)}\n"
+            "  hint: rerun with --debug for the traceback, and report it",
+            file=sys.stderr,
+        )
+        if args.debug:
+            traceback.print_exception(exc)
+        return EXIT_HARNESS
 
 
 if __name__ == "__main__":

@@ -8,12 +8,21 @@ the one described proves nothing.
 
 from __future__ import annotations
 
+import difflib
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from vaultdr.errors import ConfigError
 
@@ -41,6 +50,59 @@ def parse_duration(value: object) -> float:
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
+#: The longest wait, interval or objective that still makes sense for a drill (30 days).
+_LONGEST = 30 * 86400.0
+#: An interval, timeout or objective: more than zero, at most 30 days.
+Interval = Annotated[float, BeforeValidator(parse_duration), Field(gt=0, le=_LONGEST)]
+#: A snapshot age or token lifetime: more than zero, at most ten years.
+Age = Annotated[float, BeforeValidator(parse_duration), Field(gt=0, le=3650 * 86400.0)]
+#: A count written as a whole number (``true`` and ``"3"`` are not counts).
+Count = Annotated[int, Field(strict=True)]
+
+#: The scenarios an RTO objective may name: the features' tags and upgrade-check's.
+RTO_SCENARIOS: dict[str, float] = {
+    "auto-unseal": 30.0,
+    "leader-loss": 15.0,
+    "lost-volume": 30.0,
+    "total-loss": 60.0,
+    "kms-revoked": 20.0,
+    "kubernetes-auth": 60.0,
+    "snapshot-integrity": 60.0,
+}
+_EXTRA_RTO_SCENARIOS = ("rolling-upgrade",)
+
+_S3_PREFIX = re.compile(r"^[A-Za-z0-9!_.*'()-]+(/[A-Za-z0-9!_.*'()-]+)*$")
+_S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def _check_prefix(value: str) -> str:
+    """An S3 key prefix that cannot climb out of where it is put: no ``..``, no ``/`` ends."""
+    if not _S3_PREFIX.match(value) or any(part in (".", "..") for part in value.split("/")):
+        raise ValueError(
+            f"'{value}' is not a plain key prefix: use letters, digits and - _ . separated by "
+            "single '/', with no '.' or '..' parts and no leading or trailing '/'"
+        )
+    return value
+
+
+def _check_bucket(value: str) -> str:
+    if not _S3_BUCKET.match(value) or ".." in value:
+        raise ValueError(f"'{value}' is not a valid S3 bucket name (3-63 of a-z 0-9 . -)")
+    return value
+
+
+def _check_rto(value: object) -> object:
+    """Only known scenarios; the ones not named keep their default objective."""
+    if not isinstance(value, dict):
+        return value
+    known = [*RTO_SCENARIOS, *_EXTRA_RTO_SCENARIOS]
+    for key in value:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            guess = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ValueError(f"'{key}' is not a scenario{guess}; known: {', '.join(known)}")
+    return {**RTO_SCENARIOS, **value}
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -57,7 +119,7 @@ class Engine(_Strict):
 
 
 class Raft(_Strict):
-    performance_multiplier: int = Field(default=1, ge=1, le=10)
+    performance_multiplier: Count = Field(default=1, ge=1, le=10)
     autopilot_stabilization: Duration = 2.0
 
 
@@ -72,8 +134,8 @@ class Seal(_Strict):
 
 
 class Init(_Strict):
-    recovery_shares: int = Field(default=3, ge=1, le=10)
-    recovery_threshold: int = Field(default=2, ge=1, le=10)
+    recovery_shares: Count = Field(default=3, ge=1, le=10)
+    recovery_threshold: Count = Field(default=2, ge=1, le=10)
 
     @model_validator(mode="after")
     def _threshold_fits(self) -> Init:
@@ -96,23 +158,23 @@ class Kubernetes(_Strict):
 
 
 class Retention(_Strict):
-    last: int = Field(default=10, ge=1)
-    daily: int = Field(default=7, ge=0)
+    last: Count = Field(default=10, ge=1, le=10000)
+    daily: Count = Field(default=7, ge=0, le=10000)
 
 
 class Snapshots(_Strict):
     enabled: bool = True
-    interval: Duration = 60.0
-    bucket: str = "vaultdr-snapshots"
-    prefix: str = "snapshots"
+    interval: Interval = 60.0
+    bucket: Annotated[str, AfterValidator(_check_bucket)] = "vaultdr-snapshots"
+    prefix: Annotated[str, AfterValidator(_check_prefix)] = "snapshots"
     retain: Retention = Retention()
     service_account: ServiceAccount = ServiceAccount(namespace="vault", name="vaultdr-snapshot")
 
 
 class Restore(_Strict):
     auto: bool = True
-    max_age: Duration = 86400.0
-    watch_interval: Duration = 0.25
+    max_age: Age = 86400.0
+    watch_interval: Interval = 0.25
 
 
 class SecretsEngine(_Strict):
@@ -126,7 +188,7 @@ class KubernetesRole(_Strict):
     bound_service_account_names: list[str]
     bound_service_account_namespaces: list[str]
     policies: list[str] = []
-    ttl: Duration = 3600.0
+    ttl: Age = 3600.0
     audience: str | None = None
 
 
@@ -137,7 +199,7 @@ class KubernetesAuth(_Strict):
 
 class AppRoleRole(_Strict):
     policies: list[str] = []
-    token_ttl: Duration = 3600.0
+    token_ttl: Age = 3600.0
     secret_id_ttl: Duration = 0.0
 
 
@@ -165,16 +227,8 @@ class Configure(_Strict):
 class Objectives(_Strict):
     """What a drill must achieve: RTO per scenario (by feature tag) and the RPO."""
 
-    rto: dict[str, Duration] = {
-        "auto-unseal": 30.0,
-        "leader-loss": 15.0,
-        "lost-volume": 30.0,
-        "total-loss": 60.0,
-        "kms-revoked": 20.0,
-        "kubernetes-auth": 60.0,
-        "snapshot-integrity": 60.0,
-    }
-    rpo: Duration = 300.0
+    rto: Annotated[dict[str, Interval], BeforeValidator(_check_rto)] = dict(RTO_SCENARIOS)
+    rpo: Annotated[Duration, Field(le=_LONGEST)] = 300.0
 
 
 class Kube(_Strict):
@@ -207,7 +261,7 @@ class Kube(_Strict):
     kms_key_id: str | None = None
     aws_endpoint: str | None = None
     aws_service: str = "moto"
-    aws_service_port: int = Field(default=5000, ge=1, le=65535)
+    aws_service_port: Count = Field(default=5000, ge=1, le=65535)
     aws_secrets: dict[str, str] = {
         "admin": "vaultdr-aws-admin",
         "seal": "vaultdr-aws-seal",
@@ -216,7 +270,7 @@ class Kube(_Strict):
     }
     tls_secret: str = "openbao-tls"
     access: Literal["port-forward", "service"] = "port-forward"
-    timeout: Duration = 600.0
+    timeout: Interval = 600.0
 
 
 class Stack(_Strict):
@@ -224,7 +278,7 @@ class Stack(_Strict):
 
     cluster: str = Field(default="vaultdr-local", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     region: str = "us-east-1"
-    nodes: int = Field(default=3, ge=1, le=7)
+    nodes: Count = Field(default=3, ge=1, le=7)
     engine: Engine = Engine()
     raft: Raft = Raft()
     seal: Seal = Seal()
@@ -234,7 +288,7 @@ class Stack(_Strict):
     restore: Restore = Restore()
     configure: Configure = Configure()
     objectives: Objectives = Objectives()
-    startup_timeout: Duration = 90.0
+    startup_timeout: Interval = 90.0
     kube: Kube | None = None
 
     def node_names(self) -> list[str]:
@@ -274,7 +328,7 @@ def parse_stack(data: Any, *, source: str = "stack.yaml") -> Stack:
             if err["type"] == "extra_forbidden":
                 problems.append(f"{where}: unknown field")
             else:
-                problems.append(f"{where}: {err['msg']}")
+                problems.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
         raise ConfigError(
             f"{source}: invalid stack configuration:\n    " + "\n    ".join(problems),
             hint="fix the fields named above; see environments/local/stack.yaml for an example",
@@ -285,7 +339,14 @@ def load_stack(path: Path | str | None = None) -> Stack:
     """Read and validate ``stack.yaml`` (default: ``environments/local/stack.yaml``)."""
     file = Path(path) if path else DEFAULT_STACK
     try:
-        text = file.read_text()
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{file}: not a text file (byte {exc.start} is not UTF-8)",
+            hint="pass the stack.yaml itself, a YAML text file",
+        ) from None
+    except IsADirectoryError:
+        raise ConfigError(f"{file}: is a directory", hint="pass the path of a stack.yaml") from None
     except FileNotFoundError:
         raise ConfigError(
             f"{file}: no such file",
@@ -295,6 +356,8 @@ def load_stack(path: Path | str | None = None) -> Stack:
         raise ConfigError(f"{file}: cannot be read ({exc.strerror})") from None
     try:
         data = yaml.safe_load(text)
+    except RecursionError:
+        raise ConfigError(f"{file}: nested too deeply to be a stack.yaml") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -35,7 +35,7 @@ from typing import Any, Protocol
 
 from vaultdr.agents import snapshot as snap
 from vaultdr.aws import Aws
-from vaultdr.errors import VaultdrError
+from vaultdr.errors import Refused, VaultdrError
 from vaultdr.polling import wait_for
 from vaultdr.vault import VaultClient
 
@@ -45,10 +45,8 @@ RESEAL_SECONDS = 6.0
 RESEAL_SETTLE_SECONDS = 0.3
 
 
-class RestoreRefused(VaultdrError):
+class RestoreRefused(Refused):
     """An interlock refused the restore; nothing was changed."""
-
-    exit_code = 5
 
 
 class RestoreTarget(Protocol):

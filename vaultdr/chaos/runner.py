@@ -22,6 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chaoslib.exceptions import ChaosException
+from chaoslib.experiment import ensure_experiment_is_valid
+
 from vaultdr.chaos.session import RESULTS_ENV_VAR
 from vaultdr.envs.local.state import STATE_ENV_VAR
 from vaultdr.errors import ConfigError, VaultdrError
@@ -89,6 +92,42 @@ def _failing_probes(state: dict[str, Any] | None) -> str:
     return ", ".join(failing) or "no probe failed (see the journal)"
 
 
+def validate_experiment(experiment: Path) -> None:
+    """Refuse, as bad input, a file Chaos Toolkit would not run as an experiment.
+
+    ``chaos run`` itself exits with a failure for these, which would look like a
+    failed DR drill; checked here first, they are a ConfigError instead.
+    """
+    try:
+        data = json.loads(experiment.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{experiment} is not a text file") from None
+    except RecursionError:
+        raise ConfigError(f"{experiment} is nested too deeply to be an experiment") from None
+    except ValueError as exc:
+        raise ConfigError(f"{experiment} is not valid JSON: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{experiment} cannot be read ({exc.strerror})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{experiment}: an experiment is a JSON object, not {type(data).__name__}",
+            hint="see drills/ for the shipped ones",
+        )
+    try:
+        ensure_experiment_is_valid(data)
+    except ChaosException as exc:
+        raise ConfigError(
+            f"{experiment} is not a valid experiment: {exc}",
+            hint="fix it (see drills/ for the shipped ones); `chaos validate` says the same",
+        ) from None
+    except (AttributeError, TypeError, KeyError, ValueError) as exc:
+        raise ConfigError(
+            f"{experiment} is not a valid experiment: a field has the wrong shape "
+            f"({type(exc).__name__})",
+            hint="compare it with drills/kill-leader.json",
+        ) from None
+
+
 def run_experiment(
     experiment: Path,
     *,
@@ -99,10 +138,7 @@ def run_experiment(
     """Run ``experiment`` with ``chaos run`` against the stack in ``state_dir``."""
     if not experiment.is_file():
         raise ConfigError(f"no experiment at {experiment}", hint="see drills/ for the shipped ones")
-    try:
-        json.loads(experiment.read_text())
-    except ValueError as exc:
-        raise ConfigError(f"{experiment} is not valid JSON: {exc}") from None
+    validate_experiment(experiment)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     out_dir = (
         journal_path.parent if journal_path else state_dir / "drills" / f"{stamp}-{experiment.stem}"

@@ -21,7 +21,7 @@ from typing import Any
 
 from vaultdr.config import Stack, load_stack
 from vaultdr.envs.local.state import write_json_atomic
-from vaultdr.errors import ConfigError
+from vaultdr.errors import EXIT_DRILL_FAILED, EXIT_OK, ConfigError, VaultdrError
 from vaultdr.evidence.index import write_index
 from vaultdr.evidence.manifest import write_manifest
 from vaultdr.evidence.report import write_report
@@ -96,7 +96,7 @@ def run_drill(
                 print(line, end="", flush=True)
         code = process.wait()
     if not (run_dir / "evidence.json").exists():
-        raise ConfigError(
+        raise VaultdrError(
             f"the drill wrote no evidence (pytest exit {code})",
             hint=f"see {run_dir / 'pytest.log'}",
         )
@@ -109,7 +109,8 @@ def run_drill(
     scenarios = evidence["scenarios"]
     passed = sum(1 for s in scenarios if s["verdict"] == "passed")
     ok = code == 0 and evidence["verdict"] == "passed"
-    return DrillResult(run_dir, evidence["verdict"], len(scenarios), passed, 0 if ok else 1)
+    exit_code = EXIT_OK if ok else EXIT_DRILL_FAILED
+    return DrillResult(run_dir, evidence["verdict"], len(scenarios), passed, exit_code)
 
 
 def add_chaos_drills(

@@ -66,15 +66,20 @@ class StackStatus:
     kms_reachable: bool | None
     nodes: list[NodeStatus]
     extras: dict[str, Any] = field(default_factory=dict)
+    #: The parts that keep the stack healing (supervisor, snapshot agent, restore
+    #: watcher): "running", or what is wrong. Empty when not looked at.
+    agents: dict[str, str] = field(default_factory=dict)
 
     @property
     def healthy(self) -> bool:
-        """Every node initialized, unsealed and a voter, and exactly one active."""
+        """Every node initialized, unsealed and a voter, exactly one active, and every
+        agent that was looked at running."""
         nodes = self.nodes
         return (
             bool(nodes)
             and all(n.initialized and n.sealed is False and n.voter for n in nodes)
             and sum(1 for n in nodes if n.active) == 1
+            and all(state == "running" for state in self.agents.values())
         )
 
 

@@ -28,7 +28,6 @@ import contextlib
 import datetime as dt
 import platform
 import secrets
-import shutil
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -38,14 +37,14 @@ from typing import Any
 
 import yaml
 
-from vaultdr import __version__, checks
+from vaultdr import __version__, checks, statedir
 from vaultdr.config import Stack, load_stack, parse_stack
 from vaultdr.drill.evidence import git_commit
 from vaultdr.drill.runner import new_run_id
 from vaultdr.envs.local.env import LocalEnvironment
 from vaultdr.envs.local.processes import wait_for
 from vaultdr.envs.local.state import write_json_atomic
-from vaultdr.errors import ConfigError, VaultdrError
+from vaultdr.errors import EXIT_DRILL_FAILED, ConfigError, VaultdrError
 from vaultdr.evidence.index import write_index
 from vaultdr.evidence.manifest import write_manifest
 from vaultdr.evidence.report import write_report
@@ -87,7 +86,7 @@ class UpgradeResult:
 
     @property
     def exit_code(self) -> int:
-        return 0 if self.verdict == "passed" else 1
+        return 0 if self.verdict == "passed" else EXIT_DRILL_FAILED
 
 
 # --- steps, as evidence records them ---------------------------------------------------------
@@ -252,6 +251,13 @@ class UpgradeCheck:
     def run(self) -> UpgradeResult:
         options = self.options
         previous, target = resolve_engines(options)  # a bad stack.yaml fails here, first
+        work = options.state_dir.resolve()
+        statedir.claim(work, what="upgrade-check work directory", purpose="upgrade-check")
+        with statedir.locked(work, command="upgrade-check", what="work directory"):
+            return self._run_in(work, previous, target)
+
+    def _run_in(self, work: Path, previous: Engine, target: Engine) -> UpgradeResult:
+        options = self.options
         run_id = new_run_id()
         run_dir = (options.report_dir / run_id).resolve()
         run_dir.mkdir(parents=True)
@@ -260,12 +266,10 @@ class UpgradeCheck:
             f"vaultdr upgrade-check {run_id}: {previous.kind} {previous.version} -> "
             f"{target.version}; evidence in {run_dir}"
         )
-        work = options.state_dir.resolve()
-        if work.exists():  # a check interrupted earlier: stop what it left running
-            with contextlib.suppress(VaultdrError):
-                LocalEnvironment(work / "stack").down()
-            shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True, mode=0o700)
+        # A check interrupted earlier: stop what it left running, then start afresh.
+        with contextlib.suppress(VaultdrError):
+            LocalEnvironment(work / "stack").down()
+        statedir.empty_owned(work, what="upgrade-check work directory")
         stack_from = write_stack_file(
             options.config, run_dir / "stack-current.yaml", previous, restore={"auto": False}
         )
@@ -282,7 +286,7 @@ class UpgradeCheck:
             except VaultdrError as exc:
                 self.say(f"the check's stack did not stop cleanly ({exc.message}); see {work}")
             else:
-                shutil.rmtree(work, ignore_errors=True)
+                statedir.remove_owned(work, what="upgrade-check work directory")
         if passed_upgrade and options.drills:
             stack_to = write_stack_file(options.config, run_dir / "stack-target.yaml", target)
             self._drills(stack_to, run_dir)

@@ -58,7 +58,7 @@ from vaultdr.envs.base import (
 )
 from vaultdr.envs.kube.api import KubeApi, PortForwarder
 from vaultdr.envs.local import awsemu
-from vaultdr.errors import ConfigError, StackStateError, VaultdrError
+from vaultdr.errors import ConfigError, Refused, StackStateError, VaultdrError
 from vaultdr.polling import wait_for
 from vaultdr.vault import VaultClient
 
@@ -74,10 +74,8 @@ HARMLESS_FAULTS = frozenset({"restore-kms", "thaw-node"})
 VOLUME_WAIT = 120.0
 
 
-class DestructiveFaultRefused(VaultdrError):
+class DestructiveFaultRefused(Refused):
     """A destructive fault on a real cluster was not confirmed; nothing was changed."""
-
-    exit_code = 8
 
 
 def active_label(engine_kind: str) -> str:

@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from vaultdr import statedir
 from vaultdr.agents.configure import Change, KubernetesTarget, reconcile
 from vaultdr.aws import Aws
 from vaultdr.config import Stack
@@ -48,9 +49,10 @@ from vaultdr.envs.local.processes import (
     tail,
     wait_for,
 )
-from vaultdr.envs.local.state import LocalState, NodeState, write_json_atomic
+from vaultdr.envs.local.state import HEARTBEAT_FILE, LocalState, NodeState, write_json_atomic
 from vaultdr.envs.local.tls import LocalCA
 from vaultdr.errors import (
+    ConfigError,
     EnvironmentStartError,
     StackStateError,
     VaultdrError,
@@ -58,6 +60,8 @@ from vaultdr.errors import (
 from vaultdr.vault import VaultClient
 
 SA_AUDIENCE = "vault"
+#: The supervisor writes its heartbeat every second; older than this, it is hung.
+HEARTBEAT_STALE_SECONDS = 10.0
 
 
 def _write_private_text(path: Path, text: str) -> None:
@@ -106,7 +110,13 @@ class LocalEnvironment:
         return [r for r in records if r.alive()]
 
     def ca_file(self) -> Path:
-        return Path(self.state.ca_file)
+        path = Path(self.state.ca_file)
+        if not path.is_file():
+            raise StackStateError(
+                f"the stack's CA certificate {path} is missing",
+                hint="the state directory is damaged: `vaultdr down` and `vaultdr up` again",
+            )
+        return path
 
     def node_names(self) -> list[str]:
         return [node.name for node in self.state.nodes]
@@ -186,12 +196,17 @@ class LocalEnvironment:
     # --- up -----------------------------------------------------------------------
     def up(self) -> StackStatus:
         stack = self.stack_config()
-        self._refuse_if_running()
-        binary = nodes.find_binary(stack)
+        binary = nodes.find_binary(stack)  # bad input is refused before anything is created
         version = nodes.check_version(stack, binary)
-        if self.state_dir.exists():
-            shutil.rmtree(self.state_dir)
-        self.state_dir.mkdir(parents=True, mode=0o700)
+        statedir.claim(
+            self.state_dir, what="state directory", purpose="local stack", legacy_file="state.json"
+        )
+        with statedir.locked(self.state_dir, command="up"):
+            self._refuse_if_running()
+            statedir.empty_owned(self.state_dir, what="state directory")
+            return self._up(stack, binary, version)
+
+    def _up(self, stack: Stack, binary: Path, version: str) -> StackStatus:
         self._state = LocalState(
             directory=str(self.state_dir),
             cluster=stack.cluster,
@@ -212,7 +227,14 @@ class LocalEnvironment:
         return self.status()
 
     def _refuse_if_running(self) -> None:
-        alive = self.running_processes()
+        try:
+            alive = self.running_processes()
+        except ConfigError:  # an unreadable state.json: processes may still run
+            raise StackStateError(
+                f"{self.state_dir / 'state.json'} is unreadable: a stack may still run there",
+                hint="stop its processes (`pgrep -af STATE_DIR`) and remove the directory, "
+                "or use another --state-dir",
+            ) from None
         if alive:
             names = ", ".join(sorted({r.name for r in alive}))
             raise StackStateError(
@@ -467,6 +489,7 @@ class LocalEnvironment:
         statuses = [self._node_status(node, voters) for node in state.nodes]
         kms = None if quick else self._kms_reachable()
         extras: dict[str, Any] = {"state_dir": str(self.state_dir), "phase": state.phase}
+        agents: dict[str, str] = {}
         if not quick:
             extras["kms_access"] = self._kms_access()
             extras.update(self._agent_status())
@@ -474,6 +497,7 @@ class LocalEnvironment:
                 name: ("running" if (rec := state.record(name)) and rec.alive() else "stopped")
                 for name in state.processes
             }
+            agents = self._agents_alive()
         return StackStatus(
             environment="local",
             cluster=state.cluster,
@@ -481,7 +505,33 @@ class LocalEnvironment:
             kms_reachable=kms,
             nodes=statuses,
             extras=extras,
+            agents=agents,
         )
+
+    def _agents_alive(self) -> dict[str, str]:
+        """The supervisor and each agent it should run: "running" or what is wrong.
+
+        The supervisor's process must be alive and its heartbeat fresh; each agent
+        the stack declares must be a live thread in that heartbeat.
+        """
+        stack = self.stack_config()
+        expected = ["snapshot-agent"] if stack.snapshots.enabled else []
+        expected += ["restore-watcher"] if stack.restore.auto else []
+        record = self.state.record("supervisor")
+        if not (record and record.alive()):
+            return {"supervisor": "not running"} | {name: "not running" for name in expected}
+        try:
+            beat = json.loads((self.state_dir / HEARTBEAT_FILE).read_text())
+            age = time.time() - float(beat["t"])
+            threads = dict(beat["agents"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return {"supervisor": "running, no heartbeat yet"}
+        if age > HEARTBEAT_STALE_SECONDS:
+            return {"supervisor": f"hung: no heartbeat for {age:.0f} s"}
+        agents = {"supervisor": "running"}
+        for name in expected:
+            agents[name] = "running" if threads.get(name) else "dead (its thread has ended)"
+        return agents
 
     def _agent_status(self) -> dict[str, str]:
         """One line each for the snapshot agent and the last restore, from their status files."""
@@ -561,8 +611,12 @@ class LocalEnvironment:
     def kill_node(self, node: str) -> None:
         """SIGKILL the node's server process; the supervisor starts it again."""
         record = self.state.node(node).process()
-        if record and record.alive():
-            os.kill(record.pid, 9)
+        if not (record and record.alive()):
+            raise StackStateError(
+                f"{node} is not running: there is no process to kill",
+                hint="wait until the supervisor has started it (`vaultdr status`)",
+            )
+        os.kill(record.pid, signal.SIGKILL)
 
     def delete_volume(self, node: str) -> None:
         """Delete the node's data dir and kill it; the supervisor brings it back empty."""
@@ -669,13 +723,19 @@ class LocalEnvironment:
                 f"no local stack in {self.state_dir}: nothing to stop",
                 hint="pass --state-dir if the stack was started elsewhere",
             )
-        self._state = state
-        self._stop_everything()
-        if keep_data:
-            state.phase = "stopped"
-            state.save()
-        else:
-            shutil.rmtree(self.state_dir, ignore_errors=True)
+        if not statedir.is_owned(self.state_dir, legacy_file="state.json"):
+            raise statedir.NotOurDirectory(
+                f"{self.state_dir} holds a state.json that does not name this directory",
+                hint="pass the --state-dir the stack was started with",
+            )
+        with statedir.locked(self.state_dir, command="down"):
+            self._state = state
+            self._stop_everything()
+            if keep_data:
+                state.phase = "stopped"
+                state.save()
+            else:
+                statedir.remove_owned(self.state_dir, what="state directory")
 
     def _stop_everything(self) -> None:
         """Stop the supervisor first (it stops the nodes), then every other process; verify."""

@@ -23,9 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from vaultdr.envs.local.processes import ProcessRecord
+from vaultdr.errors import ConfigError
 
 DEFAULT_STATE_DIR = Path(".vaultdr")
 STATE_ENV_VAR = "VAULTDR_STATE_DIR"
+#: Where the supervisor says every second that it and its agent threads live.
+HEARTBEAT_FILE = Path("agents") / "heartbeat.json"
 _SAVE_LOCK = threading.Lock()
 
 
@@ -43,6 +46,15 @@ def write_json_atomic(path: Path, data: Any, *, private: bool = False) -> None:
     with os.fdopen(fd, "w") as out:
         json.dump(data, out, indent=2, sort_keys=True)
     os.replace(tmp, path)
+
+
+def _unreadable(path: Path, exc: Exception) -> ConfigError:
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+    return ConfigError(
+        f"{path} is unreadable ({reason}): it is not a state file this vaultdr wrote",
+        hint="if a stack still runs there, stop its processes by hand; then remove the "
+        "directory or pass another --state-dir",
+    )
 
 
 @dataclass
@@ -126,21 +138,30 @@ class LocalState:
 
     @classmethod
     def load(cls, directory: Path) -> LocalState | None:
+        path = directory / "state.json"
         try:
-            data = json.loads((directory / "state.json").read_text())
+            data = json.loads(path.read_text())
         except FileNotFoundError:
             return None
-        data["nodes"] = [NodeState(**node) for node in data.get("nodes", [])]
-        return cls(**data)
+        except NotADirectoryError:
+            raise ConfigError(
+                f"state directory {directory} is a file, not a directory",
+                hint="pass --state-dir where the stack runs",
+            ) from None
+        except (OSError, ValueError) as exc:
+            raise _unreadable(path, exc) from None
+        try:
+            data["nodes"] = [NodeState(**node) for node in data.get("nodes", [])]
+            return cls(**data)
+        except (TypeError, AttributeError, KeyError) as exc:
+            raise _unreadable(path, exc) from None
 
     def node(self, name: str) -> NodeState:
         for node in self.nodes:
             if node.name == name:
                 return node
         known = ", ".join(n.name for n in self.nodes)
-        from vaultdr.errors import VaultdrError
-
-        raise VaultdrError(f"no node named '{name}'", hint=f"the nodes are: {known}")
+        raise ConfigError(f"no node named '{name}'", hint=f"the nodes are: {known}")
 
     def record(self, name: str) -> ProcessRecord | None:
         data = self.processes.get(name)

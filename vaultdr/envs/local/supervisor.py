@@ -19,7 +19,10 @@ Every ``tick`` it looks at each node:
 It also runs the agents that the stack declares (snapshot agent, restore
 watcher) when they are available, each in its own thread. Every start and exit
 is appended to ``events.jsonl`` with wall and monotonic time, for the drill
-timeline. On SIGTERM it stops every node it started, then exits.
+timeline. Every second it writes ``agents/heartbeat.json`` (its pid, the time,
+and whether each agent thread is alive), so ``vaultdr status`` can tell a dead
+supervisor or a dead agent from a healthy one. On SIGTERM it stops every node
+it started, then exits.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -36,12 +40,13 @@ from pathlib import Path
 from types import FrameType
 
 from vaultdr.envs.local.processes import spawn, stop_pid
-from vaultdr.envs.local.state import LocalState, NodeState, write_json_atomic
+from vaultdr.envs.local.state import HEARTBEAT_FILE, LocalState, NodeState, write_json_atomic
 
 TICK_SECONDS = 0.2
 FIRST_BACKOFF = 0.5
 MAX_BACKOFF = 5.0
 HEALTHY_RUN = 10.0
+HEARTBEAT_SECONDS = 1.0
 
 
 class Supervisor:
@@ -58,6 +63,21 @@ class Supervisor:
         self.stopping = threading.Event()
         self.events = Path(state.directory) / "events.jsonl"
         self._lock = threading.Lock()
+        self.agents: list[threading.Thread] = []
+        self._last_beat = 0.0
+
+    def heartbeat(self) -> None:
+        """Say that the supervisor lives, and which agent threads do (for ``status``)."""
+        now = time.monotonic()
+        if now - self._last_beat < HEARTBEAT_SECONDS:
+            return
+        self._last_beat = now
+        record = {
+            "t": time.time(),
+            "pid": os.getpid(),
+            "agents": {thread.name: thread.is_alive() for thread in self.agents},
+        }
+        write_json_atomic(Path(self.state.directory) / HEARTBEAT_FILE, record)
 
     def event(self, kind: str, **fields: object) -> None:
         record = {"t": time.time(), "mono": time.monotonic(), "event": kind, **fields}
@@ -115,6 +135,7 @@ class Supervisor:
         while not self.stopping.is_set():
             for node in self.state.nodes:
                 self.check_node(node)
+            self.heartbeat()
             self.stopping.wait(TICK_SECONDS)
         self.shutdown()
 
@@ -148,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     from vaultdr.envs.local.healing import start_agents
 
-    start_agents(args.state_dir, supervisor.stopping)
+    supervisor.agents = start_agents(args.state_dir, supervisor.stopping)
     supervisor.run()
     return 0
 
