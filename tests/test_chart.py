@@ -36,6 +36,7 @@ from botocore.exceptions import ClientError
 
 import vaultdr
 from vaultdr.config import parse_stack
+from vaultdr.envs.local import emulator
 
 REPO = Path(__file__).resolve().parent.parent
 CHART = REPO / "environments/chart/vaultdr-ops"
@@ -486,10 +487,21 @@ def test_the_emulator_keeps_its_state_it_is_never_restarted_or_doubled() -> None
     assert moto["spec"]["replicas"] == 1
     assert moto["spec"]["strategy"] == {"type": "Recreate"}
     (container,) = moto["spec"]["template"]["spec"]["containers"]
-    assert re.fullmatch(r"motoserver/moto:\d+\.\d+\.\d+", container["image"])
+    assert re.fullmatch(r"vaultdr-agent:\d+\.\d+\.\d+", container["image"])
     assert "livenessProbe" not in container  # a restart loses every KMS key
-    # Readiness must not spend the unauthenticated allowance: only /moto-api/ is free.
-    assert container["readinessProbe"]["httpGet"]["path"].startswith("/moto-api/")
+    # Readiness must not spend the unauthenticated allowance: the guard answers it itself.
+    assert container["readinessProbe"]["httpGet"]["path"] == emulator.READY_PATH
+
+
+def test_the_in_cluster_emulators_control_api_is_closed_by_the_guard() -> None:
+    moto = one(emulator_objects(), "Deployment", "moto")
+    (container,) = moto["spec"]["template"]["spec"]["containers"]
+    command = " ".join(container["command"])
+    assert f"python -m {emulator.MODULE}" in command
+    assert "--control-token-file /tmp/control-token" in command
+    assert "umask 077" in command  # the guard refuses a token file others can read
+    # Nothing in the manifest (probe, bootstrap) relies on the control API any more.
+    assert "/moto-api/" not in (KIND / "aws-emulator.yaml").read_text()
 
 
 def test_the_emulator_is_reachable_from_the_host_through_kinds_port_mapping() -> None:

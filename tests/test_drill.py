@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from tests.conftest import LOCAL_STACK, CliRunner
+from vaultdr.errors import EXIT_DRILL_FAILED
 from vaultdr.evidence.schema import load_evidence
 
 TOKEN = re.compile(r"\b(?:hvs|s)\.[A-Za-z0-9]{20,}")
@@ -105,7 +106,7 @@ def test_a_missed_objective_fails_the_drill_and_says_by_how_much(
         state_dir=tmp_path,
         timeout=600,
     )
-    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.returncode == EXIT_DRILL_FAILED, result.stdout + result.stderr
     assert "FAILED: 0 of 1 scenarios passed" in result.stdout
     [run_dir] = run_dirs(reports)
     evidence = json.loads((run_dir / "evidence.json").read_text())

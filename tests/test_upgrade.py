@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import CliRunner, stack_with
 from tests.test_evidence import json_schema
-from vaultdr.errors import ConfigError
+from vaultdr.errors import EXIT_DRILL_FAILED, ConfigError
 from vaultdr.evidence.manifest import verify_manifest
 from vaultdr.evidence.schema import load_evidence
 from vaultdr.upgrade import engines
@@ -122,7 +122,7 @@ def test_awskms_to_2_7_fails_with_the_reason_and_leaves_the_cluster_serving(
 ) -> None:
     result = check(tmp_path, to_version="2.7.2", drills=False)
     assert result.verdict == "failed"
-    assert result.exit_code == 1
+    assert result.exit_code == EXIT_DRILL_FAILED
     assert "unknown wrapper: awskms" in result.explanation  # the server's own line
     assert "transit" in result.explanation and "plugin" in result.explanation
     assert result.original_serving is True

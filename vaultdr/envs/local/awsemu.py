@@ -1,6 +1,8 @@
-"""The local AWS: a ``moto_server`` with IAM enforcement on, bootstrapped for the stack.
+"""The local AWS: moto with IAM enforcement on, bootstrapped for the stack.
 
-:func:`start_moto` runs the emulator on loopback; :func:`bootstrap` creates what the stack
+:func:`start_moto` runs the emulator on loopback (moto's own server application behind
+:mod:`vaultdr.envs.local.emulator`, which closes moto's control API to callers without
+the stack's control token); :func:`bootstrap` creates what the stack
 needs (an admin principal, the seal's principal and KMS key, the snapshot bucket and the
 snapshot agent's principal) and returns it as an :class:`AwsStack` for the state file;
 :func:`revoke_kms`/:func:`restore_kms` are the revoke-KMS fault: an explicit IAM Deny on
@@ -8,7 +10,8 @@ the seal's principal, which a restarted node feels as a failed ``kms:Decrypt``.
 
 How IAM enforcement is switched on: moto lets the first ``INITIAL_NO_AUTH_ACTION_COUNT``
 AWS requests through unauthenticated (it counts every request that reaches an AWS
-service handler, whatever its outcome, and nothing else: ``/moto-api/*`` does not count)
+service handler, whatever its outcome, and nothing else: the emulator's readiness path
+``/vaultdr-emulator/ready`` never reaches moto and does not count)
 and checks signature and IAM policy on every request after that. The bootstrap makes
 exactly :data:`UNAUTHENTICATED_CALLS` requests before it holds admin credentials
 (CreateUser, PutUserPolicy, CreateAccessKey, sent with retries off so none is repeated)
@@ -21,10 +24,15 @@ Hazards:
   unsealed again. Stop it only together with the stack it seals.
 * Any AWS call that reaches the emulator before :func:`bootstrap` (a health probe that
   lists buckets, say) uses up the unauthenticated allowance; the bootstrap then fails
-  and the emulator must be restarted. Probe readiness on ``/moto-api/`` only.
-* Anything on 127.0.0.1 may use moto's control API: ``POST /moto-api/reset-auth`` turns
-  enforcement off again and ``POST /moto-api/reset`` wipes all state. It listens on
-  loopback only, and is an emulator, not a security boundary.
+  and the emulator must be restarted. Probe readiness with :func:`moto_ready` only.
+* moto's control API (``/moto-api/*``: ``data.json`` dumps every secret in plain text,
+  ``reset`` wipes all state, ``reset-auth`` turns enforcement off) and its instance
+  metadata answer only requests that carry the control token (header
+  ``X-Vaultdr-Control-Token``); everyone else gets 403. The token is created at each
+  :func:`start_moto` in ``<dir>/control-token`` (mode 0600): whoever can read that file
+  (or the moto directory) holds the whole emulator. :func:`control_request` uses it.
+* It listens on loopback only, and is an emulator, not a security boundary: the AWS
+  APIs are moto's, with moto's IAM enforcement and its gaps (below).
 * moto matches KMS and SSM policy statements only when ``Resource`` is ``"*"``, so
   those statements are scoped to ``*`` here; on real AWS they name the key ARN and the
   parameter path. S3 does check resource ARNs, so bucket statements name the bucket.
@@ -34,6 +42,8 @@ Hazards:
 
 from __future__ import annotations
 
+import os
+import secrets
 import sys
 import urllib.error
 import urllib.request
@@ -59,6 +69,8 @@ from vaultdr.errors import AwsError, EnvironmentStartError
 UNAUTHENTICATED_CALLS = 3
 #: How long start_moto waits for the emulator to answer.
 START_TIMEOUT = 20.0
+#: The emulator's control token, in start_moto's ``dir`` (mode 0600).
+CONTROL_TOKEN_FILE = "control-token"
 
 ADMIN_USER = "vaultdr-admin"
 ADMIN_POLICY = "admin"
@@ -106,29 +118,71 @@ def endpoint_url(port: int) -> str:
 # -- the process ---------------------------------------------------------------------------
 
 
-def find_moto_server() -> str:
-    """The ``moto_server`` script of this interpreter's environment."""
-    candidate = Path(sys.executable).parent / "moto_server"
-    if not candidate.exists():
-        raise EnvironmentStartError(
-            f"moto_server not found next to {sys.executable}",
-            hint="install vaultdr's dependencies (moto[server]) into this environment",
-        )
-    return str(candidate)
+def control_token_file(dir: Path) -> Path:
+    """Where :func:`start_moto` keeps the emulator's control token (mode 0600)."""
+    return dir / CONTROL_TOKEN_FILE
+
+
+def _write_control_token(path: Path) -> None:
+    """A fresh random token in ``path``, created 0600 (and made 0600 if it existed)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        os.fchmod(handle.fileno(), 0o600)  # an existing file keeps its old mode otherwise
+        handle.write(secrets.token_urlsafe(32))
+
+
+def _opener() -> urllib.request.OpenerDirector:
+    return urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
 
 
 def moto_ready(url: str, *, timeout: float = 1.0) -> bool:
-    """True when the emulator at ``url`` answers its control API.
+    """True when the emulator at ``url`` answers its readiness path.
 
-    Uses ``/moto-api/``, which does not count against the unauthenticated allowance
-    (any AWS request would).
+    That path is served by :mod:`vaultdr.envs.local.emulator` itself and never reaches
+    moto, so it does not count against the unauthenticated allowance (any AWS request
+    would).
     """
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
+    from vaultdr.envs.local.emulator import READY_PATH  # imports moto: only when needed
+
     try:
-        with opener.open(f"{url}/moto-api/", timeout=timeout) as answer:
-            return 200 <= int(answer.status) < 300
+        with _opener().open(f"{url}{READY_PATH}", timeout=timeout) as answer:
+            return int(answer.status) == 200 and answer.read(16) == b"ready"
     except (urllib.error.URLError, OSError, ValueError):
         return False
+
+
+def control_request(
+    url: str,
+    path: str,
+    *,
+    token_file: Path,
+    method: str = "GET",
+    data: bytes | None = None,
+    timeout: float = 10.0,
+) -> tuple[int, bytes]:
+    """Call moto's control API (``path``, e.g. ``/moto-api/data.json``) with the control
+    token from ``token_file``; returns the HTTP status and the body.
+
+    The body of ``/moto-api/data.json`` holds every secret of the emulator in plain text:
+    never log or print it. Raises AwsError when the emulator cannot be reached.
+    """
+    from vaultdr.envs.local.emulator import CONTROL_TOKEN_HEADER  # imports moto: only when needed
+
+    token = token_file.read_text(encoding="ascii").strip()
+    request = urllib.request.Request(
+        f"{url}{path}", data=data, method=method, headers={CONTROL_TOKEN_HEADER: token}
+    )
+    try:
+        with _opener().open(request, timeout=timeout) as answer:
+            return int(answer.status), bytes(answer.read())
+    except urllib.error.HTTPError as refused:
+        with refused:
+            return int(refused.code), bytes(refused.read())
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise AwsError(
+            f"cannot reach the AWS emulator's control API at {url}: {type(exc).__name__}",
+            hint="is the emulator running? see `vaultdr status`",
+        ) from None
 
 
 def start_moto(
@@ -136,12 +190,16 @@ def start_moto(
     *,
     port: int,
     log: Path,
-    moto_server: str | None = None,
+    python: str | None = None,
 ) -> ProcessRecord:
-    """Start ``moto_server`` on 127.0.0.1:``port`` with IAM enforcement armed.
+    """Start the emulator (moto behind :mod:`vaultdr.envs.local.emulator`) on
+    127.0.0.1:``port`` with IAM enforcement armed and its control API closed.
 
     Enforcement starts after :data:`UNAUTHENTICATED_CALLS` requests, i.e. once
-    :func:`bootstrap` has run. ``dir`` is the process's working directory. Waits up to
+    :func:`bootstrap` has run. ``dir`` is the process's working directory; a fresh
+    control token is written to :func:`control_token_file` (``dir/control-token``, 0600)
+    at every start. ``python`` is the interpreter that runs the emulator module (default:
+    this one, whose environment has moto[server]). Waits up to
     :data:`START_TIMEOUT` seconds for it to answer; raises EnvironmentStartError (with
     the log's tail) when the port is taken or the server does not come up.
     """
@@ -150,9 +208,23 @@ def start_moto(
             f"cannot start the AWS emulator: port {port} on {LOOPBACK} is already in use",
             hint="stop what listens there, or let vaultdr pick a free port",
         )
-    argv = [moto_server or find_moto_server(), "-H", LOOPBACK, "-p", str(port)]
-    env = {**_FAKE_ENV, "INITIAL_NO_AUTH_ACTION_COUNT": str(UNAUTHENTICATED_CALLS)}
+    from vaultdr.envs.local.emulator import MODULE  # imports moto: only when needed
+
     dir.mkdir(parents=True, exist_ok=True)
+    token_file = control_token_file(dir)
+    _write_control_token(token_file)
+    argv = [
+        python or sys.executable,
+        "-m",
+        MODULE,
+        "-H",
+        LOOPBACK,
+        "-p",
+        str(port),
+        "--control-token-file",
+        str(token_file),
+    ]
+    env = {**_FAKE_ENV, "INITIAL_NO_AUTH_ACTION_COUNT": str(UNAUTHENTICATED_CALLS)}
     try:
         proc, record = spawn("moto", argv, log=log, env=env, cwd=dir)
     except OSError as exc:
