@@ -22,6 +22,7 @@ from tests.conftest import REPO, CliRunner, start_stack, stop_stack
 from vaultdr import faults
 from vaultdr.envs.local.env import LocalEnvironment
 from vaultdr.envs.local.processes import wait_for
+from vaultdr.errors import EXIT_BAD_INPUT
 
 DRILLS = REPO / "drills"
 CHAOS = Path(sys.executable).with_name("chaos")
@@ -288,3 +289,26 @@ def test_total_loss_without_auto_restore_fails_with_a_clear_deviation(
         assert "wait-for-recovery failed" in result.stderr
     finally:
         stop_stack(env)
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ('"kill the leader"', "an experiment is a JSON object, not str"),
+        ('{"title": "no description"}', "experiment requires a description"),
+        (
+            '{"title": "t", "description": "d", "method": [{"type": "action", "name": "a", '
+            '"provider": {"type": "python", "module": "vaultdr.chaos.actions", "func": "nope"}}]}',
+            "does not expose a function called 'nope'",
+        ),
+    ],
+)
+def test_an_invalid_experiment_is_bad_input_not_a_failed_drill(
+    cli: CliRunner, tmp_path: Path, text: str, words: str
+) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(text)
+    result = cli("chaos", "run", str(bad), state_dir=tmp_path / "none")
+    assert result.returncode == EXIT_BAD_INPUT, result.stderr
+    assert words in result.stderr
+    assert "Traceback" not in result.stderr

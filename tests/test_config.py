@@ -84,3 +84,49 @@ def test_a_missing_config_file_is_a_clear_error(
     code = main(["up", "--config", str(tmp_path / "nope.yaml"), "--state-dir", str(tmp_path)])
     assert code == 2
     assert "no such file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("data", "field", "words"),
+    [
+        (
+            {"objectives": {"rto": {"leader-los": "15s"}}},
+            "objectives.rto",
+            "did you mean 'leader-loss'",
+        ),
+        ({"nodes": True}, "nodes", "valid integer"),
+        ({"nodes": "3"}, "nodes", "valid integer"),
+        ({"snapshots": {"interval": 0}}, "snapshots.interval", "greater than 0"),
+        ({"snapshots": {"interval": "400d"}}, "snapshots.interval", "less than or equal"),
+        ({"restore": {"watch_interval": "0s"}}, "restore.watch_interval", "greater than 0"),
+        ({"startup_timeout": 0}, "startup_timeout", "greater than 0"),
+        ({"snapshots": {"prefix": "../../etc"}}, "snapshots.prefix", "no '.' or '..' parts"),
+        ({"snapshots": {"prefix": "/abs"}}, "snapshots.prefix", "leading or trailing"),
+        ({"snapshots": {"bucket": "Not_A_Bucket"}}, "snapshots.bucket", "bucket name"),
+        ({"snapshots": {"retain": {"last": 1.5}}}, "snapshots.retain.last", "valid integer"),
+        ({"objectives": {"rto": {"total-loss": "0s"}}}, "objectives.rto.total-loss", "greater"),
+    ],
+)
+def test_a_field_that_would_silently_weaken_a_drill_is_refused_by_name(
+    data: dict[str, object], field: str, words: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_stack(data)
+    assert f"{field}:" in str(err.value)
+    assert words in str(err.value)
+
+
+def test_an_rto_table_that_names_some_scenarios_keeps_the_others() -> None:
+    stack = parse_stack({"objectives": {"rto": {"leader-loss": "5s"}}})
+    assert stack.objectives.rto["leader-loss"] == 5
+    assert stack.objectives.rto["total-loss"] == 60  # not dropped: still judged
+
+
+def test_a_binary_stack_file_is_bad_input_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "stack.yaml"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe")
+    assert main(["drill", "--dry-run", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "not a text file" in err and "Traceback" not in err

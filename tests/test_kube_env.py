@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -28,6 +29,7 @@ from vaultdr.envs.kube import deploy
 from vaultdr.envs.kube.agents import PodRestoreTarget, PodSettings
 from vaultdr.envs.kube.env import (
     ALLOW_ANNOTATION,
+    CONFIRM_FLAG,
     DestructiveFaultRefused,
     EksEnvironment,
     KindEnvironment,
@@ -35,7 +37,13 @@ from vaultdr.envs.kube.env import (
 )
 from vaultdr.envs.local import awsemu
 from vaultdr.envs.local.processes import free_port, stop_pid
-from vaultdr.errors import AccessDenied, ConfigError, EnvironmentStartError
+from vaultdr.errors import (
+    EXIT_HARNESS,
+    EXIT_REFUSED,
+    AccessDenied,
+    ConfigError,
+    EnvironmentStartError,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 NS = "vaultdr"
@@ -850,6 +858,36 @@ def test_down_on_eks_needs_the_same_confirmation_and_deletes_only_what_up_made(
     confirmed = eks_env(tmp_path, kube_api, vault_nodes, confirm_context=EKS_CONTEXT)
     with pytest.raises(EnvironmentStartError, match="missing on PATH: helm"):
         confirmed.down()
+    assert cluster.mutations() == []
+
+
+def test_down_on_eks_unconfirmed_is_refused_with_a_flag_that_down_accepts(
+    tmp_path: Path, kube_api: FakeKubeApi, cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    annotate(cluster)  # the opt-in is there: only the confirmation is missing
+    kubeconfig = kube_api.write_kubeconfig(tmp_path / "kubeconfig", EKS_CONTEXT)
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))  # no helm: nothing can be uninstalled, whatever happens
+
+    refused = run_cli(tmp_path, kubeconfig, "down", "--env", "eks")
+
+    assert refused.returncode == DestructiveFaultRefused.exit_code == EXIT_REFUSED, refused.stderr
+    assert "refusing down on eks" in refused.stderr
+    suggested = re.search(r"(--[a-z][a-z-]*) " + re.escape(EKS_CONTEXT), refused.stderr)
+    assert suggested, refused.stderr
+    flag = suggested.group(1)
+    assert flag == CONFIRM_FLAG
+    plan = run_cli(tmp_path, kubeconfig, "kube", "plan", "down", "--env", "eks")
+    assert plan.returncode == 0, plan.stderr
+    assert f"{flag} CONTEXT" in plan.stderr  # the plan names the same flag
+    # `down` must accept the flag its refusal asks for (cli.py: `_add_confirmation(down)`)
+    usage = run_cli(tmp_path, kubeconfig, "down", "--help")
+    assert usage.returncode == 0, usage.stderr
+    assert flag in usage.stdout, f"`vaultdr down` does not accept {flag}:\n{usage.stdout}"
+    confirmed = run_cli(tmp_path, kubeconfig, "down", "--env", "eks", flag, EKS_CONTEXT)
+    assert confirmed.returncode == EXIT_HARNESS, confirmed.stderr  # past the interlock
+    assert "missing on PATH: helm" in confirmed.stderr
     assert cluster.mutations() == []
 
 

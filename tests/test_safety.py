@@ -184,6 +184,15 @@ def test_a_second_up_is_refused_and_status_sees_a_dead_supervisor(
         assert "agent snapshot-agent: running" in status.stdout
         assert "agent restore-watcher: running" in status.stdout
 
+        ca = state / "ca" / "ca.pem"
+        ca.rename(ca.with_suffix(".away"))
+        try:
+            no_ca = cli("status", state_dir=state)
+        finally:
+            ca.with_suffix(".away").rename(ca)
+        assert no_ca.returncode == EXIT_STATE, no_ca.stderr
+        assert "CA certificate" in no_ca.stderr and "Traceback" not in no_ca.stderr
+
         supervisor = json.loads((state / "state.json").read_text())["processes"]["supervisor"]
         os.kill(supervisor["pid"], signal.SIGSTOP)  # hung: alive, no heartbeat
         try:
@@ -223,3 +232,20 @@ def _zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
     except OSError:
         return True
+
+
+def test_an_upgrade_check_work_dir_holding_a_users_file_survives(
+    tmp_path: Path, cli: CliRunner
+) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "thesis.tex").write_text("years of work")
+    reports = tmp_path / "reports"
+    result = cli(
+        "upgrade-check", "--to", "2.6.2", "--work-dir", str(work), "--report-dir", str(reports)
+    )
+    assert result.returncode == EXIT_STATE, result.stdout + result.stderr
+    assert "vaultdr did not create" in result.stderr
+    assert sorted(p.name for p in work.iterdir()) == ["thesis.tex"]
+    assert (work / "thesis.tex").read_text() == "years of work"
+    assert not reports.exists()  # refused before anything was written

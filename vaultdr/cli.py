@@ -461,6 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true")
     down = add("down", cmd_down, "stop every process of the stack")
     down.add_argument("--keep-data", action="store_true", help="keep the state directory")
+    _add_confirmation(down)
     add("env", cmd_env, "print export lines for the bao/vault CLI")
     sa = add("sa-token", cmd_sa_token, "print a service-account token from the Kubernetes API")
     sa.add_argument("namespace")

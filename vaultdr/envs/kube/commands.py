@@ -5,7 +5,10 @@
 ``agent`` commands run inside the cluster (see :mod:`vaultdr.envs.kube.agents`):
 ``snapshot`` and ``restore`` loop until SIGTERM; ``configure`` runs once and exits 0
 on success. ``kube plan`` prints every step ``vaultdr up`` (or ``down``) would run
-for ``--env kind|eks``, command lines included, and runs nothing.
+for ``--env kind|eks``, command lines included, and runs nothing. For ``down`` on eks it
+also says (on stderr) what ``down`` needs not to be refused: the namespace's opt-in
+annotation and the confirmation flag (:data:`~vaultdr.envs.kube.env.CONFIRM_FLAG`, the
+same one ``fault``, ``chaos`` and ``drill`` take) or its environment variable.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pathlib import Path
 from vaultdr.config import load_stack
 from vaultdr.errors import ConfigError
 
-__all__ = ["cmd_agent", "cmd_kube_plan", "register"]
+__all__ = ["cmd_agent", "cmd_kube_plan", "down_confirmation_note", "register"]
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -46,8 +49,21 @@ def cmd_kube_plan(args: argparse.Namespace) -> int:
     steps = plan_up(env) if args.action == "up" else plan_down(env, keep_data=args.keep_data)
     for line in run_plan(steps, dry_run=True):
         print(line)
+    if args.action == "down" and args.env == "eks":
+        print(down_confirmation_note(env.namespace), file=sys.stderr)
     print(f"dry run: {args.action} for --env {args.env} was not run", file=sys.stderr)
     return 0
+
+
+def down_confirmation_note(namespace: str) -> str:
+    """What ``vaultdr down --env eks`` needs, as the refusal of an unconfirmed one says it."""
+    from vaultdr.envs.kube.env import ALLOW_ANNOTATION, CONFIRM_ENV_VAR, CONFIRM_FLAG
+
+    return (
+        f"without the dry run, `vaultdr down --env eks` is refused unless namespace {namespace} "
+        f'carries {ALLOW_ANNOTATION}="true" and the command names the current kube context: '
+        f"{CONFIRM_FLAG} CONTEXT (or {CONFIRM_ENV_VAR}=CONTEXT)"
+    )
 
 
 def register(
