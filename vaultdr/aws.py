@@ -583,6 +583,57 @@ class Aws:
             lambda: self._client("s3").delete_object(Bucket=bucket, Key=key, VersionId=version_id),
         )
 
+    def list_object_versions(self, bucket: str, key: str) -> list[dict[str, Any]]:
+        """S3 ``ListObjectVersions`` (all pages) of exactly ``key``, newest first.
+
+        Per version or delete marker: ``version_id``, ``etag`` (without quotes, lower
+        case; None for a delete marker), ``size``, ``last_modified``, ``is_latest`` and
+        ``delete_marker``. An ETag is the body's md5 only for a single unencrypted or
+        SSE-S3 PutObject; with SSE-KMS or multipart it is not.
+        """
+        resource = f"s3://{bucket}/{key}"
+        found: list[dict[str, Any]] = []
+        for page in self._pages(
+            "s3", "ListObjectVersions", resource, "list_object_versions", Bucket=bucket, Prefix=key
+        ):
+            for marker, items in (
+                (False, page.get("Versions", [])),
+                (True, page.get("DeleteMarkers", [])),
+            ):
+                for item in items:
+                    if item.get("Key") != key:
+                        continue
+                    etag = item.get("ETag")
+                    found.append(
+                        {
+                            "version_id": str(item["VersionId"]),
+                            "etag": str(etag).strip('"').lower() if etag else None,
+                            "size": int(item.get("Size", 0)),
+                            "last_modified": item.get("LastModified"),
+                            "is_latest": bool(item.get("IsLatest", False)),
+                            "delete_marker": marker,
+                        }
+                    )
+
+        # S3 lists each kind newest first; merge the two by time (a stable sort keeps
+        # S3's own order among versions with the same timestamp).
+        def newest(v: dict[str, Any]) -> tuple[bool, float]:
+            when = v["last_modified"]
+            return v["is_latest"], when.timestamp() if when is not None else 0.0
+
+        found.sort(key=newest, reverse=True)
+        return found
+
+    def get_object_version(self, bucket: str, key: str, version_id: str) -> bytes:
+        """S3 ``GetObject`` of one version (``VersionId``): its whole body in memory."""
+        resource = f"s3://{bucket}/{key}?versionId={version_id}"
+
+        def read() -> bytes:
+            answer = self._client("s3").get_object(Bucket=bucket, Key=key, VersionId=version_id)
+            return bytes(answer["Body"].read())
+
+        return self._call("s3", "GetObject", resource, read)
+
     def delete_all_versions(self, bucket: str, key: str) -> int:
         """S3 ``ListObjectVersions`` + ``DeleteObject`` with each ``VersionId``: removes every
         version and delete marker of exactly ``key``. Returns how many were deleted."""

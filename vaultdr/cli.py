@@ -44,6 +44,7 @@ from vaultdr.errors import (
     StackStateError,
     VaultdrError,
 )
+from vaultdr.faults import RolledBack
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -132,7 +133,8 @@ def _holding(state_dir: Path, command: str, *, required: bool = False) -> Iterat
         yield
         return
     ours = statedir.is_owned(state_dir, legacy_file="state.json")
-    if not ours and (state_dir / "rollback-journal.json").is_file():  # older vaultdr's dirs
+    journals = ("rollback-journal.json", "rollback-journal.jsonl")
+    if not ours and any((state_dir / name).is_file() for name in journals):  # older vaultdr's
         statedir.write_marker(state_dir, purpose="state (adopted)")
         ours = True
     if not ours:
@@ -333,14 +335,24 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     journal = faults.RollbackJournal(env.state_dir).path
     with _holding(env.state_dir, "rollback", required=True):
         print(f"rollback journal: {journal}", file=sys.stderr)
-        results = faults.rollback(env)
+        try:
+            results = faults.rollback(env)
+        except faults.FaultError as exc:  # every entry was tried: say what each one did
+            _print_rolled_back(list(exc.results))
+            raise
     if not results:
         print("nothing to roll back")
-    for result in results:
-        print(
-            f"rolled back {result.fault} (id {result.entry_id}): {'; '.join(result.steps) or '-'}"
-        )
+    _print_rolled_back(results)
     return 0
+
+
+def _print_rolled_back(results: list[RolledBack]) -> None:
+    for result in results:
+        steps = "; ".join(result.steps) or "-"
+        if result.error:
+            print(f"NOT rolled back {result.fault} (id {result.entry_id}): {result.error}")
+        else:
+            print(f"rolled back {result.fault} (id {result.entry_id}): {steps}")
 
 
 def cmd_chaos(args: argparse.Namespace) -> int:

@@ -8,9 +8,37 @@ the same names.
 Every injection first writes an entry to the rollback journal in the state
 directory, with the undo steps it will need, and only then acts. So whatever
 happens next (the drill fails, the process is killed, the machine reboots),
-``vaultdr rollback`` reads the journal and undoes what is still in force: KMS
-access above all, then frozen processes, held nodes and corrupted snapshots.
+``vaultdr rollback`` reads the journal and undoes what is still in force.
 Undo steps are idempotent; rolling back twice is harmless.
+
+What is durable when: every change to the journal is appended, one JSON line per
+changed entry, to ``rollback-journal.jsonl`` (flushed and fsynced), and then the
+whole journal is rewritten as ``rollback-journal.json`` (``{"seq": N, "entries":
+[...]}``, the format older vaultdr reads) through a temporary file that is
+fsynced, renamed over the old one, and made durable by an fsync of the
+directory. Only then does ``inject`` let the fault act; a fault that learns its
+undo while acting (``corrupt-latest-snapshot``) journals that undo the same way
+before the change that needs it (the corrupt upload), and fills in what it
+learns (the new version id) afterwards.
+
+What happens to a damaged journal: each file is read on its own. For each entry
+the newest intact record wins (the ``.json`` counts as of its ``seq``; a line
+of the ``.jsonl`` written after it wins over it), so the log covers a ``.json``
+that does not parse, that lost an entry, or that a crash left one write behind.
+Every unreadable part (the ``.json`` as a whole, one of its entries, one line of
+the log) is a :class:`JournalProblem`: logged, listed by
+:meth:`RollbackJournal.problems`, and SKIPPED; nothing in it is undone, and it
+never keeps the intact entries from being undone. The next write keeps a copy of
+each damaged file (``<name>.damaged-<time>``) and rewrites it whole.
+
+Rollback order: each entry in force is undone on its own, access first:
+``restore-kms`` (KMS access above all), then ``thaw-node``, then
+``release-nodes``, then snapshot repairs (``delete-object-version``); within a
+kind, newest first. An undo step that raises anything (a vaultdr error, an
+OSError, a KeyError from a malformed step) is that entry's failure only: the
+entry stays in force (``undo-failed``) and the rollback goes on. After trying
+everything, :func:`rollback` raises :class:`FaultError` naming each failed entry,
+each unreadable journal record and the journal's path.
 
 Faults whose damage the stack repairs by itself (a killed process, a lost
 volume) have no undo beyond releasing any node a crash left held: the point of
@@ -22,22 +50,27 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
+import hashlib
 import json
 import logging
+import math
 import os
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol
 
 from vaultdr.aws import Aws
-from vaultdr.errors import ConfigError, StackStateError, VaultdrError
+from vaultdr.errors import EXIT_FAULT, ConfigError, StackStateError, VaultdrError
 
 log = logging.getLogger("vaultdr.faults")
 
 JOURNAL_FILE = "rollback-journal.json"
+#: The append-only log beside it: one JSON line (``{"seq", "entry"}``) per change.
+JOURNAL_LOG_FILE = "rollback-journal.jsonl"
 
 
 class FaultTarget(Protocol):
@@ -77,9 +110,14 @@ class FaultTarget(Protocol):
 
 
 class FaultError(VaultdrError):
-    """A fault could not be injected or rolled back."""
+    """A fault could not be injected or rolled back.
 
-    exit_code = 6
+    Raised by :func:`rollback`, ``results`` holds every :class:`RolledBack` of that
+    run (the failed ones have an ``error``).
+    """
+
+    exit_code = EXIT_FAULT
+    results: tuple[RolledBack, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -162,50 +200,287 @@ class JournalEntry:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JournalEntry:
-        return cls(**data)
+        """The entry ``data`` describes; ValueError when it is not a well-formed entry.
+
+        Fields this version does not know are ignored (a newer vaultdr may add some).
+        """
+        if not isinstance(data, dict):
+            raise ValueError(f"an entry must be a JSON object, not {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        missing = [
+            n for n in ("id", "fault", "args", "started_at", "mono", "status") if n not in values
+        ]
+        if missing:
+            raise ValueError(f"missing {', '.join(missing)}")
+        for name in ("id", "fault", "started_at", "status"):
+            if not isinstance(values[name], str) or not values[name]:
+                raise ValueError(f"{name} must be a non-empty string")
+        if values["status"] not in _STATUSES:
+            raise ValueError(f"unknown status {values['status']!r}")
+        args = values["args"]
+        if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+            raise ValueError("args must be a list of strings")
+        mono = values["mono"]
+        if isinstance(mono, bool) or not isinstance(mono, int | float) or not math.isfinite(mono):
+            raise ValueError("mono must be a number")
+        undo = values.get("undo", [])
+        if not isinstance(undo, list) or not all(
+            isinstance(step, dict) and isinstance(step.get("kind"), str) for step in undo
+        ):
+            raise ValueError("undo must be a list of steps, each with a kind")
+        if not isinstance(values.get("detail", {}), dict):
+            raise ValueError("detail must be an object")
+        if not isinstance(values.get("finished_at"), str | None):
+            raise ValueError("finished_at must be a string or null")
+        values["mono"] = float(mono)
+        return cls(**values)
+
+
+_STATUSES = frozenset({"acting", "injected", "done", "undone", "undo-failed"})
+
+
+@dataclass(frozen=True)
+class JournalProblem:
+    """One unreadable part of the journal: skipped, never undone."""
+
+    where: str  # "rollback-journal.json", "... entry 3", "rollback-journal.jsonl line 7"
+    reason: str
+    entry_id: str | None = None
+    fault: str | None = None
+
+    def __str__(self) -> str:
+        what = f" ({self.fault} {self.entry_id})" if self.fault and self.entry_id else ""
+        return f"{self.where}{what}: {self.reason}"
+
+
+@dataclass
+class _Loaded:
+    """One read of the journal: the entries that could be read and what could not."""
+
+    entries: list[JournalEntry] = field(default_factory=list)
+    problems: list[JournalProblem] = field(default_factory=list)
+    seq: int = 0
+    main_damaged: bool = False
+    log_damaged: bool = False
+    log_exists: bool = False
+    log_lines: int = 0
+
+
+#: Compact the log (rewrite it as one line per entry) once it has this many lines.
+_LOG_COMPACT_LINES = 2000
 
 
 class RollbackJournal:
-    """The journal file in the state dir; every change is locked and written atomically."""
+    """The journal in the state dir: every change is locked, logged and written durably.
+
+    ``path`` is the journal (``rollback-journal.json``), ``log_path`` its append-only
+    log (``rollback-journal.jsonl``); see the module docstring for how they are written
+    and read. ``kept`` lists the copies of damaged files this object's writes kept.
+    """
 
     def __init__(self, state_dir: Path) -> None:
         self.path = Path(state_dir) / JOURNAL_FILE
+        self.log_path = Path(state_dir) / JOURNAL_LOG_FILE
+        self.kept: list[Path] = []
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[list[JournalEntry]]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        lock_path = self.path.with_suffix(".lock")
-        with open(lock_path, "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+    # -- reading --------------------------------------------------------------------------
+
+    def exists(self) -> bool:
+        """True when anything was ever journaled here."""
+        return self.path.exists() or self.log_path.exists()
+
+    def entries(self) -> list[JournalEntry]:
+        """Every entry that can be read, oldest first (unreadable ones are skipped)."""
+        return self._read().entries
+
+    def in_force(self) -> list[JournalEntry]:
+        return [e for e in self._read().entries if e.in_force]
+
+    def problems(self) -> list[JournalProblem]:
+        """What of the journal cannot be read (until the next write repairs the files)."""
+        return self._read().problems
+
+    def _read(self) -> _Loaded:
+        """A consistent read: under a shared lock when the state dir allows one."""
+        if not self.exists():  # no lock file is made where nothing was journaled
+            return _Loaded()
+        try:
+            lock = open(self._lock_path, "a")  # noqa: SIM115 - closed below
+        except OSError:
+            return self._load()
+        with lock:
+            fcntl.flock(lock, fcntl.LOCK_SH)
             try:
-                entries = self._read()
-                yield entries
-                self._write(entries)
+                return self._load()
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def _read(self) -> list[JournalEntry]:
-        if not self.path.exists():
-            return []
+    @property
+    def _lock_path(self) -> Path:
+        return self.path.with_suffix(".lock")
+
+    def _load(self) -> _Loaded:
+        loaded = _Loaded()
+        # id -> (seq the record is as of, position, entry); the highest seq wins.
+        records: dict[str, tuple[float, int, JournalEntry]] = {}
+        bad_main: list[int] = []  # indexes into loaded.problems of unreadable .json entries
         try:
-            data = json.loads(self.path.read_text())
-            return [JournalEntry.from_dict(item) for item in data["entries"]]
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            raw = None
+        if raw is not None:
+            main_seq = self._load_main(raw, loaded, records, bad_main)
+            if main_seq is not None and not math.isinf(main_seq):
+                loaded.seq = int(main_seq)
+        try:
+            log_raw = self.log_path.read_bytes()
+        except FileNotFoundError:
+            log_raw = None
+        if log_raw is not None:
+            loaded.log_exists = True
+            self._load_log(log_raw, loaded, records)
+        for index in bad_main:
+            problem = loaded.problems[index]
+            if problem.entry_id in records:
+                loaded.problems[index] = JournalProblem(
+                    problem.where,
+                    f"{problem.reason}; its last intact record in {self.log_path.name} is used",
+                    problem.entry_id,
+                    problem.fault,
+                )
+        loaded.entries = [entry for _, _, entry in sorted(records.values(), key=lambda r: r[1])]
+        return loaded
+
+    def _load_main(
+        self,
+        raw: bytes,
+        loaded: _Loaded,
+        records: dict[str, tuple[float, int, JournalEntry]],
+        bad_main: list[int],
+    ) -> float | None:
+        """Read the ``.json`` into ``records``; its seq (inf when it has none), or None."""
+        name = self.path.name
+        try:
+            data = json.loads(raw.decode("utf-8"))
+            items = data["entries"]
+            if not isinstance(items, list):
+                raise TypeError("entries is not a list")
         except (ValueError, KeyError, TypeError) as exc:
-            raise FaultError(
-                f"the rollback journal {self.path} is unreadable ({exc})",
-                hint="inspect it by hand; it lists the undo steps of every injected fault",
-            ) from None
+            loaded.main_damaged = True
+            loaded.problems.append(
+                JournalProblem(name, f"unreadable as a whole ({_short(exc)}); read from the log")
+            )
+            return None
+        seq = data.get("seq")
+        main_seq: float = (
+            float(seq) if isinstance(seq, int) and not isinstance(seq, bool) else math.inf
+        )
+        for index, item in enumerate(items):
+            try:
+                entry = JournalEntry.from_dict(item)
+            except (ValueError, TypeError) as exc:
+                loaded.main_damaged = True
+                bad_main.append(len(loaded.problems))
+                loaded.problems.append(
+                    JournalProblem(
+                        f"{name} entry {index + 1}",
+                        f"not a journal entry ({_short(exc)}); skipped",
+                        *_id_and_fault(item),
+                    )
+                )
+                continue
+            records[entry.id] = (main_seq, len(records), entry)
+        return main_seq
 
-    def _write(self, entries: list[JournalEntry]) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"entries": [e.to_dict() for e in entries]}, indent=2) + "\n")
-        os.replace(tmp, self.path)
+    def _load_log(
+        self, raw: bytes, loaded: _Loaded, records: dict[str, tuple[float, int, JournalEntry]]
+    ) -> None:
+        name = self.log_path.name
+        position = len(records)
+        for number, line in enumerate(raw.split(b"\n"), start=1):
+            if not line.strip():
+                continue
+            loaded.log_lines += 1
+            record: Any = None
+            try:
+                record = json.loads(line.decode("utf-8"))
+                if not isinstance(record, dict):
+                    raise TypeError("a line must be a JSON object")
+                seq = record["seq"]
+                if not isinstance(seq, int) or isinstance(seq, bool):
+                    raise TypeError("seq is not an integer")
+                entry = JournalEntry.from_dict(record["entry"])
+            except (ValueError, KeyError, TypeError) as exc:
+                loaded.log_damaged = True
+                item = record.get("entry") if isinstance(record, dict) else None
+                loaded.problems.append(
+                    JournalProblem(
+                        f"{name} line {number}",
+                        f"unreadable ({_short(exc)}); skipped",
+                        *_id_and_fault(item),
+                    )
+                )
+                continue
+            loaded.seq = max(loaded.seq, seq)
+            found = records.get(entry.id)
+            if found is None:
+                records[entry.id] = (float(seq), position, entry)
+                position += 1
+            elif seq > found[0]:
+                records[entry.id] = (float(seq), found[1], entry)
 
-    def entries(self) -> list[JournalEntry]:
-        return self._read()
+    # -- writing --------------------------------------------------------------------------
 
-    def in_force(self) -> list[JournalEntry]:
-        return [e for e in self._read() if e.in_force]
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[list[JournalEntry]]:
+        """The entries, to change in place; written back (durably) when the block ends."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self._lock_path, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                loaded = self._load()
+                before = {e.id: e.to_dict() for e in loaded.entries}
+                yield loaded.entries
+                self._write(loaded, before)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _write(self, loaded: _Loaded, before: dict[str, dict[str, Any]]) -> None:
+        entries = loaded.entries
+        changed = [e for e in entries if before.get(e.id) != e.to_dict()]
+        if not changed and not loaded.problems and len(before) == len(entries):
+            return
+        seq = loaded.seq + 1
+        rewrite_log = (
+            loaded.log_damaged or not loaded.log_exists or loaded.log_lines >= _LOG_COMPACT_LINES
+        )
+        if loaded.log_damaged:
+            self._keep_copy(self.log_path)
+        if rewrite_log:
+            _write_durably(self.log_path, _log_lines(entries, seq))
+        else:
+            _append_durably(self.log_path, _log_lines(changed, seq))
+        if loaded.main_damaged:
+            self._keep_copy(self.path)
+        document = {"seq": seq, "entries": [e.to_dict() for e in entries]}
+        _write_durably(self.path, (json.dumps(document, indent=2) + "\n").encode())
+
+    def _keep_copy(self, path: Path) -> None:
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+        copy = path.with_name(f"{path.name}.damaged-{stamp}")
+        try:
+            _write_durably(copy, path.read_bytes())
+        except FileNotFoundError:
+            return
+        self.kept.append(copy)
+        log.warning("the rollback journal file %s was damaged: a copy is kept at %s", path, copy)
+
+    def repair(self) -> list[Path]:
+        """Rewrite damaged journal files whole (keeping copies); the copies kept."""
+        with self._locked():
+            pass
+        return list(self.kept)
 
     def add(self, entry: JournalEntry) -> None:
         with self._locked() as entries:
@@ -231,6 +506,71 @@ class RollbackJournal:
                 entry.finished_at = _now()
                 settled.append(entry.id)
         return settled
+
+
+def _id_and_fault(item: Any) -> tuple[str | None, str | None]:
+    """The id and fault name of an unreadable entry, where they can still be read."""
+    if not isinstance(item, dict):
+        return None, None
+    entry_id, fault = item.get("id"), item.get("fault")
+    return (
+        entry_id if isinstance(entry_id, str) and entry_id else None,
+        fault if isinstance(fault, str) and fault else None,
+    )
+
+
+def _short(exc: BaseException) -> str:
+    """An exception as ``Type: message``, on one line and bounded (no secrets: see _undo_entry)."""
+    text = exc.message if isinstance(exc, VaultdrError) else str(exc)
+    text = " ".join(text.split())
+    if len(text) > 300:
+        text = text[:297] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _log_lines(entries: Sequence[JournalEntry], seq: int) -> bytes:
+    return b"".join(
+        json.dumps({"seq": seq, "entry": e.to_dict()}, separators=(",", ":")).encode() + b"\n"
+        for e in entries
+    )
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data``: temp file, flush, fsync, rename, fsync the directory."""
+    tmp = path.with_name(f"{path.name}.tmp")
+    with open(tmp, "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _append_durably(path: Path, data: bytes) -> None:
+    """Append ``data`` (whole lines) to ``path`` and fsync it; a line a crash left torn
+    is ended first, so it stays one unreadable line instead of spoiling this one."""
+    if not data:
+        return
+    created = not path.exists()
+    with open(path, "a+b") as out:
+        out.seek(0, os.SEEK_END)
+        if out.tell() > 0:
+            out.seek(-1, os.SEEK_END)
+            if out.read(1) != b"\n":
+                data = b"\n" + data
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    if created:
+        _fsync_dir(path.parent)
 
 
 Mark = Callable[[str, dict[str, Any]], None]
@@ -302,7 +642,11 @@ def inject(
     *,
     mark: Mark | None = None,
 ) -> JournalEntry:
-    """Journal the fault with its undo steps, then inject it. Returns the journal entry."""
+    """Journal the fault with its undo steps, then inject it. Returns the journal entry.
+
+    The entry, with every undo step known before acting, is on disk (fsynced) before
+    the fault's first action; see the module docstring.
+    """
     resolved, targets = plan(env, name, args)
     check = getattr(env, "check_destructive", None)
     if check is not None:  # real clusters: refused before anything is journaled or changed
@@ -325,8 +669,10 @@ def inject(
     try:
         detail = _act(env, name, nodes, entry, journal)
     except BaseException as exc:
-        log.error("fault %s failed while acting: %s; undoing it", name, exc)
-        _undo_entry(env, journal, entry)
+        log.error("fault %s failed while acting (%s); undoing it", name, _short(exc))
+        undone = _undo_entry(env, journal, entry)
+        if undone.error:
+            log.error("undoing fault %s (id %s) failed: %s", name, entry.id, undone.error)
         raise
     persistent = name in ("revoke-kms", "freeze-node", "corrupt-latest-snapshot")
     status = "injected" if persistent else "done"
@@ -392,26 +738,46 @@ def _undo_steps(
 def _act(
     env: FaultTarget, name: str, nodes: list[str], entry: JournalEntry, journal: RollbackJournal
 ) -> dict[str, Any]:
+    if name == "corrupt-latest-snapshot":
+        return _corrupt_latest_snapshot(env, entry, journal)
+    if name == "thaw-node":
+        thawed = env.thaw_node(nodes[0])
+        return {"thawed": thawed, "settled": journal.settle("freeze-node", node=nodes[0])}
     found = primitive(env, name, nodes)
     if name == "restore-kms":
         return {"settled": journal.settle("revoke-kms")}
     if name == "freeze-node":
+        # The thaw step (by node) was journaled before SIGSTOP; the pid makes it exact.
         pid, start_time = found
         undo = [{"kind": "thaw-node", "node": nodes[0], "pid": pid, "start_time": start_time}]
         journal.update(entry.id, undo=undo)
         entry.undo = undo
         return {"pid": pid}
-    if name == "thaw-node":
-        thawed = env.thaw_node(nodes[0])
-        return {"thawed": thawed, "settled": journal.settle("freeze-node", node=nodes[0])}
-    if name == "corrupt-latest-snapshot":
-        return _corrupt_latest_snapshot(env, entry, journal)
     return {}
+
+
+def _corrupted(body: bytes) -> bytes:
+    """Same length, different bytes: only the checksum can tell."""
+    corrupt = bytearray(body)
+    middle = len(corrupt) // 2
+    for i in range(middle, min(middle + 64, len(corrupt))):
+        corrupt[i] ^= 0xFF
+    return bytes(corrupt)
+
+
+def _md5(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
 def _corrupt_latest_snapshot(
     env: FaultTarget, entry: JournalEntry, journal: RollbackJournal
 ) -> dict[str, Any]:
+    """Upload a corrupt copy of the newest snapshot over it, its undo journaled first.
+
+    The undo step names the corrupt body's md5 and the good version before the upload,
+    so a process killed between the upload and the journal update that names the new
+    version still leaves an undo that finds exactly that copy.
+    """
     from vaultdr.agents.snapshot import list_snapshots
 
     aws = env.aws("admin")
@@ -424,28 +790,49 @@ def _corrupt_latest_snapshot(
         )
     newest = snapshots[0]
     stat = aws.stat_object(bucket, newest.key)
-    body = bytearray(aws.get_object(bucket, newest.key))
-    # Same length, different bytes: only the checksum can tell.
-    middle = len(body) // 2
-    for i in range(middle, min(middle + 64, len(body))):
-        body[i] ^= 0xFF
+    good_version = stat.get("version_id")
+    if not good_version or good_version == "null":
+        raise FaultError(
+            f"s3://{bucket}/{newest.key} has no version id (the bucket is not versioned, or "
+            "the object predates versioning): a corrupted snapshot could not be undone",
+            hint="enable versioning on the snapshot bucket and take a new snapshot; "
+            "nothing was changed",
+        )
+    good = aws.get_object(bucket, newest.key)
+    body = _corrupted(good)
+    if body == good:
+        raise FaultError(
+            f"s3://{bucket}/{newest.key} is empty: there is nothing to corrupt",
+            hint="take a new snapshot: `vaultdr snapshot now`; nothing was changed",
+        )
+    step: dict[str, Any] = {
+        "kind": "delete-object-version",
+        "bucket": bucket,
+        "key": newest.key,
+        "version": None,
+        "corrupt_md5": _md5(body),
+        "size": len(body),
+        "good_version": str(good_version),
+    }
+    journal.update(entry.id, undo=[step])
+    entry.undo = [step]
     version = aws.put_object(
         bucket,
         newest.key,
-        bytes(body),
+        body,
         metadata=stat["metadata"],
         sse_kms_key_id=stat.get("sse_kms_key_id"),
     )
     if not version:
         raise FaultError(
-            f"s3://{bucket} has no versioning: a corrupted snapshot could not be undone",
-            hint="enable versioning on the snapshot bucket",
+            f"s3://{bucket} answered the corrupt upload without a version id: "
+            "versioning was turned off while the fault ran",
+            hint="enable versioning on the snapshot bucket; `vaultdr rollback` removes "
+            "the corrupt copy by its checksum",
         )
-    undo = [
-        {"kind": "delete-object-version", "bucket": bucket, "key": newest.key, "version": version}
-    ]
-    journal.update(entry.id, undo=undo)
-    entry.undo = undo
+    filled = {**step, "version": version}
+    journal.update(entry.id, undo=[filled])
+    entry.undo = [filled]
     return {"key": newest.key, "version": version}
 
 
@@ -457,28 +844,102 @@ class RolledBack:
     error: str | None = None
 
 
+#: Undo order: access grants first, then frozen processes, held nodes, snapshot repairs.
+_UNDO_RANK = {"restore-kms": 0, "thaw-node": 1, "release-nodes": 2, "delete-object-version": 3}
+
+
+def _undo_rank(entry: JournalEntry) -> int:
+    return min((_UNDO_RANK.get(str(step.get("kind")), 4) for step in entry.undo), default=4)
+
+
+def undo_order(entries: Sequence[JournalEntry]) -> list[JournalEntry]:
+    """``entries`` (oldest first, as journaled) in the order rollback undoes them:
+    restore-kms, thaw-node, release-nodes, delete-object-version, anything else; within
+    a kind newest first."""
+    ranked = sorted(enumerate(entries), key=lambda item: (_undo_rank(item[1]), -item[0]))
+    return [entry for _, entry in ranked]
+
+
 def rollback(env: FaultTarget) -> list[RolledBack]:
-    """Undo every fault still in force, newest first; raise after trying all if any failed."""
+    """Undo every fault still in force (see the module docstring for the order).
+
+    Each entry is undone on its own; an unreadable journal record is skipped. After
+    trying everything, raises FaultError naming each failure and the journal's path.
+    """
     journal = RollbackJournal(env.state_dir)
-    results = [_undo_entry(env, journal, entry) for entry in reversed(journal.in_force())]
+    loaded = journal._read()
+    for problem in loaded.problems:
+        log.warning("rollback journal %s: %s", journal.path.parent, problem)
+    pending = undo_order([e for e in loaded.entries if e.in_force])
+    results = [_undo_entry(env, journal, entry) for entry in pending]
+    if loaded.problems:
+        try:
+            journal.repair()
+        except Exception as exc:  # noqa: BLE001 - the undo above is what matters; say so
+            log.error("could not repair the rollback journal %s: %s", journal.path, _short(exc))
+        results += [
+            RolledBack(
+                p.fault or "journal",
+                p.entry_id or p.where,
+                [],
+                error=f"unreadable journal record, skipped: {p}",
+            )
+            for p in loaded.problems
+        ]
     failed = [r for r in results if r.error]
     if failed:
-        raise FaultError(
-            "rollback failed for: " + "; ".join(f"{r.fault} ({r.error})" for r in failed),
-            hint=f"run `vaultdr rollback` again; the undo steps are in {journal.path}",
+        hint = f"run `vaultdr rollback` again; the undo steps are in {journal.path}"
+        if journal.kept:
+            copies = ", ".join(str(c) for c in journal.kept)
+            hint += (
+                f"; the damaged journal is kept at {copies}: check by hand that nothing "
+                "it held is still in force"
+            )
+        error = FaultError(
+            "rollback failed for: "
+            + "; ".join(f"{r.fault} (id {r.entry_id}): {r.error}" for r in failed)
+            + f" [journal {journal.path}]",
+            hint=hint,
         )
+        error.results = tuple(results)
+        raise error
     return results
 
 
 def _undo_entry(env: FaultTarget, journal: RollbackJournal, entry: JournalEntry) -> RolledBack:
+    """Undo one entry; never raises an Exception (its failure is the result's error).
+
+    An error's text is its type and message: vaultdr's errors never carry a secret, and
+    the primitives' own (OSError, KeyError on a malformed step) name paths and fields.
+    """
     done: list[str] = []
-    try:
-        for step in entry.undo:
+    for step in entry.undo:
+        try:
             done.append(_undo_step(env, step))
-    except VaultdrError as exc:
-        journal.update(entry.id, status="undo-failed")
-        return RolledBack(entry.fault, entry.id, done, error=exc.message)
-    journal.update(entry.id, status="undone", finished_at=_now())
+        except Exception as exc:  # noqa: BLE001 - this entry's failure; the others go on
+            error = f"{step.get('kind', '?')} failed: {_short(exc)}"
+            log.error("undo of %s (id %s) failed: %s", entry.fault, entry.id, error)
+            entry.status = "undo-failed"
+            entry.detail = {**entry.detail, "undo_error": error}
+            try:
+                journal.update(entry.id, status=entry.status, detail=entry.detail)
+            except Exception as journal_exc:  # noqa: BLE001 - the undo's failure is the news
+                error += f"; the journal could not record it ({_short(journal_exc)})"
+            return RolledBack(entry.fault, entry.id, done, error=error)
+    entry.status = "undone"
+    entry.finished_at = _now()
+    changes: dict[str, Any] = {"status": entry.status, "finished_at": entry.finished_at}
+    if "undo_error" in entry.detail:  # an earlier rollback's failure, now mended
+        entry.detail = {k: v for k, v in entry.detail.items() if k != "undo_error"}
+        changes["detail"] = entry.detail
+    try:
+        journal.update(entry.id, **changes)
+    except Exception as exc:  # noqa: BLE001 - undone all the same; the next rollback redoes it
+        error = (
+            f"undone, but the journal could not record it ({_short(exc)}); "
+            "rolling back again is harmless"
+        )
+        return RolledBack(entry.fault, entry.id, done, error=error)
     return RolledBack(entry.fault, entry.id, done)
 
 
@@ -494,6 +955,46 @@ def _undo_step(env: FaultTarget, step: dict[str, Any]) -> str:
         thawed = env.thaw_node(step["node"], step.get("pid"), step.get("start_time"))
         return f"thawed {step['node']}" if thawed else f"{step['node']} was no longer frozen"
     if kind == "delete-object-version":
-        env.aws("admin").delete_object_version(step["bucket"], step["key"], step["version"])
-        return f"removed the corrupt version of {step['key']}"
+        return _remove_corrupt_version(env.aws("admin"), step)
     raise FaultError(f"unknown undo step {kind!r} in the rollback journal")
+
+
+_MD5_RE = re.compile(r"^[0-9a-f]{32}$")
+
+
+def _remove_corrupt_version(aws: Aws, step: dict[str, Any]) -> str:
+    """Delete the corrupt copy: the recorded version, or, when the process was killed
+    before it could record one, every version of the key whose content is the corrupt
+    body (ETag, or the body's own md5 where SSE-KMS makes the ETag no md5). Never the
+    good version, never any other content."""
+    bucket, key = str(step["bucket"]), str(step["key"])
+    version = step.get("version")
+    if version:
+        aws.delete_object_version(bucket, key, str(version))
+        return f"removed the corrupt version of {key}"
+    digest = step.get("corrupt_md5")
+    if not isinstance(digest, str) or not _MD5_RE.match(digest):
+        raise FaultError(
+            f"the undo step for s3://{bucket}/{key} names neither the corrupt version nor its md5",
+            hint=f"find the corrupt version by hand (aws s3api list-object-versions "
+            f"--bucket {bucket} --prefix {key})",
+        )
+    good = step.get("good_version")
+    size = step.get("size")
+    versions = [v for v in aws.list_object_versions(bucket, key) if not v["delete_marker"]]
+    ids = [v["version_id"] for v in versions]
+    # Newest first: the corrupt copy can only be newer than the good version.
+    candidates = versions[: ids.index(good)] if good in ids else versions
+    removed = 0
+    for found in candidates:
+        if found["version_id"] in (good, None):
+            continue
+        same = found["etag"] == digest
+        if not same and (size is None or found["size"] == size):
+            same = _md5(aws.get_object_version(bucket, key, found["version_id"])) == digest
+        if same:
+            aws.delete_object_version(bucket, key, found["version_id"])
+            removed += 1
+    if not removed:
+        return f"no corrupt version of {key} was found (it was never uploaded)"
+    return f"removed the corrupt version of {key} (found by its checksum)"
