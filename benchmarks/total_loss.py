@@ -479,7 +479,10 @@ def ratio(a: RunResult, b: RunResult) -> str:
 
 def our_leftovers(prefix: str) -> list[str]:
     found = subprocess.run(
-        ["pgrep", "-af", "bao server|vaultdr.envs.local.emulator"], capture_output=True, text=True, check=False
+        ["pgrep", "-af", "bao server|vaultdr.envs.local.emulator"],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     return [line for line in found.stdout.splitlines() if prefix in line]
 
