@@ -302,6 +302,26 @@ class FakeCluster:
             },
         )
 
+    def store_written(self, kind: str, ns: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A created or replaced Secret/ConfigMap as the API server stores it (a Secret's
+        ``stringData`` merged into ``data``, base64-encoded); returns it."""
+        obj = copy.deepcopy(body)
+        meta = obj.get("metadata") or {}
+        obj["metadata"] = _meta(name, ns, labels=dict(meta.get("labels") or {}))
+        if kind == "secrets":
+            data = dict(obj.get("data") or {})
+            for key, value in (obj.pop("stringData", None) or {}).items():
+                data[key] = base64.b64encode(str(value).encode()).decode()
+            obj["data"] = data
+        self.put(kind, ns, name, obj)
+        return obj
+
+    def secret_data(self, name: str) -> dict[str, str]:
+        """A Secret's data, decoded (for assertions)."""
+        obj = self.get("secrets", self.namespace, name)
+        assert obj is not None, f"no secret {name}"
+        return {k: base64.b64decode(v).decode() for k, v in (obj.get("data") or {}).items()}
+
     # --- store ---------------------------------------------------------------------------------
     def put(self, kind: str, ns: str, name: str, obj: dict[str, Any]) -> None:
         self.objects[(kind, ns, name)] = obj
@@ -401,6 +421,9 @@ def _matches(labels: dict[str, str], selector: str) -> bool:
             return False
     return True
 
+
+#: What may be created (POST) and replaced (PUT) whole.
+_WRITABLE = frozenset({"secrets", "configmaps"})
 
 _KINDS = {
     "pods": "Pod",
@@ -535,6 +558,11 @@ class _Handler(BaseHTTPRequestHandler):
                 "metadata": {"resourceVersion": "100"},
                 "items": items,
             }
+        if len(rest) == 3 and self.command == "POST" and kind in _WRITABLE:
+            name = str(body["metadata"]["name"])
+            if c.get(kind, ns, name) is not None:
+                return 409, _status(409, "AlreadyExists", f'{kind} "{name}" already exists')
+            return 201, c.store_written(kind, ns, name, body)
         name = rest[3] if len(rest) > 3 else ""
         sub = rest[4] if len(rest) > 4 else ""
         obj = c.get(kind, ns, name)
@@ -544,6 +572,8 @@ class _Handler(BaseHTTPRequestHandler):
             )
         if self.command == "GET" and not sub:
             return 200, obj
+        if self.command == "PUT" and kind in _WRITABLE and not sub:
+            return 200, c.store_written(kind, ns, name, body)
         if self.command == "DELETE" and kind == "pods":
             return 200, c.delete_pod(ns, name) or obj
         if self.command == "DELETE" and kind == "persistentvolumeclaims":

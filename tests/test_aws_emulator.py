@@ -1,7 +1,9 @@
 """The local AWS emulator (moto_server, IAM enforced) and the Aws wrapper, against real processes.
 
 One moto_server serves the module; each test that needs its own principals provisions
-its own cluster. The last tests run a real OpenBao server whose ``awskms`` seal uses the
+its own cluster. Every user the bootstrap creates carries exactly the policy of its
+principal in vaultdr.principals, read back from the emulator, and each principal is
+tried for what it may and may not do. The last tests run a real OpenBao server whose ``awskms`` seal uses the
 emulator, and prove that the revoke-KMS fault keeps a restarted node sealed and that
 lifting it lets the node unseal itself.
 """
@@ -37,7 +39,15 @@ from vaultdr.envs.local.processes import (
     tail,
     wait_for,
 )
-from vaultdr.errors import AccessDenied, AwsError, EnvironmentStartError
+from vaultdr.errors import AccessDenied, AwsError, EnvironmentStartError, StackStateError
+from vaultdr.principals import (
+    PRINCIPALS,
+    STACK_PRINCIPALS,
+    AwsResources,
+    Principal,
+    for_aws,
+    for_emulator,
+)
 
 REGION = "us-east-1"
 
@@ -82,8 +92,14 @@ def test_bootstrap_creates_the_principals_and_enforcement_is_on(
     assert admin.caller_identity()["Arn"].endswith(":user/vaultdr-admin")
     assert stack.seal_aws().caller_identity()["Arn"].endswith(":user/vaultdr-seal-t1")
     assert stack.snapshot_aws().caller_identity()["Arn"].endswith(":user/vaultdr-snapshot-t1")
-    assert admin.list_user_policies("vaultdr-seal-t1") == ["seal-kms"]
-    seal_doc = admin.get_user_policy("vaultdr-seal-t1", "seal-kms")
+    assert stack.restore_aws().caller_identity()["Arn"].endswith(":user/vaultdr-restore-t1")
+    assert stack.aws("configure").caller_identity()["Arn"].endswith(":user/vaultdr-configure-t1")
+    assert (stack.restore_user, stack.configure_user) == (
+        "vaultdr-restore-t1",
+        "vaultdr-configure-t1",
+    )
+    assert admin.list_user_policies("vaultdr-seal-t1") == ["vaultdr-seal"]
+    seal_doc = admin.get_user_policy("vaultdr-seal-t1", "vaultdr-seal")
     assert seal_doc is not None
     assert sorted(seal_doc["Statement"][0]["Action"]) == [
         "kms:Decrypt",
@@ -115,11 +131,53 @@ def test_bootstrap_creates_the_principals_and_enforcement_is_on(
         awsemu.bootstrap(moto.url, REGION, cluster="again", bucket="vaultdr-again-snapshots")
 
 
+@pytest.mark.parametrize("who", PRINCIPALS, ids=lambda p: p.name)
+def test_each_emulator_user_carries_exactly_its_principals_policy(
+    stack: AwsStack, who: Principal
+) -> None:
+    admin, user = stack.admin_aws(), who.user_name("t1")
+    assert admin.list_user_policies(user) == [who.policy_name]
+    document = admin.get_user_policy(user, who.policy_name)
+    assert document == for_emulator(who, bucket=stack.bucket)
+    assert document is not None
+    granted = {a for s in document["Statement"] if s["Effect"] == "Allow" for a in s["Action"]}
+    assert granted == who.actions()
+
+
+def test_the_aws_rendering_of_every_principal_is_a_policy_iam_accepts(stack: AwsStack) -> None:
+    """moto validates a policy document as IAM does (ARNs, conditions): the for_aws form."""
+    admin = stack.admin_aws()
+    admin.create_user("vaultdr-policy-check")
+    resources = AwsResources(
+        cluster="t1",
+        region=REGION,
+        account_id="123456789012",
+        bucket=stack.bucket,
+        prefix="snapshots",
+        seal_key_arn=stack.kms_key_arn,
+        snapshot_key_arn=stack.kms_key_arn,
+    )
+    for who in STACK_PRINCIPALS:
+        document = for_aws(who, resources)
+        admin.put_user_policy("vaultdr-policy-check", who.policy_name, document)
+        assert admin.get_user_policy("vaultdr-policy-check", who.policy_name) == document
+
+
+def test_a_state_file_without_the_restore_principal_says_to_recreate_the_stack(
+    stack: AwsStack,
+) -> None:
+    data = stack.to_dict()
+    del data["restore"], data["restore_user"]
+    with pytest.raises(StackStateError, match="no 'restore'") as refused:
+        AwsStack.from_dict(data)
+    assert "vaultdr down && vaultdr up" in refused.value.hint
+
+
 def test_stack_state_round_trip_and_repr_hides_secrets(stack: AwsStack) -> None:
     data = json.loads(json.dumps(stack.to_dict()))
     assert AwsStack.from_dict(data) == stack
     text = repr(stack)
-    for secret in (stack.admin, stack.seal, stack.snapshot):
+    for secret in (stack.admin, stack.seal, stack.snapshot, stack.restore, stack.configure):
         assert secret.access_key_id in text
         assert secret.secret_access_key not in text
 
@@ -201,18 +259,19 @@ def test_s3_objects_with_sse_kms(stack: AwsStack, tmp_path: Path) -> None:
     assert [o["key"] for o in listed] == [key, "snapshots/t1/small.snap"]
     assert listed[0]["size"] == 300_000
     assert listed[0]["last_modified"] is not None
-    assert snap.get_object(stack.bucket, key) == body.read_bytes()
+    restore = stack.restore_aws()
+    assert restore.get_object(stack.bucket, key) == body.read_bytes()
     out = tmp_path / "out" / "restored.snap"
-    snap.download_object(stack.bucket, key, out)
+    restore.download_object(stack.bucket, key, out)
     assert out.read_bytes() == body.read_bytes()
     assert [p.name for p in out.parent.iterdir()] == ["restored.snap"]
 
-    snap.delete_object(stack.bucket, key)
+    stack.admin_aws().delete_object(stack.bucket, key)  # a delete marker: not the agent's way
     assert [o["key"] for o in snap.list_objects(stack.bucket, "snapshots/t1/")] == [
         "snapshots/t1/small.snap"
     ]
     with pytest.raises(AwsError):
-        snap.get_object(stack.bucket, key)
+        restore.get_object(stack.bucket, key)
     # The version and the delete marker remain until removed explicitly.
     assert snap.delete_all_versions(stack.bucket, key) == 2
     assert snap.delete_all_versions(stack.bucket, "snapshots/t1/small.snap") == 1
@@ -230,10 +289,60 @@ def test_snapshot_credentials_reach_the_bucket_only(stack: AwsStack) -> None:
         snap.put_secure_parameter("/vaultdr/t1/root-token", "forged")
     with pytest.raises(AccessDenied):
         snap.create_user("vaultdr-evil")
+    # Only whole versions go: a delete without one would leave a delete marker behind.
+    with pytest.raises(AccessDenied):
+        snap.delete_object(stack.bucket, "t1/probe")
     # Another bucket is off limits (moto's S3 checks resource ARNs).
     stack.admin_aws().create_bucket("vaultdr-other-bucket")
     with pytest.raises(AccessDenied):
         snap.put_object("vaultdr-other-bucket", "x", b"x")
+
+
+def test_restore_credentials_read_snapshots_and_break_glass_and_write_nothing(
+    stack: AwsStack,
+) -> None:
+    admin, restore = stack.admin_aws(), stack.restore_aws()
+    admin.put_object(stack.bucket, "snapshots/t1/20260102T000000Z.snap", b"raft")
+    admin.put_secure_parameter("/vaultdr/t1/root-token", "not-a-real-token")
+    try:
+        listed = restore.list_objects(stack.bucket, "snapshots/t1/")
+        assert "snapshots/t1/20260102T000000Z.snap" in [o["key"] for o in listed]
+        assert restore.get_object(stack.bucket, "snapshots/t1/20260102T000000Z.snap") == b"raft"
+        assert restore.parameter_exists("/vaultdr/t1/root-token")
+        assert restore.get_secure_parameter("/vaultdr/t1/root-token") == "not-a-real-token"
+        with pytest.raises(AccessDenied):
+            restore.put_object(stack.bucket, "snapshots/t1/forged.snap", b"x")
+        with pytest.raises(AccessDenied):
+            restore.delete_all_versions(stack.bucket, "snapshots/t1/20260102T000000Z.snap")
+        with pytest.raises(AccessDenied):
+            restore.put_secure_parameter("/vaultdr/t1/root-token", "forged")
+        with pytest.raises(AccessDenied):
+            restore.encrypt(stack.kms_key_id, b"x")
+        with pytest.raises(AccessDenied):
+            restore.create_user("vaultdr-evil")
+    finally:
+        admin.delete_all_versions(stack.bucket, "snapshots/t1/20260102T000000Z.snap")
+        admin.delete_parameter("/vaultdr/t1/root-token")
+
+
+def test_configure_credentials_may_only_read_break_glass(stack: AwsStack) -> None:
+    admin, configure = stack.admin_aws(), stack.aws("configure")
+    admin.put_secure_parameter("/vaultdr/t1/root-token", "not-a-real-token")
+    try:
+        assert configure.get_secure_parameter("/vaultdr/t1/root-token") == "not-a-real-token"
+        with pytest.raises(AccessDenied):
+            configure.put_secure_parameter("/vaultdr/t1/root-token", "forged")
+        with pytest.raises(AccessDenied):
+            configure.list_objects(stack.bucket)
+        with pytest.raises(AccessDenied):
+            configure.describe_key(stack.kms_key_id)
+    finally:
+        admin.delete_parameter("/vaultdr/t1/root-token")
+
+
+def test_an_unknown_principal_is_a_clear_error(stack: AwsStack) -> None:
+    with pytest.raises(ValueError, match="no AWS principal 'root'"):
+        stack.aws("root")
 
 
 # -- failures ------------------------------------------------------------------------------

@@ -12,8 +12,10 @@ The official charts' values files are checked against the keys those charts defi
 what vaultdr relies on: 3 raft voters, performance_multiplier 1, TLS, the awskms seal,
 Kubernetes service registration.
 
-The emulator's bootstrap Job runs its own script here against moto in-process with IAM
-enforced, and each principal it creates is tried for what it may and may not do.
+The emulator's bootstrap Job runs ``vaultdr agent aws-bootstrap``; its code runs here
+against a real emulator process (IAM enforced, nothing spent before it, as in the pod),
+writing its Secrets to the fake Kubernetes API over HTTP, and each principal it creates
+is tried for what it may and may not do.
 
 What this cannot show: that the images pull and start, that the official charts
 render these values, that Vault unseals. Those need a cluster (docs/kubernetes.md).
@@ -22,21 +24,30 @@ render these values, that Vault unseals. Those need a cluster (docs/kubernetes.m
 from __future__ import annotations
 
 import copy
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import helm_python
 import kubernetes_validate
 import pytest
 import yaml
-from botocore.exceptions import ClientError
 
 import vaultdr
-from vaultdr.config import parse_stack
-from vaultdr.envs.local import emulator
+from tests.fake_kube import FakeCluster, FakeKubeApi
+from vaultdr.aws import Aws, AwsCredentials, AwsTarget
+from vaultdr.cli import build_parser
+from vaultdr.config import Kube, parse_stack
+from vaultdr.envs.kube import aws_bootstrap
+from vaultdr.envs.kube.api import KubeApi
+from vaultdr.envs.local import awsemu, emulator
+from vaultdr.envs.local.processes import free_port, stop_pid
+from vaultdr.errors import EXIT_BAD_INPUT, AccessDenied, EnvironmentStartError
+from vaultdr.principals import PRINCIPALS, STACK_PRINCIPALS
 
 REPO = Path(__file__).resolve().parent.parent
 CHART = REPO / "environments/chart/vaultdr-ops"
@@ -189,7 +200,7 @@ def test_every_object_the_chart_renders_is_valid_kubernetes(render: Render, sour
 
 def test_every_object_of_the_kind_aws_emulator_is_valid_kubernetes() -> None:
     objects = documents((KIND / "aws-emulator.yaml").read_text())
-    assert {o["kind"] for o in objects} >= {"Deployment", "Service", "Job", "ConfigMap", "Role"}
+    assert {o["kind"] for o in objects} >= {"Deployment", "Service", "Job", "Role", "RoleBinding"}
     for obj in objects:
         kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
 
@@ -345,7 +356,7 @@ def test_on_kind_each_agent_uses_its_own_emulator_principal(render: Render) -> N
     expected = {
         "snapshot": "vaultdr-aws-snapshot",
         "restore": "vaultdr-aws-restore",
-        "configure": "vaultdr-aws-restore",
+        "configure": "vaultdr-aws-configure",
     }
     for agent, secret in expected.items():
         env = env_of(specs[f"{RELEASE}-{agent}"]["containers"][0])
@@ -537,108 +548,171 @@ def bootstrap_env() -> dict[str, str]:
     return {item["name"]: item["value"] for item in env if "value" in item}
 
 
-def test_the_bootstrap_creates_least_privilege_principals_under_iam_enforcement(
-    monkeypatch: pytest.MonkeyPatch,
+def test_the_bootstrap_job_runs_vaultdrs_own_command_not_a_script_of_its_own() -> None:
+    objects = emulator_objects()
+    job = one(objects, "Job", "vaultdr-aws-bootstrap")
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["vaultdr", "agent", "aws-bootstrap"]
+    assert not [o for o in objects if o["kind"] == "ConfigMap"]
+    assert [v["name"] for v in job["spec"]["template"]["spec"]["volumes"]] == ["tmp"]
+    args = build_parser().parse_args(["agent", "aws-bootstrap"])
+    assert args.agent == "aws-bootstrap"
+    # The emulator lets exactly as many requests through as the bootstrap spends.
+    moto = one(objects, "Deployment", "moto")
+    (moto_container,) = moto["spec"]["template"]["spec"]["containers"]
+    moto_env = {e["name"]: e["value"] for e in moto_container["env"]}
+    assert moto_env["INITIAL_NO_AUTH_ACTION_COUNT"] == str(awsemu.UNAUTHENTICATED_CALLS)
+
+
+@pytest.fixture
+def fresh_emulator(tmp_path: Path) -> Iterator[str]:
+    """A just-started emulator with nothing spent, as the moto pod is: its URL."""
+    port = free_port()
+    record = awsemu.start_moto(tmp_path / "moto", port=port, log=tmp_path / "moto.log")
+    try:
+        yield awsemu.endpoint_url(port)
+    finally:
+        stop_pid(record.pid, record.start_time, grace=5.0)
+
+
+@pytest.fixture
+def fake_cluster(tmp_path: Path) -> Iterator[tuple[FakeCluster, KubeApi]]:
+    cluster = FakeCluster(namespace=NAMESPACE)
+    cluster.populate()
+    fake = FakeKubeApi(cluster)
+    kubeconfig = fake.write_kubeconfig(tmp_path / "kubeconfig", "kind-vaultdr")
+    api = KubeApi.from_kubeconfig(kubeconfig=str(kubeconfig))
+    try:
+        yield cluster, api
+    finally:
+        api.close()
+        fake.stop()
+
+
+def job_settings(endpoint_url: str) -> aws_bootstrap.BootstrapSettings:
+    """The Job's own environment, with the emulator started here and the namespace."""
+    environ = {**bootstrap_env(), "AWS_ENDPOINT_URL": endpoint_url, "POD_NAMESPACE": NAMESPACE}
+    return aws_bootstrap.BootstrapSettings.from_environ(environ)
+
+
+def written(cluster: FakeCluster) -> list[str]:
+    return [f"{r.path.split('/')[-1]}/{r.body['metadata']['name']}" for r in cluster.requests]
+
+
+def test_the_bootstrap_command_keeps_every_key_in_its_secret_admin_first(
+    fresh_emulator: str, fake_cluster: tuple[FakeCluster, KubeApi]
 ) -> None:
-    """The Job's own script, against moto in-process with moto's own enforcement setting."""
-    from moto import mock_aws
-    from moto.core.authorization import ActionAuthenticatorMixin
+    cluster, api = fake_cluster
+    settings = job_settings(fresh_emulator)
+    facts = aws_bootstrap.bootstrap_emulator(settings, api, ready_timeout=10)
 
-    moto = one(emulator_objects(), "Deployment", "moto")
-    moto_env = {
-        e["name"]: e["value"] for e in moto["spec"]["template"]["spec"]["containers"][0]["env"]
+    names = {who.name: aws_bootstrap.secret_name(who) for who in PRINCIPALS}
+    assert written(cluster) == [f"secrets/{names[who.name]}" for who in PRINCIPALS] + [
+        f"configmaps/{aws_bootstrap.FACTS_CONFIGMAP}"
+    ]
+    assert names == Kube().aws_secrets  # the names `vaultdr up --env kind` reads back
+    # Only create (POST), never a read: the Job's Role allows create and update alone.
+    assert {r.method for r in cluster.requests} == {"POST"}
+    for secret in names.values():
+        assert set(cluster.secret_data(secret)) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+        labels = cluster.get("secrets", NAMESPACE, secret)["metadata"]["labels"]  # type: ignore[index]
+        assert labels == aws_bootstrap.LABELS
+    stored = cluster.get("configmaps", NAMESPACE, aws_bootstrap.FACTS_CONFIGMAP)
+    assert stored is not None and stored["data"] == facts
+    cluster_name = settings.cluster
+    assert facts["kms_alias"] == f"alias/vaultdr-{cluster_name}-seal"
+    assert facts["ssm_prefix"] == f"/vaultdr/{cluster_name}"
+    assert facts["endpoint_url"] == fresh_emulator
+    assert {k: v for k, v in facts.items() if k.endswith("_user")} == {
+        f"{who.name}_user": who.user_name(cluster_name) for who in STACK_PRINCIPALS
     }
-    allowance = int(moto_env["INITIAL_NO_AUTH_ACTION_COUNT"])
-    job_env = bootstrap_env()
-    cluster, bucket = job_env["VAULTDR_CLUSTER"], job_env["VAULTDR_BUCKET"]
-    script = one(emulator_objects(), "ConfigMap", "vaultdr-aws-bootstrap")["data"]["bootstrap.py"]
+    # The kind stack names the seal's user as the principal revoke-kms denies.
+    kind_stack = load_yaml(KIND / "stack.yaml")
+    assert kind_stack["kube"]["seal_principal"] == facts["seal_user"]
 
-    # AWS's own endpoints, which mock_aws intercepts; everything else as the Job has it.
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    for name in ("AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("VAULTDR_CLUSTER", cluster)
-    monkeypatch.setenv("VAULTDR_BUCKET", bucket)
-    monkeypatch.setenv("AWS_REGION", job_env["AWS_REGION"])
-    namespace: dict[str, Any] = {"__name__": "vaultdr_aws_bootstrap"}
-    exec(compile(script, "bootstrap.py", "exec"), namespace)
 
-    written: list[str] = []
-    secrets: dict[str, dict[str, str]] = {}
-    configs: dict[str, dict[str, str]] = {}
+def test_the_principals_the_job_creates_may_do_their_work_and_nothing_else(
+    fresh_emulator: str, fake_cluster: tuple[FakeCluster, KubeApi]
+) -> None:
+    cluster, api = fake_cluster
+    settings = job_settings(fresh_emulator)
+    facts = aws_bootstrap.bootstrap_emulator(settings, api, ready_timeout=10)
+    bucket, root_token = facts["bucket"], f"{facts['ssm_prefix']}/root-token"
 
-    def write_secret(name: str, data: dict[str, str]) -> None:
-        written.append(name)
-        secrets[name] = data
-
-    def write_config(name: str, data: dict[str, str]) -> None:
-        configs[name] = data
-
-    def client(service: str, secret: str) -> Any:
-        keys = secrets[secret]
-        return boto3.client(
-            service,
-            region_name="us-east-1",
-            aws_access_key_id=keys["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=keys["AWS_SECRET_ACCESS_KEY"],
-        )
+    def aws(principal: str) -> Aws:
+        data = cluster.secret_data(f"vaultdr-aws-{principal}")
+        keys = AwsCredentials(data["AWS_ACCESS_KEY_ID"], data["AWS_SECRET_ACCESS_KEY"])
+        return Aws(AwsTarget(facts["region"], fresh_emulator, keys), max_attempts=1)
 
     def refused(call: Callable[[], object]) -> bool:
         try:
             call()
-        except ClientError as exc:
-            return "AccessDenied" in str(exc) or "not authorized" in str(exc)
+        except AccessDenied:
+            return True
         return False
 
-    with mock_aws():
+    admin = aws("admin")
+    for who in STACK_PRINCIPALS:
+        assert admin.list_user_policies(facts[f"{who.name}_user"]) == [who.policy_name]
+    admin.put_secure_parameter(root_token, "not-a-real-token")
 
-        @ActionAuthenticatorMixin.set_initial_no_auth_action_count(allowance)
-        def bootstrap_and_try() -> None:
-            facts = namespace["main"](write_secret=write_secret, write_config=write_config)
-            assert written[0] == "vaultdr-aws-admin"  # kept before anything else can fail
-            assert facts["kms_alias"] == f"alias/vaultdr-{cluster}-seal"
-            assert configs["vaultdr-aws"] == facts
-            assert facts["seal_user"] == f"vaultdr-seal-{cluster}"
+    seal = aws("seal")
+    assert seal.decrypt(seal.encrypt(facts["kms_alias"], b"root key")) == b"root key"
+    assert refused(lambda: seal.list_objects(bucket))
+    assert refused(lambda: seal.create_user("vaultdr-evil"))
 
-            seal_kms = client("kms", "vaultdr-aws-seal")
-            blob = seal_kms.encrypt(KeyId=facts["kms_alias"], Plaintext=b"root key")
-            assert (
-                seal_kms.decrypt(CiphertextBlob=blob["CiphertextBlob"])["Plaintext"] == b"root key"
-            )
-            assert refused(lambda: client("s3", "vaultdr-aws-seal").list_objects_v2(Bucket=bucket))
-            assert refused(lambda: client("iam", "vaultdr-aws-seal").list_users())
+    snapshot = aws("snapshot")
+    key = "snapshots/x/20260101T000000Z.snap"
+    snapshot.put_object(bucket, key, b"raft", sse_kms_key_id=facts["kms_key_id"])
+    assert snapshot.stat_object(bucket, key)["sse"] == "aws:kms"
+    assert refused(lambda: snapshot.get_secure_parameter(root_token))
+    assert refused(lambda: snapshot.delete_object(bucket, key))  # only whole versions
 
-            snapshot_s3 = client("s3", "vaultdr-aws-snapshot")
-            snapshot_s3.put_object(Bucket=bucket, Key="snapshots/x/1.snap", Body=b"raft")
-            ssm_path = f"{facts['ssm_prefix']}/cluster"
-            assert refused(
-                lambda: client("ssm", "vaultdr-aws-snapshot").get_parameter(Name=ssm_path)
-            )
+    restore = aws("restore")
+    assert restore.get_object(bucket, key) == b"raft"
+    assert restore.get_secure_parameter(root_token) == "not-a-real-token"
+    assert refused(lambda: restore.delete_all_versions(bucket, key))
+    assert refused(lambda: restore.put_secure_parameter(root_token, "forged"))
 
-            restore_s3 = client("s3", "vaultdr-aws-restore")
-            body = restore_s3.get_object(Bucket=bucket, Key="snapshots/x/1.snap")["Body"].read()
-            assert body == b"raft"
-            assert refused(
-                lambda: restore_s3.delete_object(Bucket=bucket, Key="snapshots/x/1.snap")
-            )
-            restore_ssm = client("ssm", "vaultdr-aws-restore")
-            restore_ssm.put_parameter(
-                Name=f"{facts['ssm_prefix']}/root-token", Value="t", Type="SecureString"
-            )
-            admin_s3 = client("s3", "vaultdr-aws-admin")
-            assert admin_s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
+    configure = aws("configure")
+    assert configure.get_secure_parameter(root_token) == "not-a-real-token"
+    assert refused(lambda: configure.list_objects(bucket))
+    assert refused(lambda: configure.decrypt(b"x" * 64))
 
-        bootstrap_and_try()
+    assert snapshot.delete_all_versions(bucket, key) == 1
 
-    assert sorted(secrets) == [
-        "vaultdr-aws-admin",
-        "vaultdr-aws-restore",
-        "vaultdr-aws-seal",
-        "vaultdr-aws-snapshot",
-    ]
-    assert all(
-        set(data) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} for data in secrets.values()
+
+def test_a_second_bootstrap_of_the_same_emulator_fails_and_replaces_no_secret(
+    fresh_emulator: str, fake_cluster: tuple[FakeCluster, KubeApi]
+) -> None:
+    cluster, api = fake_cluster
+    settings = job_settings(fresh_emulator)
+    aws_bootstrap.bootstrap_emulator(settings, api, ready_timeout=10)
+    before = {name: cluster.secret_data(name) for name in Kube().aws_secrets.values()}
+    requests = len(cluster.requests)
+
+    with pytest.raises(EnvironmentStartError, match="cannot bootstrap"):
+        aws_bootstrap.bootstrap_emulator(settings, api, ready_timeout=10)
+    assert len(cluster.requests) == requests
+    assert {name: cluster.secret_data(name) for name in before} == before
+
+
+def test_the_bootstrap_command_refuses_to_run_without_the_emulators_address(
+    tmp_path: Path,
+) -> None:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "vaultdr.cli", "agent", "aws-bootstrap"],
+        env={**environ, "POD_NAMESPACE": NAMESPACE, "PYTHONPATH": str(REPO)},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
+    assert result.returncode == EXIT_BAD_INPUT, result.stderr
+    assert "no AWS_ENDPOINT_URL" in result.stderr
+    assert "never AWS itself" in result.stderr
 
 
 # -- the official charts' values -----------------------------------------------------------

@@ -44,6 +44,7 @@ from vaultdr.errors import (
     ConfigError,
     EnvironmentStartError,
 )
+from vaultdr.principals import REVOKE_KMS_POLICY, SEAL, for_emulator, revoke_kms_policy
 
 REPO = Path(__file__).resolve().parent.parent
 NS = "vaultdr"
@@ -474,7 +475,7 @@ def test_revoke_kms_on_eks_puts_the_deny_on_the_seal_role_and_rollback_lifts_it(
     iam.put_role_policy(
         RoleName="vaultdr-seal-irsa",
         PolicyName="seal",
-        PolicyDocument=json.dumps(awsemu.seal_policy()),
+        PolicyDocument=json.dumps(for_emulator(SEAL)),
     )
     assumed = client("sts", moto.admin).assume_role(
         RoleArn=role["Role"]["Arn"], RoleSessionName="seal"
@@ -507,14 +508,14 @@ def test_revoke_kms_on_eks_puts_the_deny_on_the_seal_role_and_rollback_lifts_it(
 
     faults.inject(env, "revoke-kms")
     try:
-        deny = admin.get_role_policy("vaultdr-seal-irsa", awsemu.REVOKE_POLICY)
-        assert deny == awsemu.revoke_policy()
+        deny = admin.get_role_policy("vaultdr-seal-irsa", REVOKE_KMS_POLICY)
+        assert deny == revoke_kms_policy()
         assert not role_can_decrypt()
     finally:
         monkeypatch.delenv("VAULTDR_I_KNOW_THIS_BREAKS")  # rollback never needs it
         faults.rollback(EksEnvironment(tmp_path / "state", stack, kubeconfig=env.kubeconfig))
 
-    assert admin.get_role_policy("vaultdr-seal-irsa", awsemu.REVOKE_POLICY) is None
+    assert admin.get_role_policy("vaultdr-seal-irsa", REVOKE_KMS_POLICY) is None
     assert role_can_decrypt()
 
 

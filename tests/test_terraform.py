@@ -6,7 +6,9 @@ reviewer of a production KMS/S3/IAM change would: key rotation on, the seal key 
 only by the seal's role, a versioned, KMS-encrypted, non-public bucket whose old
 versions expire, one IRSA role per service account whose trust names exactly
 ``system:serviceaccount:<namespace>:<name>``, and permission policies that allow what
-each pod does and nothing more. Every output the EKS values files ask for exists.
+each pod does and nothing more: for every principal of :mod:`vaultdr.principals`, the
+role policy and the key policies grant exactly the data's actions on the data's kinds of
+resource. Every output the EKS values files ask for exists.
 
 What this cannot show: that ``terraform plan`` succeeds (it needs the AWS provider,
 downloaded from the registry) or that AWS accepts the policies.
@@ -20,6 +22,16 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
+from vaultdr.principals import (
+    CONFIGURE,
+    RESTORE,
+    SEAL,
+    SNAPSHOT,
+    STACK_PRINCIPALS,
+    Principal,
+    ResourceKind,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 MODULE = REPO / "environments/eks/terraform"
@@ -98,12 +110,51 @@ def statements(document: str) -> list[str]:
 
 
 def allowed_actions(document: str) -> set[str]:
-    actions: set[str] = set()
+    return {action for action, _ in grants(document)}
+
+
+#: How the module names each kind of resource of vaultdr.principals.
+RESOURCE_KINDS = {
+    "aws_kms_key.seal.arn": ResourceKind.SEAL_KEY,
+    "aws_kms_key.snapshots.arn": ResourceKind.SNAPSHOT_KEY,
+    "aws_s3_bucket.snapshots.arn": ResourceKind.BUCKET,
+    '"${aws_s3_bucket.snapshots.arn}/${var.snapshot_prefix}/*"': ResourceKind.SNAPSHOTS,
+    "local.ssm_arn": ResourceKind.BREAK_GLASS,
+}
+
+
+def resource_kinds(statement: str) -> set[ResourceKind]:
+    """The kinds of resource a statement's ``resources = [...]`` names (unknown: fail)."""
+    match = re.search(r"(?m)^\s*resources\s*=\s*\[(.*?)\]", statement, re.DOTALL)
+    assert match, "no resources list"
+    items = [item.strip() for item in match.group(1).split(",") if item.strip()]
+    unknown = [item for item in items if item not in RESOURCE_KINDS]
+    assert not unknown, f"a resource vaultdr.principals has no kind for: {unknown}"
+    return {RESOURCE_KINDS[item] for item in items}
+
+
+def grants(document: str) -> set[tuple[str, ResourceKind]]:
+    """(action, kind of resource) for every Allow statement of a policy document."""
+    found: set[tuple[str, ResourceKind]] = set()
     for statement in statements(document):
         if re.search(r'effect\s*=\s*"Deny"', statement):
             continue
-        actions |= set(listed(statement, "actions"))
-    return actions
+        kinds = resource_kinds(statement)
+        found |= {(action, kind) for action in listed(statement, "actions") for kind in kinds}
+    return found
+
+
+def data_grants(who: Principal) -> set[tuple[str, ResourceKind]]:
+    return {(action, g.resource) for g in who.grants for action in g.actions}
+
+
+def key_policy_grants(document: str) -> dict[str, set[str]]:
+    """Per IRSA role a key policy names (its principals), the actions it allows that role."""
+    found: dict[str, set[str]] = {}
+    for statement in statements(document):
+        for role in re.findall(r'aws_iam_role\.irsa\["(\w+)"\]', statement):
+            found.setdefault(role, set()).update(listed(statement, "actions"))
+    return found
 
 
 # -- formatting ----------------------------------------------------------------------------
@@ -147,7 +198,7 @@ def test_the_seal_key_is_usable_by_the_seal_role_only() -> None:
     document = policy_document("seal_key")
     (use,) = statements(document)  # the admin statement comes from source_policy_documents
     assert 'aws_iam_role.irsa["seal"].arn' in use
-    assert sorted(listed(use, "actions")) == ["kms:Decrypt", "kms:DescribeKey", "kms:Encrypt"]
+    assert key_policy_grants(document) == {"seal": SEAL.actions_on(ResourceKind.SEAL_KEY)}
     assert "data.aws_iam_policy_document.key_admin.json" in document
 
 
@@ -164,15 +215,23 @@ def test_key_administrators_manage_the_keys_but_cannot_use_them() -> None:
 
 
 def test_snapshot_key_use_is_limited_to_s3_on_behalf_of_the_agents() -> None:
-    uses = statements(policy_document("snapshots_key"))
+    document = policy_document("snapshots_key")
+    uses = statements(document)
     principals = [re.findall(r'aws_iam_role\.irsa\["(\w+)"\]', s) for s in uses]
     assert principals == [["snapshot"], ["restore"]]
-    assert [sorted(listed(s, "actions")) for s in uses] == [
-        ["kms:Decrypt", "kms:GenerateDataKey"],
-        ["kms:Decrypt"],
-    ]
     for statement in uses:
         assert '"kms:ViaService"' in statement and "s3.${var.region}.amazonaws.com" in statement
+
+
+@pytest.mark.parametrize(
+    ("key", "kind"),
+    [("seal_key", ResourceKind.SEAL_KEY), ("snapshots_key", ResourceKind.SNAPSHOT_KEY)],
+)
+def test_each_key_policy_lets_exactly_the_principals_use_it_that_the_data_says(
+    key: str, kind: ResourceKind
+) -> None:
+    wanted = {p.name: p.actions_on(kind) for p in STACK_PRINCIPALS if p.actions_on(kind)}
+    assert key_policy_grants(policy_document(key)) == wanted
 
 
 # -- S3 ------------------------------------------------------------------------------------
@@ -267,39 +326,35 @@ def test_no_role_may_do_everything() -> None:
         assert not [a for a in actions if a == "*" or a.endswith(":*")], name
 
 
+@pytest.mark.parametrize("who", STACK_PRINCIPALS, ids=lambda p: p.name)
+def test_each_role_is_granted_exactly_its_principals_actions_on_the_same_resources(
+    who: Principal,
+) -> None:
+    granted, wanted = grants(policy_document(who.name)), data_grants(who)
+    assert granted == wanted, (
+        f"iam.tf grants the {who.name} role more: {sorted(granted - wanted, key=str)}; "
+        f"less: {sorted(wanted - granted, key=str)} (vaultdr/principals.py is the source)"
+    )
+
+
 def test_the_seal_role_may_only_wrap_and_unwrap_with_the_seal_key() -> None:
     document = policy_document("seal")
-    assert allowed_actions(document) == {"kms:Encrypt", "kms:Decrypt", "kms:DescribeKey"}
+    assert allowed_actions(document) == SEAL.actions()
     assert re.search(r"resources\s*=\s*\[aws_kms_key\.seal\.arn\]", document)
 
 
 def test_the_snapshot_agent_may_manage_snapshots_under_its_prefix_only() -> None:
     document = policy_document("snapshot")
-    assert allowed_actions(document) == {
-        "s3:ListBucket",
-        "s3:ListBucketVersions",
-        "s3:PutObject",
-        "s3:GetObject",
-        "s3:DeleteObject",
-        "s3:DeleteObjectVersion",
-        "kms:GenerateDataKey",
-        "kms:Decrypt",
-    }
+    assert allowed_actions(document) == SNAPSHOT.actions()
     assert "${aws_s3_bucket.snapshots.arn}/${var.snapshot_prefix}/*" in document
     assert '"s3:prefix"' in document
     assert "aws_kms_key.snapshots.arn" in document and "aws_kms_key.seal" not in document
     assert "ssm:" not in document
 
 
-def test_the_restore_watcher_reads_snapshots_and_keeps_break_glass_material() -> None:
+def test_the_restore_watcher_reads_snapshots_and_break_glass_material() -> None:
     document = policy_document("restore")
-    assert allowed_actions(document) == {
-        "s3:ListBucket",
-        "s3:GetObject",
-        "kms:Decrypt",
-        "ssm:PutParameter",
-        "ssm:GetParameter",
-    }
+    assert allowed_actions(document) == RESTORE.actions()
     assert "aws_kms_key.seal" not in document
     assert re.search(r"resources\s*=\s*\[local\.ssm_arn\]", document)
     main = block((MODULE / "main.tf").read_text(), "locals")
@@ -308,7 +363,7 @@ def test_the_restore_watcher_reads_snapshots_and_keeps_break_glass_material() ->
 
 
 def test_the_configure_job_may_only_read_break_glass_material() -> None:
-    assert allowed_actions(policy_document("configure")) == {"ssm:GetParameter"}
+    assert allowed_actions(policy_document("configure")) == CONFIGURE.actions()
 
 
 def test_every_role_gets_its_own_policy() -> None:
@@ -318,6 +373,11 @@ def test_every_role_gets_its_own_policy() -> None:
         role: f"data.aws_iam_policy_document.{role}.json"
         for role in ("seal", "snapshot", "restore", "configure")
     }
+    # One role per principal of the stack, named as the emulators' policies are.
+    assert set(mapping) == {who.name for who in STACK_PRINCIPALS}
+    policy = resource("aws_iam_role_policy", "irsa")
+    assert setting(policy, "name") == '"vaultdr-${each.key}"'
+    assert {who.policy_name for who in STACK_PRINCIPALS} == {f"vaultdr-{r}" for r in mapping}
 
 
 # -- outputs -------------------------------------------------------------------------------

@@ -267,6 +267,7 @@ class Kube(_Strict):
         "seal": "vaultdr-aws-seal",
         "snapshot": "vaultdr-aws-snapshot",
         "restore": "vaultdr-aws-restore",
+        "configure": "vaultdr-aws-configure",
     }
     tls_secret: str = "openbao-tls"
     access: Literal["port-forward", "service"] = "port-forward"

@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from vaultdr.aws import Aws
+from vaultdr.principals import break_glass_prefix
 from vaultdr.vault import VaultClient
 
 
 def ssm_path(cluster: str, name: str) -> str:
     """Where break-glass material lives in SSM Parameter Store (every environment)."""
-    return f"/vaultdr/{cluster}/{name}"
+    return f"{break_glass_prefix(cluster)}/{name}"
 
 
 def initialize_cluster(

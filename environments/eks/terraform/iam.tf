@@ -1,6 +1,8 @@
 # One role per Kubernetes service account (IRSA). Each trust policy admits exactly one
 # subject, system:serviceaccount:<namespace>:<name>, with the STS audience; each
-# permission policy allows what that pod does and nothing more.
+# permission policy allows what that pod does and nothing more. The principals and their
+# actions are data in vaultdr/principals.py (the emulators' users are made from it);
+# tests/test_terraform.py fails when these policies grant anything else.
 #
 # The revoke-KMS drill adds an explicit Deny for kms:Decrypt/Encrypt to the seal role
 # (an inline policy named vaultdr-revoke-kms) and always removes it afterwards; whoever
@@ -46,8 +48,8 @@ data "aws_iam_policy_document" "seal" {
   }
 }
 
-# The snapshot agent: write, read, list and prune snapshots under the prefix;
-# SSE-KMS with the snapshot key.
+# The snapshot agent: put, head (s3:GetObject), list and prune (by version) snapshots
+# under the prefix; SSE-KMS with the snapshot key on its single-request PutObject.
 data "aws_iam_policy_document" "snapshot" {
   statement {
     sid       = "ListSnapshots"
@@ -64,20 +66,19 @@ data "aws_iam_policy_document" "snapshot" {
     actions = [
       "s3:PutObject",
       "s3:GetObject",
-      "s3:DeleteObject",
       "s3:DeleteObjectVersion",
     ]
     resources = ["${aws_s3_bucket.snapshots.arn}/${var.snapshot_prefix}/*"]
   }
   statement {
     sid       = "SnapshotKey"
-    actions   = ["kms:GenerateDataKey", "kms:Decrypt"]
+    actions   = ["kms:GenerateDataKey"]
     resources = [aws_kms_key.snapshots.arn]
   }
 }
 
-# The restore watcher: read snapshots; write and read break-glass material
-# (root token, recovery keys) under /vaultdr/<cluster>/ in SSM.
+# The restore watcher: read snapshots; read break-glass material (root token, recovery
+# keys) under /vaultdr/<cluster>/ in SSM, which `vaultdr up` wrote there.
 data "aws_iam_policy_document" "restore" {
   statement {
     sid       = "ListSnapshots"
@@ -101,7 +102,7 @@ data "aws_iam_policy_document" "restore" {
   }
   statement {
     sid       = "BreakGlass"
-    actions   = ["ssm:PutParameter", "ssm:GetParameter"]
+    actions   = ["ssm:GetParameter"]
     resources = [local.ssm_arn]
   }
 }

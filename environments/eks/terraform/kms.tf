@@ -83,7 +83,7 @@ data "aws_iam_policy_document" "snapshots_key" {
       type        = "AWS"
       identifiers = [aws_iam_role.irsa["snapshot"].arn]
     }
-    actions   = ["kms:GenerateDataKey", "kms:Decrypt"]
+    actions   = ["kms:GenerateDataKey"]
     resources = ["*"]
     condition {
       test     = "StringEquals"

@@ -412,6 +412,61 @@ class KubeApi:
                 ),
             )
 
+    def write_secret(
+        self, namespace: str, name: str, data: dict[str, str], *, labels: dict[str, str]
+    ) -> None:
+        """POST /api/v1/namespaces/{namespace}/secrets, or PUT .../secrets/{name} when it
+        exists (409): needs create and update on Secrets, never get. ``data`` is secret."""
+        body = kubernetes.client.V1Secret(
+            api_version="v1",
+            kind="Secret",
+            type="Opaque",
+            metadata=kubernetes.client.V1ObjectMeta(name=name, labels=labels),
+            string_data=data,
+        )
+        self._create_or_replace(
+            f"secret {namespace}/{name}",
+            lambda: self.core.create_namespaced_secret(
+                namespace, body, _request_timeout=REQUEST_TIMEOUT
+            ),
+            lambda: self.core.replace_namespaced_secret(
+                name, namespace, body, _request_timeout=REQUEST_TIMEOUT
+            ),
+        )
+
+    def write_configmap(
+        self, namespace: str, name: str, data: dict[str, str], *, labels: dict[str, str]
+    ) -> None:
+        """POST /api/v1/namespaces/{namespace}/configmaps, or PUT .../configmaps/{name}
+        when it exists (409): needs create and update on ConfigMaps, never get."""
+        body = kubernetes.client.V1ConfigMap(
+            api_version="v1",
+            kind="ConfigMap",
+            metadata=kubernetes.client.V1ObjectMeta(name=name, labels=labels),
+            data=data,
+        )
+        self._create_or_replace(
+            f"configmap {namespace}/{name}",
+            lambda: self.core.create_namespaced_config_map(
+                namespace, body, _request_timeout=REQUEST_TIMEOUT
+            ),
+            lambda: self.core.replace_namespaced_config_map(
+                name, namespace, body, _request_timeout=REQUEST_TIMEOUT
+            ),
+        )
+
+    def _create_or_replace(
+        self, what: str, create: Callable[[], Any], replace: Callable[[], Any]
+    ) -> None:
+        try:
+            create()
+        except ApiException as exc:
+            if exc.status != 409:
+                raise self._refused(f"create {what}", exc) from None
+            self._call(f"replace {what}", replace)
+        except (OSError, ValueError) as exc:
+            raise self._unreachable(f"create {what}", exc) from None
+
     def create_from_manifest(self, path: str, namespace: str) -> None:
         """POST every object of a YAML manifest; objects that exist already are left as they are."""
         import kubernetes.utils

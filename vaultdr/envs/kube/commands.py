@@ -1,10 +1,12 @@
-"""``vaultdr agent snapshot|restore|configure`` (in the ops chart's pods) and ``vaultdr kube plan``.
+"""``vaultdr agent snapshot|restore|configure|aws-bootstrap`` (in pods) and ``vaultdr kube plan``.
 
 :func:`register` adds the subcommands to the CLI's subparsers.
 
 ``agent`` commands run inside the cluster (see :mod:`vaultdr.envs.kube.agents`):
 ``snapshot`` and ``restore`` loop until SIGTERM; ``configure`` runs once and exits 0
-on success. ``kube plan`` prints every step ``vaultdr up`` (or ``down``) would run
+on success; ``aws-bootstrap`` is the kind AWS emulator's bootstrap Job
+(:mod:`vaultdr.envs.kube.aws_bootstrap`), configured by its environment, not by a
+stack file, and run once per emulator. ``kube plan`` prints every step ``vaultdr up`` (or ``down``) would run
 for ``--env kind|eks``, command lines included, and runs nothing. For ``down`` on eks it
 also says (on stderr) what ``down`` needs not to be refused: the namespace's opt-in
 annotation and the confirmation flag (:data:`~vaultdr.envs.kube.env.CONFIRM_FLAG`, the
@@ -31,6 +33,10 @@ def cmd_agent(args: argparse.Namespace) -> int:
     from vaultdr.envs.kube import agents
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.agent == "aws-bootstrap":
+        from vaultdr.envs.kube.aws_bootstrap import run_aws_bootstrap
+
+        return run_aws_bootstrap()
     stack = load_stack(Path(args.config or "/etc/vaultdr/stack.yaml"))
     if args.agent == "snapshot":
         return agents.run_snapshot(stack)
@@ -73,10 +79,11 @@ def register(
     agent = sub.add_parser(
         "agent",
         parents=[common],
-        help="run an agent inside the cluster (the ops chart's pods)",
-        description="Run the snapshot agent, the restore watcher or configure inside the cluster.",
+        help="run an agent inside the cluster (the ops chart's pods, the kind emulator's Job)",
+        description="Run the snapshot agent, the restore watcher or configure inside the "
+        "cluster, or bootstrap the kind AWS emulator (aws-bootstrap, once per emulator).",
     )
-    agent.add_argument("agent", choices=["snapshot", "restore", "configure"])
+    agent.add_argument("agent", choices=["snapshot", "restore", "configure", "aws-bootstrap"])
     agent.add_argument(
         "--timeout", type=float, default=600.0, help="configure: give up after this many seconds"
     )

@@ -60,6 +60,7 @@ from vaultdr.envs.kube.api import KubeApi, PortForwarder
 from vaultdr.envs.local import awsemu
 from vaultdr.errors import ConfigError, Refused, StackStateError, VaultdrError
 from vaultdr.polling import wait_for
+from vaultdr.principals import REVOKE_KMS_POLICY, revoke_kms_policy
 from vaultdr.vault import VaultClient
 
 log = logging.getLogger("vaultdr.kube")
@@ -226,7 +227,7 @@ class KubeEnvironment:
 
     # --- AWS, service accounts, break-glass -----------------------------------------------------
     def aws(self, principal: str = "admin") -> Aws:
-        """AWS as ``principal`` (admin, seal, snapshot): the default chain on eks, the
+        """AWS as ``principal`` (admin, seal, snapshot, restore, configure): the default chain on eks, the
         emulator's keys (from their Secrets) on kind."""
         with self._lock:
             found = self._aws.get(principal)
@@ -493,28 +494,28 @@ class KubeEnvironment:
         self.check_destructive("revoke-kms")
         kind, name = self._seal_principal()
         if not self._change(
-            f"attach IAM {kind} policy {awsemu.REVOKE_POLICY} (Deny kms:Decrypt, kms:Encrypt) to {name}"
+            f"attach IAM {kind} policy {REVOKE_KMS_POLICY} (Deny kms:Decrypt, kms:Encrypt) to {name}"
         ):
             return
         if kind == "role":
-            self.aws().put_role_policy(name, awsemu.REVOKE_POLICY, awsemu.revoke_policy())
+            self.aws().put_role_policy(name, REVOKE_KMS_POLICY, revoke_kms_policy())
         else:
             awsemu.revoke_kms(self.aws(), name)
 
     def restore_kms(self) -> None:
         """Remove the Deny (idempotent; never refused: it is the rollback)."""
         kind, name = self._seal_principal()
-        if not self._change(f"remove IAM {kind} policy {awsemu.REVOKE_POLICY} from {name}"):
+        if not self._change(f"remove IAM {kind} policy {REVOKE_KMS_POLICY} from {name}"):
             return
         if kind == "role":
-            self.aws().delete_role_policy(name, awsemu.REVOKE_POLICY)
+            self.aws().delete_role_policy(name, REVOKE_KMS_POLICY)
         else:
             awsemu.restore_kms(self.aws(), name)
 
     def kms_revoked(self) -> bool:
         kind, name = self._seal_principal()
         if kind == "role":
-            return self.aws().get_role_policy(name, awsemu.REVOKE_POLICY) is not None
+            return self.aws().get_role_policy(name, REVOKE_KMS_POLICY) is not None
         return awsemu.kms_revoked(self.aws(), name)
 
     def _seal_principal(self) -> tuple[str, str]:

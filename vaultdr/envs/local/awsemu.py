@@ -3,8 +3,10 @@
 :func:`start_moto` runs the emulator on loopback (moto's own server application behind
 :mod:`vaultdr.envs.local.emulator`, which closes moto's control API to callers without
 the stack's control token); :func:`bootstrap` creates what the stack
-needs (an admin principal, the seal's principal and KMS key, the snapshot bucket and the
-snapshot agent's principal) and returns it as an :class:`AwsStack` for the state file;
+needs (the seal's KMS key, the snapshot bucket, and one IAM user per principal of
+:mod:`vaultdr.principals`, each with the policy that module renders for the emulator) and
+returns it as an :class:`AwsStack` for the state file. The kind environment's bootstrap
+Job runs the same code (``vaultdr agent aws-bootstrap``, :mod:`vaultdr.envs.kube.aws_bootstrap`);
 :func:`revoke_kms`/:func:`restore_kms` are the revoke-KMS fault: an explicit IAM Deny on
 the seal's principal, which a restarted node feels as a failed ``kms:Decrypt``.
 
@@ -35,7 +37,8 @@ Hazards:
   APIs are moto's, with moto's IAM enforcement and its gaps (below).
 * moto matches KMS and SSM policy statements only when ``Resource`` is ``"*"``, so
   those statements are scoped to ``*`` here; on real AWS they name the key ARN and the
-  parameter path. S3 does check resource ARNs, so bucket statements name the bucket.
+  parameter path (:func:`vaultdr.principals.for_aws`). S3 does check resource ARNs, so
+  bucket statements name the bucket.
 * The process gets fake ``AWS_*`` credentials and empty credential/config files, so no
   real credential of the user's environment can leak into it.
 """
@@ -47,11 +50,12 @@ import secrets
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vaultdr import principals
 from vaultdr.aws import Aws, AwsCredentials, AwsTarget
 from vaultdr.envs.local.processes import (
     LOOPBACK,
@@ -62,7 +66,8 @@ from vaultdr.envs.local.processes import (
     tail,
     wait_for,
 )
-from vaultdr.errors import AwsError, EnvironmentStartError
+from vaultdr.errors import AwsError, EnvironmentStartError, StackStateError
+from vaultdr.principals import REVOKE_KMS_POLICY, Principal
 
 #: AWS requests the bootstrap makes before it has admin credentials:
 #: iam:CreateUser, iam:PutUserPolicy, iam:CreateAccessKey (each exactly once).
@@ -71,12 +76,6 @@ UNAUTHENTICATED_CALLS = 3
 START_TIMEOUT = 20.0
 #: The emulator's control token, in start_moto's ``dir`` (mode 0600).
 CONTROL_TOKEN_FILE = "control-token"
-
-ADMIN_USER = "vaultdr-admin"
-ADMIN_POLICY = "admin"
-SEAL_POLICY = "seal-kms"
-SNAPSHOT_POLICY = "snapshot-agent"
-REVOKE_POLICY = "vaultdr-revoke-kms"
 
 _BOOTSTRAP_CREDENTIALS = AwsCredentials("vaultdr-bootstrap", "not-checked-before-enforcement")
 _FAKE_ENV = {
@@ -90,24 +89,9 @@ _FAKE_ENV = {
 }
 
 
-def seal_user(cluster: str) -> str:
-    """The IAM user whose keys the seal (awskms) uses."""
-    return f"vaultdr-seal-{cluster}"
-
-
-def snapshot_user(cluster: str) -> str:
-    """The IAM user whose keys the snapshot agent uses."""
-    return f"vaultdr-snapshot-{cluster}"
-
-
 def seal_alias(cluster: str) -> str:
     """The KMS alias of the seal key."""
     return f"alias/vaultdr-{cluster}-seal"
-
-
-def ssm_prefix(cluster: str) -> str:
-    """Where break-glass material of ``cluster`` lives in SSM (``<prefix>/root-token``, ...)."""
-    return f"/vaultdr/{cluster}"
 
 
 def endpoint_url(port: int) -> str:
@@ -250,13 +234,19 @@ def start_moto(
 
 # -- the bootstrap -------------------------------------------------------------------------
 
+#: Called with each principal's access key as soon as it exists (the admin's first), so a
+#: caller that keeps them elsewhere (the kind Job's Secrets) never loses one.
+KeepCredentials = Callable[[Principal, AwsCredentials], None]
+
 
 @dataclass(frozen=True)
 class AwsStack:
     """What the bootstrap created: enough for every part of the stack to reach AWS.
 
-    ``repr`` hides every secret (the credentials' own repr does); ``to_dict`` does not:
-    the state file it goes to must be private to the user.
+    One access key per principal of :mod:`vaultdr.principals` (``admin``, ``seal``,
+    ``snapshot``, ``restore``, ``configure``) and the IAM user it belongs to. ``repr``
+    hides every secret (the credentials' own repr does); ``to_dict`` does not: the state
+    file it goes to must be private to the user.
     """
 
     endpoint_url: str
@@ -269,23 +259,40 @@ class AwsStack:
     bucket: str
     snapshot: AwsCredentials
     snapshot_user: str
+    restore: AwsCredentials
+    restore_user: str
+    configure: AwsCredentials
+    configure_user: str
 
     def target(self, credentials: AwsCredentials) -> AwsTarget:
         return AwsTarget(
             region=self.region, endpoint_url=self.endpoint_url, credentials=credentials
         )
 
+    def credentials(self, principal: str) -> AwsCredentials:
+        """The access key of ``principal`` (a name of :data:`vaultdr.principals.PRINCIPALS`)."""
+        found: AwsCredentials = getattr(self, principals.principal(principal).name)
+        return found
+
+    def aws(self, principal: str) -> Aws:
+        """An Aws client acting as ``principal``."""
+        return Aws(self.target(self.credentials(principal)))
+
     def admin_aws(self) -> Aws:
         """An Aws client with the admin credentials (for faults, SSM, checks)."""
-        return Aws(self.target(self.admin))
+        return self.aws("admin")
 
     def seal_aws(self) -> Aws:
         """An Aws client acting as the seal."""
-        return Aws(self.target(self.seal))
+        return self.aws("seal")
 
     def snapshot_aws(self) -> Aws:
         """An Aws client acting as the snapshot agent."""
-        return Aws(self.target(self.snapshot))
+        return self.aws("snapshot")
+
+    def restore_aws(self) -> Aws:
+        """An Aws client acting as the restore watcher."""
+        return self.aws("restore")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -299,140 +306,147 @@ class AwsStack:
             "bucket": self.bucket,
             "snapshot": self.snapshot.to_dict(),
             "snapshot_user": self.snapshot_user,
+            "restore": self.restore.to_dict(),
+            "restore_user": self.restore_user,
+            "configure": self.configure.to_dict(),
+            "configure_user": self.configure_user,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AwsStack:
+        """The stack of a state file. One written before a principal existed lacks it:
+        StackStateError (state files are per stack, and ``up`` writes a new one)."""
+        try:
+            return cls._from_dict(data)
+        except KeyError as missing:
+            raise StackStateError(
+                f"the stack's AWS state has no {missing.args[0]!r} (written by an older vaultdr)",
+                hint="recreate the stack: vaultdr down && vaultdr up",
+            ) from None
+
+    @classmethod
+    def _from_dict(cls, data: Mapping[str, Any]) -> AwsStack:
+        def key(name: str) -> AwsCredentials:
+            return AwsCredentials.from_dict(data[name])
+
         return cls(
             endpoint_url=str(data["endpoint_url"]),
             region=str(data["region"]),
-            admin=AwsCredentials.from_dict(data["admin"]),
-            seal=AwsCredentials.from_dict(data["seal"]),
+            admin=key("admin"),
+            seal=key("seal"),
             seal_user=str(data["seal_user"]),
             kms_key_id=str(data["kms_key_id"]),
             kms_key_arn=str(data["kms_key_arn"]),
             bucket=str(data["bucket"]),
-            snapshot=AwsCredentials.from_dict(data["snapshot"]),
+            snapshot=key("snapshot"),
             snapshot_user=str(data["snapshot_user"]),
+            restore=key("restore"),
+            restore_user=str(data["restore_user"]),
+            configure=key("configure"),
+            configure_user=str(data["configure_user"]),
         )
 
 
-def _allow(actions: list[str], resources: list[str]) -> dict[str, Any]:
-    return {"Effect": "Allow", "Action": actions, "Resource": resources}
-
-
-def _policy(*statements: dict[str, Any]) -> dict[str, Any]:
-    return {"Version": "2012-10-17", "Statement": list(statements)}
-
-
-def seal_policy() -> dict[str, Any]:
-    """What the awskms seal needs: Encrypt, Decrypt, DescribeKey on its key."""
-    # On real AWS the resource is the seal key's ARN; moto matches KMS statements only
-    # with Resource "*".
-    return _policy(_allow(["kms:Encrypt", "kms:Decrypt", "kms:DescribeKey"], ["*"]))
-
-
-def snapshot_policy(bucket: str) -> dict[str, Any]:
-    """What the snapshot agent needs: read/write/list snapshots in ``bucket``, and KMS for SSE."""
-    return _policy(
-        _allow(
-            ["s3:ListBucket", "s3:ListBucketVersions"],
-            [f"arn:aws:s3:::{bucket}"],
-        ),
-        _allow(
-            [
-                "s3:PutObject",
-                "s3:GetObject",
-                "s3:DeleteObject",
-                "s3:GetObjectVersion",
-                "s3:DeleteObjectVersion",
-            ],
-            [f"arn:aws:s3:::{bucket}/*"],
-        ),
-        # On real AWS: the SSE key's ARN (moto matches KMS statements only with "*").
-        _allow(["kms:GenerateDataKey", "kms:Decrypt", "kms:Encrypt"], ["*"]),
-    )
-
-
-def revoke_policy() -> dict[str, Any]:
-    """The revoke-KMS fault: an explicit Deny, which wins over any Allow."""
-    return _policy({"Effect": "Deny", "Action": ["kms:Decrypt", "kms:Encrypt"], "Resource": "*"})
-
-
 def create_admin(url: str, region: str) -> AwsCredentials:
-    """Create ``vaultdr-admin`` (inline policy allowing ``*``) and its access key, using the
-    emulator's unauthenticated allowance; then prove enforcement is on.
+    """Create ``vaultdr-admin`` (its policy allows ``*``) and its access key with the
+    emulator's unauthenticated allowance: exactly :data:`UNAUTHENTICATED_CALLS` requests,
+    none retried.
 
     Raises EnvironmentStartError when the allowance is already used up (someone called
-    the emulator first) or when unknown credentials are still let in afterwards.
+    the emulator first, or it was bootstrapped already).
     """
+    admin, user = principals.ADMIN, principals.ADMIN_USER
     bootstrap_aws = Aws(AwsTarget(region, url, _BOOTSTRAP_CREDENTIALS), max_attempts=1)
     try:
-        bootstrap_aws.create_user(ADMIN_USER)
-        bootstrap_aws.put_user_policy(ADMIN_USER, ADMIN_POLICY, _policy(_allow(["*"], ["*"])))
-        admin = bootstrap_aws.create_access_key(ADMIN_USER)
+        bootstrap_aws.create_user(user)
+        bootstrap_aws.put_user_policy(user, admin.policy_name, principals.for_emulator(admin))
+        return bootstrap_aws.create_access_key(user)
     except AwsError as exc:
         raise EnvironmentStartError(
             f"cannot bootstrap the AWS emulator at {url}: {exc.message}",
             hint="its unauthenticated allowance was used up or it was bootstrapped already: "
             "restart it (vaultdr down && vaultdr up)",
         ) from None
-    # Unknown credentials must now be refused; if not, enforcement never switched on.
+
+
+def require_enforcement(url: str, region: str) -> None:
+    """Unknown credentials must be refused now; EnvironmentStartError if they are not."""
     try:
         Aws(AwsTarget(region, url, _BOOTSTRAP_CREDENTIALS), max_attempts=1).caller_identity()
     except AwsError:
-        pass
-    else:
-        raise EnvironmentStartError(
-            f"the AWS emulator at {url} still accepts unknown credentials after the bootstrap",
-            hint="IAM enforcement is off: was INITIAL_NO_AUTH_ACTION_COUNT overridden?",
-        )
-    return admin
+        return
+    raise EnvironmentStartError(
+        f"the AWS emulator at {url} still accepts unknown credentials after the bootstrap",
+        hint="IAM enforcement is off: was INITIAL_NO_AUTH_ACTION_COUNT overridden?",
+    )
 
 
-def provision_cluster(admin: Aws, *, cluster: str, bucket: str) -> AwsStack:
-    """With admin credentials, create the seal principal and KMS key, the snapshot bucket
-    and the snapshot agent's principal for ``cluster``."""
+def create_principal(admin: Aws, who: Principal, *, cluster: str, bucket: str) -> AwsCredentials:
+    """IAM user ``who.user_name(cluster)``, its inline policy from
+    :func:`vaultdr.principals.for_emulator`, and its access key."""
+    user = who.user_name(cluster)
+    admin.create_user(user)
+    admin.put_user_policy(user, who.policy_name, principals.for_emulator(who, bucket=bucket))
+    return admin.create_access_key(user)
+
+
+def provision_cluster(
+    admin: Aws, *, cluster: str, bucket: str, keep: KeepCredentials | None = None
+) -> AwsStack:
+    """With admin credentials, create for ``cluster`` the seal's KMS key and alias, the
+    snapshot bucket (versioned) and one IAM user per principal of the stack
+    (:data:`vaultdr.principals.STACK_PRINCIPALS`); ``keep`` gets each new access key."""
     target = admin.target
     if target.endpoint_url is None or target.credentials is None:
         raise ValueError("provision_cluster needs an emulator target with explicit credentials")
-    seal_name = seal_user(cluster)
-    admin.create_user(seal_name)
-    admin.put_user_policy(seal_name, SEAL_POLICY, seal_policy())
-    seal = admin.create_access_key(seal_name)
-
     key_id = admin.create_key(f"vaultdr {cluster} seal")
     admin.create_alias(seal_alias(cluster), key_id)
     key_arn = str(admin.describe_key(key_id)["Arn"])
-
     admin.create_bucket(bucket, versioning=True)
-    snap_name = snapshot_user(cluster)
-    admin.create_user(snap_name)
-    admin.put_user_policy(snap_name, SNAPSHOT_POLICY, snapshot_policy(bucket))
-    snapshot = admin.create_access_key(snap_name)
+    keys: dict[str, AwsCredentials] = {}
+    for who in principals.STACK_PRINCIPALS:
+        keys[who.name] = create_principal(admin, who, cluster=cluster, bucket=bucket)
+        if keep is not None:
+            keep(who, keys[who.name])
     return AwsStack(
         endpoint_url=target.endpoint_url,
         region=target.region,
         admin=target.credentials,
-        seal=seal,
-        seal_user=seal_name,
+        seal=keys["seal"],
+        seal_user=principals.SEAL.user_name(cluster),
         kms_key_id=key_id,
         kms_key_arn=key_arn,
         bucket=bucket,
-        snapshot=snapshot,
-        snapshot_user=snap_name,
+        snapshot=keys["snapshot"],
+        snapshot_user=principals.SNAPSHOT.user_name(cluster),
+        restore=keys["restore"],
+        restore_user=principals.RESTORE.user_name(cluster),
+        configure=keys["configure"],
+        configure_user=principals.CONFIGURE.user_name(cluster),
     )
 
 
-def bootstrap(endpoint_url: str, region: str, *, cluster: str, bucket: str) -> AwsStack:
-    """Bootstrap a freshly started emulator for one cluster (see the module docstring).
+def bootstrap(
+    endpoint_url: str,
+    region: str,
+    *,
+    cluster: str,
+    bucket: str,
+    keep: KeepCredentials | None = None,
+) -> AwsStack:
+    """Bootstrap a freshly started emulator for one cluster (see the module docstring):
+    the admin, then proof that enforcement is on, then :func:`provision_cluster`.
 
-    Nothing goes into SSM here: the caller stores break-glass material under
-    ``/vaultdr/<cluster>/...`` with the admin credentials.
+    ``keep`` gets each access key as soon as it exists, the admin's first (before
+    anything else can fail). Nothing goes into SSM here: the caller stores break-glass
+    material under ``/vaultdr/<cluster>/...`` with the admin credentials.
     """
     admin = create_admin(endpoint_url, region)
+    if keep is not None:
+        keep(principals.ADMIN, admin)
+    require_enforcement(endpoint_url, region)
     return provision_cluster(
-        Aws(AwsTarget(region, endpoint_url, admin)), cluster=cluster, bucket=bucket
+        Aws(AwsTarget(region, endpoint_url, admin)), cluster=cluster, bucket=bucket, keep=keep
     )
 
 
@@ -445,14 +459,14 @@ def revoke_kms(aws: Aws, user: str) -> None:
     ``aws`` must act as an IAM admin. A running node keeps working (it holds its keys in
     memory); a node that restarts stays sealed until :func:`restore_kms`.
     """
-    aws.put_user_policy(user, REVOKE_POLICY, revoke_policy())
+    aws.put_user_policy(user, REVOKE_KMS_POLICY, principals.revoke_kms_policy())
 
 
 def restore_kms(aws: Aws, user: str) -> None:
     """Lift :func:`revoke_kms` (idempotent): a sealed node then unseals on its next retry."""
-    aws.delete_user_policy(user, REVOKE_POLICY)
+    aws.delete_user_policy(user, REVOKE_KMS_POLICY)
 
 
 def kms_revoked(aws: Aws, user: str) -> bool:
     """True while the revoke policy is attached to ``user``."""
-    return aws.get_user_policy(user, REVOKE_POLICY) is not None
+    return aws.get_user_policy(user, REVOKE_KMS_POLICY) is not None

@@ -126,10 +126,9 @@ class LocalEnvironment:
         return awsemu.AwsStack.from_dict(self.state.aws)
 
     def aws(self, principal: str = "admin") -> Aws:
-        """AWS access to the emulator as ``admin``, ``seal`` or ``snapshot``."""
-        emu = self.aws_stack()
-        creds = {"admin": emu.admin, "seal": emu.seal, "snapshot": emu.snapshot}[principal]
-        return Aws(emu.target(creds))
+        """AWS access to the emulator as one principal of :mod:`vaultdr.principals`:
+        ``admin``, ``seal``, ``snapshot``, ``restore`` or ``configure``."""
+        return self.aws_stack().aws(principal)
 
     def kube(self) -> kubeapi.KubeApiClient:
         info = self.state.kubeapi

@@ -101,8 +101,10 @@ def restorer_for(env: LocalEnvironment) -> Restorer:
         with open(events, "a") as out:
             out.write(json.dumps(record) + "\n")
 
+    # Snapshots are read as the restore principal; the break-glass material and configure
+    # (LocalRestoreTarget) go through the environment's admin, as `up` does.
     return Restorer(
-        LocalRestoreTarget(env), env.aws("admin"), restore_settings(env), on_event=on_event
+        LocalRestoreTarget(env), env.aws("restore"), restore_settings(env), on_event=on_event
     )
 
 
