@@ -17,7 +17,6 @@ ledger records go; default ``<state dir>/drills/<run>``).
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import os
 import threading
@@ -26,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vaultdr.envs.kube.env import KubeEnvironment
-from vaultdr.envs.local.env import LocalEnvironment
+from vaultdr.config import load_stack
+from vaultdr.envs.factory import AnyEnvironment, open_environment
 from vaultdr.envs.local.state import resolve_state_dir, write_json_atomic
 from vaultdr.errors import ConfigError, StackStateError
 from vaultdr.ledger import LedgerReport, WriteLedger
@@ -48,7 +47,7 @@ DEFAULT_LOGIN = {
 class Drill:
     """The instruments of one experiment run against one stack."""
 
-    env: LocalEnvironment | KubeEnvironment
+    env: AnyEnvironment
     results_dir: Path
     started_at: str
     timeline: Timeline | None = None
@@ -122,26 +121,22 @@ ENV_VAR = "VAULTDR_ENV"
 CONFIG_ENV_VAR = "VAULTDR_CONFIG"
 
 
-def environment(configuration: dict[str, Any] | None) -> LocalEnvironment | KubeEnvironment:
+def environment(configuration: dict[str, Any] | None) -> AnyEnvironment:
     config = configuration or {}
     name = str(config.get("vaultdr_env") or os.environ.get(ENV_VAR) or "local")
+    state_dir = resolve_state_dir(config.get("vaultdr_state_dir"))
     if name in ("kind", "eks"):
-        from vaultdr.config import load_stack
-        from vaultdr.envs.kube.env import make_kube_environment
-
         stack_file = str(
             config.get("vaultdr_config")
             or os.environ.get(CONFIG_ENV_VAR)
             or f"environments/{name}/stack.yaml"
         )
-        state_dir = resolve_state_dir(config.get("vaultdr_state_dir"))
-        return make_kube_environment(name, state_dir, load_stack(stack_file), stack_file=stack_file)
+        return open_environment(name, state_dir, load_stack(stack_file), stack_file=stack_file)
     if name != "local":
         raise ConfigError(
             f"vaultdr_env {name!r} is not available in this version", hint="use local"
         )
-    state_dir = resolve_state_dir(config.get("vaultdr_state_dir"))
-    env = LocalEnvironment(state_dir)
+    env = open_environment("local", state_dir)
     if not (state_dir / "state.json").exists():
         raise StackStateError(
             f"no stack in {state_dir}: the drill needs a running stack",
@@ -151,7 +146,12 @@ def environment(configuration: dict[str, Any] | None) -> LocalEnvironment | Kube
 
 
 def drill(configuration: dict[str, Any] | None) -> Drill:
-    """The drill of this run (created on first use)."""
+    """The drill of this run (created on first use, found by its state directory)."""
+    state_dir = resolve_state_dir((configuration or {}).get("vaultdr_state_dir"))
+    with _LOCK:
+        found = _DRILLS.get(state_dir)
+    if found is not None:
+        return found
     env = environment(configuration)
     with _LOCK:
         found = _DRILLS.get(env.state_dir)
@@ -185,11 +185,10 @@ def end_drill(configuration: dict[str, Any] | None) -> dict[str, Any] | None:
     return found.finish() if found else None
 
 
-def restore_since(env: LocalEnvironment | KubeEnvironment, since: str) -> dict[str, Any] | None:
-    """The auto-restore record written after ``since`` (ISO time), if any."""
-    path = env.state_dir / "agents" / "restore.json"
-    try:
-        record: dict[str, Any] = json.loads(path.read_text())
-    except (OSError, ValueError):
+def restore_since(env: AnyEnvironment, since: str) -> dict[str, Any] | None:
+    """The auto-restore record written after ``since`` (ISO time), if any, read through
+    the environment (local: the watcher's file; kind/eks: the StatefulSet's annotation)."""
+    record = env.last_restore()
+    if record is None:
         return None
     return record if str(record.get("started_at", "")) >= since else None
