@@ -139,6 +139,12 @@ class WriteLedger:
         self._thread = threading.Thread(target=self._run, name="write-ledger", daemon=True)
         self._thread.start()
 
+    def outcomes_since(self, acked: int, failed: int) -> tuple[list[AckedWrite], list[FailedWrite]]:
+        """The acknowledged writes after the first ``acked`` and the failed ones after the
+        first ``failed`` (for the timeline's ``writing`` phase)."""
+        with self._lock:
+            return list(self.acked[acked:]), list(self.failed[failed:])
+
     def wait_acknowledged(self, count: int, *, timeout: float = 30.0) -> bool:
         """Wait until at least ``count`` writes were acknowledged; False on timeout."""
         deadline = time.monotonic() + timeout

@@ -179,17 +179,21 @@ def _inject(name: str, args: list[str], configuration: dict[str, Any] | None) ->
 def wait_for_recovery(
     timeout: float = 120.0,
     require: list[str] | None = None,
+    stable_for: float | None = None,
     configuration: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Wait (at most ``timeout`` s) until the phases in ``require`` are reached after the
-    last fault; returns the measured recovery (RTO and its phases) from the timeline."""
+    last fault and reads, logins and writes have stayed up for ``stable_for`` seconds
+    (default: ``objectives.stable_for`` in stack.yaml); returns the measured recovery
+    (RTO, its phases and any flaps) from the timeline."""
     current = drill(configuration)
     timeout = float(timeout)  # a ${variable} from the configuration may arrive as text
     if current.timeline is None:
         raise ActivityFailed("wait_for_recovery needs start_measuring first")
-    phases = tuple(require or ("serving", "auth_ready", "healthy"))
+    phases = tuple(require) if require else current.timeline.default_required()
+    window = float(stable_for) if stable_for is not None else current.stable_for()
     started = time.monotonic()
-    recovery = current.timeline.wait_recovered(timeout, require=phases)
+    recovery = current.timeline.wait_recovered(timeout, require=phases, stable_for=window)
     current.recovery = recovery
     result = recovery.to_dict()
     if recovery.recovered and "healthy" in phases:

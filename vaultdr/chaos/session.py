@@ -28,9 +28,9 @@ from typing import Any
 from vaultdr.config import load_stack
 from vaultdr.envs.factory import AnyEnvironment, open_environment
 from vaultdr.envs.local.state import resolve_state_dir, write_json_atomic
-from vaultdr.errors import ConfigError, StackStateError
+from vaultdr.errors import ConfigError, StackStateError, VaultdrError
 from vaultdr.ledger import LedgerReport, WriteLedger
-from vaultdr.timeline import LoginCheck, Recovery, Timeline
+from vaultdr.timeline import STABLE_FOR, LoginCheck, Recovery, Timeline, write_events_source
 
 log = logging.getLogger("vaultdr.chaos")
 
@@ -65,6 +65,13 @@ class Drill:
             self._token = self.env.root_token()
         return self._token
 
+    def stable_for(self) -> float:
+        """stack.yaml's ``objectives.stable_for``, or the timeline's default without one."""
+        try:
+            return float(self.env.stack_config().objectives.stable_for)
+        except VaultdrError:
+            return STABLE_FOR
+
     def start(self, *, write_rate: float, interval: float, login: dict[str, str]) -> None:
         if self.timeline is None:
             mount, _, path = login["read"].partition("/")
@@ -87,6 +94,8 @@ class Drill:
             self.timeline.start()
         if self.ledger is None and write_rate > 0:
             self.ledger = WriteLedger(self.env, self.token, rate=write_rate)
+            if self.timeline is not None:  # writes back is part of the RTO
+                self.timeline.add_write_source(write_events_source(self.ledger))
             self.ledger.start()
 
     def finish(self) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from vaultdr.envs.local.env import LocalEnvironment
 from vaultdr.errors import VaultdrError
 from vaultdr.ledger import LedgerReport, WriteLedger
 from vaultdr.polling import wait_for
-from vaultdr.timeline import LoginCheck, Recovery, Timeline
+from vaultdr.timeline import LoginCheck, Recovery, Timeline, write_events_source
 
 APP_SECRET = ("secret", "apps/web/config")
 APP_LOGIN = LoginCheck("apps", "web", "web", mount="secret", path="apps/web/config")
@@ -90,10 +90,14 @@ class ScenarioRun:
                 self.env, self.token, interval=0.1, login=APP_LOGIN, read_path=APP_SECRET
             )
             self.timeline.add_source(local_events_source(self.env.state_dir))
+            if self.ledger is not None:
+                self.timeline.add_write_source(write_events_source(self.ledger))
             self.timeline.start()
 
     def start_write_load(self, rate: float = 10.0) -> None:
         self.ledger = WriteLedger(self.env, self.token, rate=rate)
+        if self.timeline is not None:  # writes back is part of the RTO
+            self.timeline.add_write_source(write_events_source(self.ledger))
         self.ledger.start()
         # some acknowledged writes before the fault (a second's worth)
         if not self.ledger.wait_acknowledged(max(1, int(rate))):
@@ -136,7 +140,12 @@ class ScenarioRun:
     # --- then ------------------------------------------------------------------------------
     def wait_recovered(self, *require: str) -> Recovery:
         assert self.timeline is not None, "no timeline: the scenario has no 'Given a healthy stack'"
-        recovery = self.timeline.wait_recovered(RECOVERY_TIMEOUT, require=tuple(require))
+        phases = tuple(require)
+        if self.ledger is not None and "serving" in phases and "writing" not in phases:
+            phases += ("writing",)  # apps write too: writes back is part of the outage
+        recovery = self.timeline.wait_recovered(
+            RECOVERY_TIMEOUT, require=phases, stable_for=self.stack.objectives.stable_for
+        )
         self.recovery = recovery
         self.measurements["phases"] = {
             k: recovery.to_dict()[k]
