@@ -14,8 +14,9 @@ from vaultdr import checks
 from vaultdr.config import Stack, load_stack
 from vaultdr.drill.plugin import RUN_KEY
 from vaultdr.drill.scenario import ScenarioRun
+from vaultdr.envs.factory import AnyEnvironment, open_environment, open_kube_environment
 from vaultdr.envs.kube.env import KubeEnvironment
-from vaultdr.envs.local.env import LocalEnvironment
+from vaultdr.envs.local.state import STATE_ENV_VAR, resolve_state_dir
 from vaultdr.errors import VaultdrError
 from vaultdr.polling import wait_for
 
@@ -33,11 +34,8 @@ def stack_config() -> Stack:
 
 def _kube_environment(name: str, stack_config: Stack) -> KubeEnvironment:
     """The kind/eks stack: brought up (idempotently) unless it is healthy; kept afterwards."""
-    from vaultdr.envs.kube.env import make_kube_environment
-    from vaultdr.envs.local.state import STATE_ENV_VAR, resolve_state_dir
-
     state = resolve_state_dir(os.environ.get(STATE_ENV_VAR) or f".vaultdr-{name}")
-    environment = make_kube_environment(name, state, stack_config, stack_file=str(_stack_file()))
+    environment = open_kube_environment(name, state, stack_config, stack_file=str(_stack_file()))
     try:
         healthy = environment.status(quick=True).healthy
     except VaultdrError:
@@ -48,9 +46,7 @@ def _kube_environment(name: str, stack_config: Stack) -> KubeEnvironment:
 
 
 @pytest.fixture(scope="module")
-def env(
-    stack_config: Stack, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[LocalEnvironment | KubeEnvironment]:
+def env(stack_config: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnyEnvironment]:
     """A fresh local stack per feature (the scenarios break it on purpose); on kind/eks the
     cluster's stack, which heals itself between features."""
     name = os.environ.get("VAULTDR_DRILL_ENV") or "local"
@@ -62,7 +58,7 @@ def env(
             kube.close()
         return
     state = tmp_path_factory.mktemp("stack") / "state"
-    environment = LocalEnvironment(state, stack_config, stack_file=str(_stack_file()))
+    environment = open_environment("local", state, stack_config, stack_file=str(_stack_file()))
     try:
         environment.up()
     except BaseException:
@@ -77,7 +73,7 @@ def env(
 
 @pytest.fixture
 def run(
-    request: pytest.FixtureRequest, env: LocalEnvironment | KubeEnvironment, stack_config: Stack
+    request: pytest.FixtureRequest, env: AnyEnvironment, stack_config: Stack
 ) -> Iterator[ScenarioRun]:
     known = set(stack_config.objectives.rto)
     tags = [m.name for m in request.node.iter_markers() if m.name in known]

@@ -20,6 +20,7 @@ import pytest
 
 from tests.conftest import REPO, CliRunner, start_stack, stop_stack
 from vaultdr import faults
+from vaultdr.chaos.actions import FAULT_ACTIONS
 from vaultdr.envs.local.env import LocalEnvironment
 from vaultdr.envs.local.processes import wait_for
 from vaultdr.errors import EXIT_BAD_INPUT
@@ -42,8 +43,15 @@ def test_chaos_discover_finds_the_extension(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    found = {(a["type"], a["name"]) for a in json.loads(out.read_text())["activities"]}
+    activities = json.loads(out.read_text())["activities"]
+    found = {(a["type"], a["name"]) for a in activities}
     assert ("action", "inject_fault") in found
+    # One action per fault of the catalogue, with the fault's own arguments.
+    arguments = {a["name"]: [x["name"] for x in a.get("arguments", [])] for a in activities}
+    for name, fault in faults.REGISTRY.items():
+        action = FAULT_ACTIONS[name]
+        assert ("action", action) in found, name
+        assert arguments[action] == [p.name for p in fault.params] + ["configuration"], name
     assert ("action", "wait_for_recovery") in found
     assert ("probe", "no_acknowledged_write_lost") in found
     assert ("probe", "kubernetes_login_works") in found

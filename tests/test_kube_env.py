@@ -8,6 +8,7 @@ revoked and restored on a real moto server with IAM enforced.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
@@ -23,10 +24,12 @@ import pytest
 
 from tests.fake_kube import FakeCluster, FakeKubeApi
 from vaultdr import faults
+from vaultdr.agents import snapshot as snap
 from vaultdr.aws import Aws, AwsCredentials, AwsTarget
+from vaultdr.chaos import probes, session
 from vaultdr.config import Kube, Stack, load_stack
 from vaultdr.envs.kube import deploy
-from vaultdr.envs.kube.agents import PodRestoreTarget, PodSettings
+from vaultdr.envs.kube.agents import RESTORE_ANNOTATION, PodRestoreTarget, PodSettings
 from vaultdr.envs.kube.env import (
     ALLOW_ANNOTATION,
     CONFIRM_FLAG,
@@ -44,6 +47,7 @@ from vaultdr.errors import (
     ConfigError,
     EnvironmentStartError,
 )
+from vaultdr.ledger import WriteLedger
 from vaultdr.principals import REVOKE_KMS_POLICY, SEAL, for_emulator, revoke_kms_policy
 
 REPO = Path(__file__).resolve().parent.parent
@@ -52,11 +56,17 @@ NS = "vaultdr"
 
 # --- the engine's API, as far as leader() asks it --------------------------------------------
 class FakeVaultNodes:
-    """One HTTP listener per node answering ``sys/leader``; ``leader`` says who is active."""
+    """One HTTP listener per node answering ``sys/leader``; ``leader`` says who is active.
+
+    kv-v2 writes under ``secret/`` are kept (one store for the cluster) and read back at
+    their version until ``lose_data()``: then every read is a 404, as from a cluster
+    restored from a snapshot older than the writes."""
 
     def __init__(self, names: list[str], leader: str) -> None:
         self.leader = leader
         self.servers: dict[str, ThreadingHTTPServer] = {}
+        self.kv: dict[str, list[dict[str, Any]]] = {}
+        self.lock = threading.Lock()
         for name in names:
 
             class Handler(BaseHTTPRequestHandler):
@@ -66,19 +76,51 @@ class FakeVaultNodes:
                 def log_message(self, format: str, *args: Any) -> None:
                     pass
 
-                def do_GET(self) -> None:
-                    is_self = self.node == self.nodes.leader
-                    answer = {"ha_enabled": True, "is_self": is_self, "leader_address": ""}
-                    body = json.dumps(answer).encode()
-                    self.send_response(200)
+                def answer(self, code: int, data: dict[str, Any]) -> None:
+                    body = json.dumps(data).encode()
+                    self.send_response(code)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(body)))
                     self.end_headers()
                     self.wfile.write(body)
 
+                def do_GET(self) -> None:
+                    path, _, query = self.path.partition("?")
+                    if path.startswith("/v1/secret/data/"):
+                        key = path.removeprefix("/v1/secret/data/")
+                        version = int(query.removeprefix("version=") or 0)
+                        with self.nodes.lock:
+                            versions = self.nodes.kv.get(key, [])
+                        if not 0 < version <= len(versions):
+                            return self.answer(404, {"errors": []})
+                        data = {"data": versions[version - 1], "metadata": {"version": version}}
+                        return self.answer(200, {"data": data})
+                    is_self = self.node == self.nodes.leader
+                    return self.answer(
+                        200, {"ha_enabled": True, "is_self": is_self, "leader_address": ""}
+                    )
+
+                def do_POST(self) -> None:
+                    path = self.path.partition("?")[0]
+                    length = int(self.headers.get("Content-Length") or 0)
+                    body = json.loads(self.rfile.read(length) or b"{}")
+                    if path.startswith("/v1/secret/data/"):
+                        key = path.removeprefix("/v1/secret/data/")
+                        with self.nodes.lock:
+                            self.nodes.kv.setdefault(key, []).append(body.get("data", {}))
+                            version = len(self.nodes.kv[key])
+                        return self.answer(200, {"data": {"version": version}})
+                    return self.answer(204 if path.startswith("/v1/secret/metadata/") else 404, {})
+
+                do_PUT = do_POST
+
             server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
             threading.Thread(target=server.serve_forever, daemon=True).start()
             self.servers[name] = server
+
+    def lose_data(self) -> None:
+        with self.lock:
+            self.kv.clear()
 
     def address(self, name: str) -> str:
         return f"http://127.0.0.1:{self.servers[name].server_address[1]}"
@@ -927,3 +969,47 @@ def test_the_nodes_api_is_reached_over_a_port_forward_with_tls(
 
 def kind_like() -> KubeEnvironment:
     return KindEnvironment(Path("/nonexistent"), kube_stack())
+
+
+# --- the Chaos Toolkit total-loss probe on a cluster ----------------------------------------------
+def test_the_total_loss_probe_reads_the_restore_record_through_the_kube_environment(
+    tmp_path: Path, cluster: FakeCluster, kind_env: Any, vault_nodes: FakeVaultNodes
+) -> None:
+    """On kind/eks the in-cluster watcher records its restore on the StatefulSet (there is
+    no local agents/restore.json): writes acknowledged after the restored snapshot was
+    taken are the RPO, not lost writes."""
+    started = dt.datetime.now(dt.UTC)
+    current = session.Drill(
+        env=kind_env,
+        results_dir=tmp_path / "results",
+        started_at=started.isoformat(timespec="milliseconds"),
+        _token="not-a-real-token",
+    )
+    current.ledger = WriteLedger(kind_env, current.token, rate=20.0)
+    current.ledger.start()
+    assert current.ledger.wait_acknowledged(10)
+    vault_nodes.lose_data()  # total loss, restored from a snapshot taken before the writes
+    snapshot_key = f"snapshots/cid/{snap.format_stamp(started - dt.timedelta(seconds=30))}.snap"
+    record = {
+        "snapshot_key": snapshot_key,
+        "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+    }
+    sts = cluster.get("statefulsets", NS, "openbao")
+    assert sts is not None
+    sts["metadata"].setdefault("annotations", {})[RESTORE_ANNOTATION] = json.dumps(record)
+    assert not (kind_env.state_dir / "agents" / "restore.json").exists()
+
+    configuration = {"vaultdr_state_dir": str(kind_env.state_dir)}
+    with session._LOCK:
+        session._DRILLS[kind_env.state_dir] = current
+    try:
+        answer = probes.no_acknowledged_write_lost(configuration)
+    finally:
+        with session._LOCK:
+            session._DRILLS.pop(kind_env.state_dir, None)
+
+    ledger = answer["ledger"]
+    assert ledger["lost"] == [], "post-snapshot writes were counted as lost"
+    assert ledger["rpo_writes"] == ledger["acknowledged"] >= 10
+    assert ledger["snapshot_taken_at"] is not None
+    assert answer["ok"] is True

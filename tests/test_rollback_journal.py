@@ -8,6 +8,7 @@ in a child process that SIGKILLs itself right after the corrupt upload.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -72,6 +73,16 @@ class EmulatorTarget:
     def undo_calls(self) -> list[tuple[str, tuple[Any, ...]]]:
         undo = ("restore_kms", "thaw_node", "release_nodes")
         return [c for c in self.calls if c[0] in undo]
+
+    def check_destructive(self, fault: str) -> None:
+        return None
+
+    def refusal(self, fault: str) -> str | None:
+        return None
+
+    @contextlib.contextmanager
+    def recording(self) -> Iterator[list[str]]:
+        yield []
 
     def node_names(self) -> list[str]:
         return list(NODES)

@@ -30,9 +30,10 @@ from types import FrameType
 from vaultdr import __version__, statedir
 from vaultdr.config import DEFAULT_STACK, Stack, load_stack
 from vaultdr.envs.base import StackStatus
+from vaultdr.envs.factory import open_kube_environment
 from vaultdr.envs.kube.env import KubeEnvironment
 from vaultdr.envs.local.env import LocalEnvironment
-from vaultdr.envs.local.state import resolve_state_dir
+from vaultdr.envs.local.state import STATE_ENV_VAR, resolve_state_dir
 from vaultdr.errors import (
     EXIT_BAD_INPUT,
     EXIT_CODES,
@@ -68,12 +69,9 @@ def _stack(args: argparse.Namespace) -> tuple[Stack, str]:
 
 def kube_environment(args: argparse.Namespace, *, dry_run: bool = False) -> KubeEnvironment:
     """The environment of ``--env kind|eks``, its state in ``.vaultdr-<env>`` unless told."""
-    from vaultdr.envs.kube.env import make_kube_environment
-    from vaultdr.envs.local.state import STATE_ENV_VAR
-
     stack, path = _stack(args)
     chosen = args.state_dir or os.environ.get(STATE_ENV_VAR) or f".vaultdr-{args.env}"
-    return make_kube_environment(
+    return open_kube_environment(
         args.env,
         resolve_state_dir(chosen),
         stack,
@@ -102,7 +100,7 @@ def _environment(args: argparse.Namespace, *, with_stack: bool = False) -> Local
     if with_stack:
         stack, path = _stack(args)
         return LocalEnvironment(state_dir, stack, stack_file=path)
-    return LocalEnvironment(state_dir)
+    return LocalEnvironment(state_dir)  # the stack is read from the running stack's state
 
 
 class Interrupted(KeyboardInterrupt):
@@ -249,12 +247,11 @@ def cmd_configure(args: argparse.Namespace) -> int:
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
     from vaultdr.agents import snapshot as snap
-    from vaultdr.envs.local.snapshots import snapshot_agent_for
 
     env = _environment(args)
     bucket, prefix = env.state.aws["bucket"], env.stack_config().snapshots.prefix
     if args.action == "now":
-        record = snapshot_agent_for(env).take()
+        record = env.snapshot_agent().take()
         print(f"uploaded s3://{record.bucket}/{record.key}")
         print(f"  sha256 {record.sha256}  size {record.size}  raft index {record.raft_index}")
         for key in record.deleted:
@@ -338,7 +335,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         try:
             results = faults.rollback(env)
         except faults.FaultError as exc:  # every entry was tried: say what each one did
-            _print_rolled_back(list(exc.results))
+            _print_rolled_back([r for r in exc.results if isinstance(r, RolledBack)])
             raise
     if not results:
         print("nothing to roll back")

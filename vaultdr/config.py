@@ -229,6 +229,14 @@ class Objectives(_Strict):
 
     rto: Annotated[dict[str, Interval], BeforeValidator(_check_rto)] = dict(RTO_SCENARIOS)
     rpo: Annotated[Duration, Field(le=_LONGEST)] = 300.0
+    stable_for: Annotated[
+        Duration,
+        Field(
+            le=3600.0,
+            description="How long reads, logins and writes must stay up after a fault before "
+            "they count as back (a flap inside it is part of the outage).",
+        ),
+    ] = 3.0
 
 
 class Kube(_Strict):

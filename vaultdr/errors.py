@@ -100,6 +100,15 @@ class Refused(VaultdrError):
     exit_code = EXIT_REFUSED
 
 
+class FaultError(VaultdrError):
+    """A fault could not be injected (or cannot apply here), or a rollback left something
+    in force. ``results`` holds what each undo of a failed rollback did
+    (:class:`vaultdr.faults.RolledBack`)."""
+
+    exit_code = EXIT_FAULT
+    results: tuple[object, ...] = ()
+
+
 class VaultApiError(VaultdrError):
     """The Vault/OpenBao API answered with an error or could not be reached."""
 

@@ -139,6 +139,24 @@ class WriteLedger:
         self._thread = threading.Thread(target=self._run, name="write-ledger", daemon=True)
         self._thread.start()
 
+    def outcomes_since(self, acked: int, failed: int) -> tuple[list[AckedWrite], list[FailedWrite]]:
+        """The acknowledged writes after the first ``acked`` and the failed ones after the
+        first ``failed`` (for the timeline's ``writing`` phase)."""
+        with self._lock:
+            return list(self.acked[acked:]), list(self.failed[failed:])
+
+    def wait_acknowledged(self, count: int, *, timeout: float = 30.0) -> bool:
+        """Wait until at least ``count`` writes were acknowledged; False on timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if len(self.acked) >= count:
+                    return True
+            if self._thread is None or not self._thread.is_alive():
+                return False
+            self._stop.wait(0.05)
+        return False
+
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         if self._thread is not None:

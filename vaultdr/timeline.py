@@ -21,11 +21,22 @@ Recovery phases after a fault (seconds after it; None when never reached):
 - ``restored``: the auto-restore finished;
 - ``serving``: reads work again (0.0 if they never stopped);
 - ``auth_ready``: a kubernetes login + read works again (0.0 if it never stopped);
+- ``writing``: the write ledger's writes are acknowledged again (when a ledger
+  feeds the timeline; 0.0 if they never stopped);
 - ``healthy``: every node unsealed, a leader, reads working.
 
-The RTO is the later of ``serving`` and ``auth_ready``: the time until apps
-can authenticate and read again, which is what an outage means to them. Full
-redundancy (``healthy``) is reported beside it.
+Each of ``serving``, ``auth_ready`` and ``writing`` means back *and staying
+back*: it is the first success after the last failure, so a read that works,
+fails again (a flap: the restore's reseal drops reads for ~0.6 s) and then
+stays up is back only at the end of the flap. Every flap is recorded in
+``Recovery.flaps`` and its failing event carries ``detail.flap``.
+:meth:`Timeline.wait_recovered` concludes only once each of them has stayed up
+for ``stable_for`` seconds (``objectives.stable_for`` in stack.yaml).
+
+The RTO is the later of ``serving``, ``auth_ready`` and ``writing``: the time
+until apps can authenticate, read and write again, and keep doing so, which is
+what an outage means to them. Full redundancy (``healthy``) is reported beside
+it.
 """
 
 from __future__ import annotations
@@ -42,6 +53,7 @@ from typing import Any
 
 from vaultdr.envs.base import Environment
 from vaultdr.errors import VaultdrError
+from vaultdr.ledger import WriteLedger
 
 DEGRADED = {
     "node-unreachable",
@@ -50,8 +62,26 @@ DEGRADED = {
     "leader-lost",
     "read-failed",
     "login-failed",
+    "write-failed",
 }
-PHASES = ("detected", "leader", "unsealed", "restored", "serving", "auth_ready", "healthy")
+PHASES = (
+    "detected",
+    "leader",
+    "unsealed",
+    "restored",
+    "serving",
+    "auth_ready",
+    "writing",
+    "healthy",
+)
+#: The checks apps feel: (phase, its success event, its failure event, the check's key).
+APP_CHECKS = (
+    ("serving", "read-ok", "read-failed", "read"),
+    ("auth_ready", "login-ok", "login-failed", "login"),
+    ("writing", "write-ok", "write-failed", "write"),
+)
+#: How long a phase must stay up before a wait concludes it is back (stack.yaml's default).
+STABLE_FOR = 3.0
 
 
 def _wall() -> str:
@@ -92,13 +122,17 @@ class Recovery:
     restored: float | None = None
     serving: float | None = None
     auth_ready: float | None = None
+    writing: float | None = None
     healthy: float | None = None
     interrupted: bool = False
     required: tuple[str, ...] = ("serving", "auth_ready", "healthy")
+    #: Failures after a check had come back: {"check", "failed_at", "back_at", "seconds"}.
+    flaps: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def rto(self) -> float | None:
-        parts = [self.serving, self.auth_ready]
+        """The later of reads, logins and writes back (and staying back)."""
+        parts = [self.serving, self.auth_ready, self.writing]
         known = [p for p in parts if p is not None]
         return max(known) if known else None
 
@@ -109,6 +143,7 @@ class Recovery:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["required"] = list(self.required)
+        data["flaps"] = [dict(f) for f in self.flaps]
         data["rto"] = self.rto
         data["recovered"] = self.recovered
         return data
@@ -149,6 +184,8 @@ class Timeline:
         self._last_mark = 0.0
         self._tick_done = 0.0  # start of the last completed node poll
         self._side_done: dict[str, float] = {}  # start of each side check's last result
+        self._back_since_mark: set[str] = set()  # app checks that succeeded since the fault
+        self._writes = False
 
     # --- recording ----------------------------------------------------------------------
     def mark(self, kind: str, node: str | None = None, **detail: Any) -> Event:
@@ -156,8 +193,33 @@ class Timeline:
         now = time.monotonic()
         event = Event(now, _wall(), kind, node, dict(detail), recorded=now)
         self._last_mark = now
+        self._back_since_mark.clear()
         self._append(event)
         return event
+
+    def add_write_source(self, source: Source) -> None:
+        """Merge the write ledger's ``write-ok``/``write-failed`` changes; ``writing``
+        becomes a phase and is required by default."""
+        self._writes = True
+        self._sources.append(self._flagging(source))
+
+    def _flagging(self, source: Source) -> Source:
+        def read() -> list[Event]:
+            found = source()
+            for event in found:
+                self._flag_flap(event, "write")
+            return found
+
+        return read
+
+    def _flag_flap(self, event: Event, key: str) -> None:
+        """Mark a failure of an app check that had come back after the fault (a flap)."""
+        if self._last_mark == 0.0 or event.mono < self._last_mark:
+            return
+        if event.kind == f"{key}-ok":
+            self._back_since_mark.add(key)
+        elif event.kind == f"{key}-failed" and key in self._back_since_mark:
+            event.detail = {**event.detail, "flap": True}
 
     def _append(self, event: Event) -> None:
         if not event.recorded:
@@ -308,7 +370,10 @@ class Timeline:
             detail = {**detail, "initial": True}
         # A poll already under way when a fault was marked may see its effect: the change
         # is then stamped at the fault, never before it.
-        self._append(Event(max(mono, self._last_mark), _wall(), kind, node, detail))
+        event = Event(max(mono, self._last_mark), _wall(), kind, node, detail)
+        for key in ("read", "login"):
+            self._flag_flap(event, key)
+        self._append(event)
 
     def _poll_node(self, name: str) -> tuple[str, bool]:
         client = self.env.client(name).with_timeout(self.request_timeout)
@@ -361,13 +426,18 @@ class Timeline:
         faults = [e for e in self.events if e.kind.startswith("fault:")]
         return faults[-1] if faults else None
 
+    def default_required(self) -> tuple[str, ...]:
+        """serving, auth_ready and healthy; writing too when a ledger feeds the timeline."""
+        return ("serving", "auth_ready", *(("writing",) if self._writes else ()), "healthy")
+
     def measure(
         self,
         since: Event | None = None,
         *,
-        require: tuple[str, ...] = ("serving", "auth_ready", "healthy"),
+        require: tuple[str, ...] | None = None,
     ) -> Recovery:
         """Recovery phases after ``since`` (default: the last fault)."""
+        require = self.default_required() if require is None else require
         fault = since or self.last_fault()
         if fault is None:
             return Recovery(fault=None, fault_wall=None, required=require)
@@ -398,10 +468,9 @@ class Timeline:
             )
         else:
             result.unsealed = rel(first({"all-unsealed"}, unsealed_from))
-        for phase, ok_kind, bad_kind in (
-            ("serving", "read-ok", "read-failed"),
-            ("auth_ready", "login-ok", "login-failed"),
-        ):
+        for phase, ok_kind, bad_kind, key in APP_CHECKS:
+            if key == "write" and not self._writes:
+                continue
             failed = last({bad_kind}, after)
             if failed is None:
                 value = 0.0 if self._state_before(t0, ok_kind) else rel(first({ok_kind}, after))
@@ -409,6 +478,7 @@ class Timeline:
                 result.interrupted = True
                 value = rel(first({ok_kind}, [e for e in after if e.mono >= failed.mono]))
             setattr(result, phase, value)
+            result.flaps += _flaps(key, ok_kind, bad_kind, after, t0)
         degraded = last(DEGRADED, after)
         healthy_from = [e for e in after if degraded is None or e.mono >= degraded.mono]
         if degraded is None and self._state_before(t0, "healthy"):
@@ -422,6 +492,7 @@ class Timeline:
         families = {
             "read-ok": {"read-ok", "read-failed"},
             "login-ok": {"login-ok", "login-failed"},
+            "write-ok": {"write-ok", "write-failed"},
             "all-unsealed": {"all-unsealed", *DEGRADED},
             "healthy": {"healthy", *DEGRADED},
         }
@@ -430,16 +501,40 @@ class Timeline:
         return bool(before) and before[-1].kind == kind
 
     def wait_recovered(
-        self, timeout: float, *, require: tuple[str, ...] = ("serving", "auth_ready", "healthy")
+        self,
+        timeout: float,
+        *,
+        require: tuple[str, ...] | None = None,
+        stable_for: float = STABLE_FOR,
     ) -> Recovery:
-        """Block (at most ``timeout`` s) until the ``require`` phases after the last fault are
-        reached; the measure either way (``recovered`` False on timeout)."""
+        """Block (at most ``timeout`` s, plus ``stable_for``) until the ``require`` phases
+        after the last fault are reached and reads, logins and writes have stayed up for
+        ``stable_for`` seconds; the measure either way (``recovered`` False on timeout).
+
+        A flap inside the window moves the phase to the end of the flap and the window
+        starts again, so the RTO returned is the time until the service came back for good.
+        """
         deadline = time.monotonic() + timeout
         while True:
             recovery = self.measure(require=require)
-            if (recovery.recovered and self.observed_since_fault()) or time.monotonic() >= deadline:
+            done = recovery.recovered and self.observed_since_fault()
+            if done and self._stable(recovery, stable_for):
+                return recovery
+            if time.monotonic() >= deadline + (stable_for if done else 0.0):
                 return recovery
             time.sleep(min(self.interval, 0.2))
+
+    def _stable(self, recovery: Recovery, stable_for: float) -> bool:
+        """True when every app check that came back has stayed up for ``stable_for`` s."""
+        fault = self.last_fault()
+        if fault is None or stable_for <= 0:
+            return True
+        now = time.monotonic()
+        for phase in ("serving", "auth_ready", "writing"):
+            value = getattr(recovery, phase)
+            if value is not None and now - (fault.mono + value) < stable_for:
+                return False
+        return True
 
     def observed_since_fault(self) -> bool:
         """True once every poll (nodes, read, login) has a result that began after the last
@@ -451,6 +546,49 @@ class Timeline:
         return self._tick_done >= fault.mono and all(
             self._side_done.get(key, 0.0) >= fault.mono for key in checks
         )
+
+
+def _flaps(
+    key: str, ok_kind: str, bad_kind: str, after: list[Event], t0: float
+) -> list[dict[str, Any]]:
+    """Failures of one app check after it had first come back following the fault."""
+    found: list[dict[str, Any]] = []
+    back = False
+    failed_at: float | None = None
+    for event in after:
+        if event.kind == ok_kind:
+            if failed_at is not None and back:
+                found[-1]["back_at"] = round(event.mono - t0, 3)
+                found[-1]["seconds"] = round(event.mono - t0 - failed_at, 3)
+            back, failed_at = True, None
+        elif event.kind == bad_kind and back and failed_at is None:
+            failed_at = round(event.mono - t0, 3)
+            found.append({"check": key, "failed_at": failed_at, "back_at": None, "seconds": None})
+    return found
+
+
+def write_events_source(ledger: WriteLedger) -> Source:
+    """``write-ok`` / ``write-failed`` whenever the ledger's writes change between being
+    acknowledged and failing, stamped with the write's own start (for ``writing``)."""
+    seen = [0, 0]
+    state: list[str | None] = [None]
+
+    def read() -> list[Event]:
+        acked, failed = ledger.outcomes_since(seen[0], seen[1])
+        seen[0] += len(acked)
+        seen[1] += len(failed)
+        outcomes = sorted(
+            [(a.mono, a.wall, "write-ok") for a in acked]
+            + [(f.mono, f.wall, "write-failed") for f in failed]
+        )
+        found: list[Event] = []
+        for mono, wall, kind in outcomes:
+            if kind != state[0]:
+                state[0] = kind
+                found.append(Event(mono, wall, kind, None, {}))
+        return found
+
+    return read
 
 
 def local_events_source(state_dir: Path) -> Source:

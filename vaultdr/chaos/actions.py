@@ -16,13 +16,39 @@ from vaultdr.errors import VaultdrError
 from vaultdr.polling import wait_for
 
 __all__ = [
+    "corrupt_latest_snapshot",
+    "delete_all_volumes",
+    "delete_volume",
     "ensure_app_secret",
+    "freeze_node",
     "inject_fault",
+    "kill_leader",
+    "kill_node",
+    "kill_quorum",
+    "restart_all",
+    "restore_kms",
+    "revoke_kms",
     "rollback_faults",
     "start_measuring",
     "take_snapshot",
+    "thaw_node",
     "wait_for_recovery",
 ]
+
+#: The action of each fault in the catalogue (a test keeps it complete).
+FAULT_ACTIONS: dict[str, str] = {
+    "kill-leader": "kill_leader",
+    "kill-node": "kill_node",
+    "kill-quorum": "kill_quorum",
+    "delete-volume": "delete_volume",
+    "delete-all-volumes": "delete_all_volumes",
+    "restart-all": "restart_all",
+    "revoke-kms": "revoke_kms",
+    "restore-kms": "restore_kms",
+    "freeze-node": "freeze_node",
+    "thaw-node": "thaw_node",
+    "corrupt-latest-snapshot": "corrupt_latest_snapshot",
+}
 
 
 def start_measuring(
@@ -48,9 +74,86 @@ def inject_fault(
     args: list[str] | None = None,
     configuration: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Inject a fault of the catalogue (``vaultdr fault list``), journaled for rollback.
+    """Inject a fault of the catalogue by name (``vaultdr fault list``), journaled for
+    rollback. Prefer the fault's own action (``kill_leader``, ``delete_volume``, ...),
+    which ``chaos discover`` describes; this one stays for older experiments.
 
     Node arguments take a name, an index, ``leader`` or ``follower``."""
+    return _inject(name, args or [], configuration)
+
+
+def kill_leader(configuration: dict[str, Any] | None = None) -> dict[str, Any]:
+    """SIGKILL the active node (delete its pod on Kubernetes). It comes back by itself;
+    a new leader should serve within the leader-loss objective."""
+    return _inject("kill-leader", [], configuration)
+
+
+def kill_node(
+    node: str = "follower", configuration: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """SIGKILL one node (delete its pod). ``node``: a name, an index (``0``),
+    ``leader`` or ``follower`` (resolved when the action runs)."""
+    return _inject("kill-node", [node], configuration)
+
+
+def kill_quorum(configuration: dict[str, Any] | None = None) -> dict[str, Any]:
+    """SIGKILL a majority of the nodes at once, the leader first: no quorum, so no
+    reads or writes, until they are back."""
+    return _inject("kill-quorum", [], configuration)
+
+
+def restart_all(configuration: dict[str, Any] | None = None) -> dict[str, Any]:
+    """SIGKILL every node at the same moment; each must auto-unseal when it is back."""
+    return _inject("restart-all", [], configuration)
+
+
+def delete_volume(
+    node: str = "follower", configuration: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Delete one node's data (its PVC) and kill it: it comes back empty and must rejoin.
+    ``node``: a name, an index, ``leader`` or ``follower``."""
+    return _inject("delete-volume", [node], configuration)
+
+
+def delete_all_volumes(configuration: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Total loss: every node's data is deleted; the auto-restore must bring the
+    cluster back from the newest good snapshot."""
+    return _inject("delete-all-volumes", [], configuration)
+
+
+def revoke_kms(configuration: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Deny the seal's principal its KMS key (an IAM deny; transit: the seal token's
+    policy). Running nodes keep serving; a restarted node stays sealed. Rolled back by
+    ``restore_kms`` or the rollback."""
+    return _inject("revoke-kms", [], configuration)
+
+
+def restore_kms(configuration: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Lift the KMS deny; sealed nodes unseal themselves on their next retry."""
+    return _inject("restore-kms", [], configuration)
+
+
+def freeze_node(
+    node: str = "follower", configuration: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """SIGSTOP one node (local only): it holds its sockets and answers nothing, like a
+    partitioned peer. Rolled back by ``thaw_node`` or the rollback."""
+    return _inject("freeze-node", [node], configuration)
+
+
+def thaw_node(node: str, configuration: dict[str, Any] | None = None) -> dict[str, Any]:
+    """SIGCONT a node ``freeze_node`` stopped."""
+    return _inject("thaw-node", [node], configuration)
+
+
+def corrupt_latest_snapshot(configuration: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Overwrite the newest snapshot in S3 with a corrupt copy of the same size and
+    metadata (a new object version): a restore must skip it. Rolled back by deleting
+    that version."""
+    return _inject("corrupt-latest-snapshot", [], configuration)
+
+
+def _inject(name: str, args: list[str], configuration: dict[str, Any] | None) -> dict[str, Any]:
     current = drill(configuration)
     mark = None
     if current.timeline is not None:
@@ -60,7 +163,7 @@ def inject_fault(
             timeline.mark(kind, **detail)
 
     try:
-        entry = faults.inject(current.env, name, args or [], mark=mark)
+        entry = faults.inject(current.env, name, args, mark=mark)
     except VaultdrError as exc:
         raise ActivityFailed(f"fault {name} failed: {exc}") from None
     record = {
@@ -76,17 +179,21 @@ def inject_fault(
 def wait_for_recovery(
     timeout: float = 120.0,
     require: list[str] | None = None,
+    stable_for: float | None = None,
     configuration: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Wait (at most ``timeout`` s) until the phases in ``require`` are reached after the
-    last fault; returns the measured recovery (RTO and its phases) from the timeline."""
+    last fault and reads, logins and writes have stayed up for ``stable_for`` seconds
+    (default: ``objectives.stable_for`` in stack.yaml); returns the measured recovery
+    (RTO, its phases and any flaps) from the timeline."""
     current = drill(configuration)
     timeout = float(timeout)  # a ${variable} from the configuration may arrive as text
     if current.timeline is None:
         raise ActivityFailed("wait_for_recovery needs start_measuring first")
-    phases = tuple(require or ("serving", "auth_ready", "healthy"))
+    phases = tuple(require) if require else current.timeline.default_required()
+    window = float(stable_for) if stable_for is not None else current.stable_for()
     started = time.monotonic()
-    recovery = current.timeline.wait_recovered(timeout, require=phases)
+    recovery = current.timeline.wait_recovered(timeout, require=phases, stable_for=window)
     current.recovery = recovery
     result = recovery.to_dict()
     if recovery.recovered and "healthy" in phases:
@@ -141,16 +248,9 @@ def ensure_app_secret(
 
 def take_snapshot(configuration: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run the snapshot agent once now (what its schedule does), so the drill knows its RPO base."""
-    from vaultdr.envs.local.env import LocalEnvironment
-    from vaultdr.envs.local.snapshots import snapshot_agent_for
-
     current = drill(configuration)
-    env = current.env
     try:
-        agent = (
-            snapshot_agent_for(env) if isinstance(env, LocalEnvironment) else env.snapshot_agent()
-        )
-        record = agent.take()
+        record = current.env.snapshot_agent().take()
     except VaultdrError as exc:
         raise ActivityFailed(f"snapshot failed: {exc}") from None
     if current.timeline is not None:

@@ -17,7 +17,6 @@ ledger records go; default ``<state dir>/drills/<run>``).
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import os
 import threading
@@ -26,12 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vaultdr.envs.kube.env import KubeEnvironment
-from vaultdr.envs.local.env import LocalEnvironment
+from vaultdr.config import load_stack
+from vaultdr.envs.factory import AnyEnvironment, open_environment
 from vaultdr.envs.local.state import resolve_state_dir, write_json_atomic
-from vaultdr.errors import ConfigError, StackStateError
+from vaultdr.errors import ConfigError, StackStateError, VaultdrError
 from vaultdr.ledger import LedgerReport, WriteLedger
-from vaultdr.timeline import LoginCheck, Recovery, Timeline
+from vaultdr.timeline import STABLE_FOR, LoginCheck, Recovery, Timeline, write_events_source
 
 log = logging.getLogger("vaultdr.chaos")
 
@@ -48,7 +47,7 @@ DEFAULT_LOGIN = {
 class Drill:
     """The instruments of one experiment run against one stack."""
 
-    env: LocalEnvironment | KubeEnvironment
+    env: AnyEnvironment
     results_dir: Path
     started_at: str
     timeline: Timeline | None = None
@@ -65,6 +64,13 @@ class Drill:
         if self._token is None:
             self._token = self.env.root_token()
         return self._token
+
+    def stable_for(self) -> float:
+        """stack.yaml's ``objectives.stable_for``, or the timeline's default without one."""
+        try:
+            return float(self.env.stack_config().objectives.stable_for)
+        except VaultdrError:
+            return STABLE_FOR
 
     def start(self, *, write_rate: float, interval: float, login: dict[str, str]) -> None:
         if self.timeline is None:
@@ -88,6 +94,8 @@ class Drill:
             self.timeline.start()
         if self.ledger is None and write_rate > 0:
             self.ledger = WriteLedger(self.env, self.token, rate=write_rate)
+            if self.timeline is not None:  # writes back is part of the RTO
+                self.timeline.add_write_source(write_events_source(self.ledger))
             self.ledger.start()
 
     def finish(self) -> dict[str, Any]:
@@ -122,26 +130,22 @@ ENV_VAR = "VAULTDR_ENV"
 CONFIG_ENV_VAR = "VAULTDR_CONFIG"
 
 
-def environment(configuration: dict[str, Any] | None) -> LocalEnvironment | KubeEnvironment:
+def environment(configuration: dict[str, Any] | None) -> AnyEnvironment:
     config = configuration or {}
     name = str(config.get("vaultdr_env") or os.environ.get(ENV_VAR) or "local")
+    state_dir = resolve_state_dir(config.get("vaultdr_state_dir"))
     if name in ("kind", "eks"):
-        from vaultdr.config import load_stack
-        from vaultdr.envs.kube.env import make_kube_environment
-
         stack_file = str(
             config.get("vaultdr_config")
             or os.environ.get(CONFIG_ENV_VAR)
             or f"environments/{name}/stack.yaml"
         )
-        state_dir = resolve_state_dir(config.get("vaultdr_state_dir"))
-        return make_kube_environment(name, state_dir, load_stack(stack_file), stack_file=stack_file)
+        return open_environment(name, state_dir, load_stack(stack_file), stack_file=stack_file)
     if name != "local":
         raise ConfigError(
             f"vaultdr_env {name!r} is not available in this version", hint="use local"
         )
-    state_dir = resolve_state_dir(config.get("vaultdr_state_dir"))
-    env = LocalEnvironment(state_dir)
+    env = open_environment("local", state_dir)
     if not (state_dir / "state.json").exists():
         raise StackStateError(
             f"no stack in {state_dir}: the drill needs a running stack",
@@ -151,7 +155,12 @@ def environment(configuration: dict[str, Any] | None) -> LocalEnvironment | Kube
 
 
 def drill(configuration: dict[str, Any] | None) -> Drill:
-    """The drill of this run (created on first use)."""
+    """The drill of this run (created on first use, found by its state directory)."""
+    state_dir = resolve_state_dir((configuration or {}).get("vaultdr_state_dir"))
+    with _LOCK:
+        found = _DRILLS.get(state_dir)
+    if found is not None:
+        return found
     env = environment(configuration)
     with _LOCK:
         found = _DRILLS.get(env.state_dir)
@@ -185,11 +194,10 @@ def end_drill(configuration: dict[str, Any] | None) -> dict[str, Any] | None:
     return found.finish() if found else None
 
 
-def restore_since(env: LocalEnvironment | KubeEnvironment, since: str) -> dict[str, Any] | None:
-    """The auto-restore record written after ``since`` (ISO time), if any."""
-    path = env.state_dir / "agents" / "restore.json"
-    try:
-        record: dict[str, Any] = json.loads(path.read_text())
-    except (OSError, ValueError):
+def restore_since(env: AnyEnvironment, since: str) -> dict[str, Any] | None:
+    """The auto-restore record written after ``since`` (ISO time), if any, read through
+    the environment (local: the watcher's file; kind/eks: the StatefulSet's annotation)."""
+    record = env.last_restore()
+    if record is None:
         return None
     return record if str(record.get("started_at", "")) >= since else None

@@ -95,7 +95,12 @@ def matches(tags: set[str], expression: str | None) -> bool:
 
 
 def plan_drill(
-    stack: Stack, env_name: str, features: Path, *, tags: str | None = None, env: object = None
+    stack: Stack,
+    env_name: str,
+    features: Path,
+    *,
+    tags: str | None = None,
+    env: faults.FaultTarget | None = None,
 ) -> list[str]:
     """The lines ``vaultdr drill --dry-run`` prints."""
     lines = []
@@ -121,16 +126,20 @@ def plan_drill(
     return lines
 
 
-def describe(env: object, stack: Stack, name: str, args: tuple[str, ...]) -> list[str]:
-    """The changes of one fault, without resolving nodes against a running stack."""
+def describe(
+    env: faults.FaultTarget | None, stack: Stack, name: str, args: tuple[str, ...]
+) -> list[str]:
+    """The changes of one fault, without resolving nodes against a running stack.
+
+    With an environment (kind/eks) they are its own recorded requests; without one
+    (local, where every feature gets a fresh stack) the catalogue's summary."""
+    fault = faults.get_fault(name)
     nodes = [f"<{a}>" for a in args]
     if name == "kill-leader":
         nodes = ["<leader>"]
-    describe_fault = getattr(env, "describe_fault", None)
-    if describe_fault is not None:
+    if env is not None:
         if name in ("restart-all", "delete-all-volumes"):
-            nodes = list(getattr(env, "node_names")())  # noqa: B009 - any kube environment
-        return list(describe_fault(name, nodes))
-    spec = faults.CATALOGUE[name]
+            nodes = env.node_names()
+        return faults.describe(env, fault, nodes)
     where = f" on {', '.join(nodes or stack.node_names())}" if name != "revoke-kms" else ""
-    return [f"{spec.summary}{where}"]
+    return [f"{fault.summary}{where}"]

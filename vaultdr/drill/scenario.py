@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import secrets
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +22,7 @@ from vaultdr.envs.local.env import LocalEnvironment
 from vaultdr.errors import VaultdrError
 from vaultdr.ledger import LedgerReport, WriteLedger
 from vaultdr.polling import wait_for
-from vaultdr.timeline import LoginCheck, Recovery, Timeline
+from vaultdr.timeline import LoginCheck, Recovery, Timeline, write_events_source
 
 APP_SECRET = ("secret", "apps/web/config")
 APP_LOGIN = LoginCheck("apps", "web", "web", mount="secret", path="apps/web/config")
@@ -91,12 +90,18 @@ class ScenarioRun:
                 self.env, self.token, interval=0.1, login=APP_LOGIN, read_path=APP_SECRET
             )
             self.timeline.add_source(local_events_source(self.env.state_dir))
+            if self.ledger is not None:
+                self.timeline.add_write_source(write_events_source(self.ledger))
             self.timeline.start()
 
     def start_write_load(self, rate: float = 10.0) -> None:
         self.ledger = WriteLedger(self.env, self.token, rate=rate)
+        if self.timeline is not None:  # writes back is part of the RTO
+            self.timeline.add_write_source(write_events_source(self.ledger))
         self.ledger.start()
-        time.sleep(1.0)  # some acknowledged writes before the fault
+        # some acknowledged writes before the fault (a second's worth)
+        if not self.ledger.wait_acknowledged(max(1, int(rate))):
+            raise VaultdrError("the write ledger had no write acknowledged within 30 s")
 
     def seed_and_snapshot(self, count: int = 50) -> str:
         """Write ``count`` secrets, then take a snapshot that contains them."""
@@ -111,19 +116,14 @@ class ScenarioRun:
 
     def corrupt_a_newer_snapshot(self) -> str:
         """Take another snapshot, then corrupt it (the fault catalogue's corrupt-latest)."""
-        time.sleep(1.1)  # snapshot keys are per-second
-        self._snapshot_agent().take()
+        self._snapshot_agent().take()  # its key carries microseconds: never the same key
         entry = self.inject("corrupt-latest-snapshot", mark=False)
         self.corrupt_key = str(entry.detail["key"])
         return self.corrupt_key
 
     def _snapshot_agent(self) -> snap.SnapshotAgent:
         """The snapshot agent, run from here as its schedule would run it."""
-        if isinstance(self.env, KubeEnvironment):
-            return self.env.snapshot_agent()
-        from vaultdr.envs.local.snapshots import snapshot_agent_for
-
-        return snapshot_agent_for(self.env)
+        return self.env.snapshot_agent()
 
     # --- when ------------------------------------------------------------------------------
     def inject(self, name: str, *args: str, mark: bool = True) -> faults.JournalEntry:
@@ -140,7 +140,12 @@ class ScenarioRun:
     # --- then ------------------------------------------------------------------------------
     def wait_recovered(self, *require: str) -> Recovery:
         assert self.timeline is not None, "no timeline: the scenario has no 'Given a healthy stack'"
-        recovery = self.timeline.wait_recovered(RECOVERY_TIMEOUT, require=tuple(require))
+        phases = tuple(require)
+        if self.ledger is not None and "serving" in phases and "writing" not in phases:
+            phases += ("writing",)  # apps write too: writes back is part of the outage
+        recovery = self.timeline.wait_recovered(
+            RECOVERY_TIMEOUT, require=phases, stable_for=self.stack.objectives.stable_for
+        )
         self.recovery = recovery
         self.measurements["phases"] = {
             k: recovery.to_dict()[k]
@@ -218,18 +223,8 @@ class ScenarioRun:
         return report
 
     def read_restore(self) -> dict[str, Any] | None:
-        import json
-
         started = self.injected[0].started_at if self.injected else ""
-        record: dict[str, Any] | None
-        if isinstance(self.env, KubeEnvironment):  # the in-cluster watcher's annotation
-            record = self.env.last_restore()
-        else:
-            try:
-                path = self.env.state_dir / "agents" / "restore.json"
-                record = json.loads(path.read_text())
-            except (OSError, ValueError):
-                return None
+        record = self.env.last_restore()  # local: the watcher's file; kube: its annotation
         if record is None:
             return None
         if str(record.get("started_at", "")) < started:

@@ -308,9 +308,7 @@ class UpgradeCheck:
         token = env.root_token()
         with s.step("And", f"{SEEDED} secrets are written and a snapshot is taken", say):
             self._seed(env, token)
-            from vaultdr.envs.local.snapshots import snapshot_agent_for
-
-            record = snapshot_agent_for(env).take()
+            record = env.snapshot_agent().take()
             self.snapshot = {"key": record.key, "sha256": record.sha256}
         try:
             with s.step("When", f"{target.version} starts on a throwaway node with this seal", say):
@@ -328,7 +326,9 @@ class UpgradeCheck:
         try:
             timeline.start()
             ledger.start()
-            time.sleep(1.0)  # acknowledged writes before the first node goes down
+            # acknowledged writes before the first node goes down (a second's worth)
+            if not ledger.wait_acknowledged(max(1, int(ledger.rate))):
+                raise VaultdrError("the write ledger had no write acknowledged within 30 s")
             text = "the nodes are upgraded one at a time under write load, the leader last"
             with s.step("And", text, say):
                 upgrades = rolling_upgrade(

@@ -36,12 +36,13 @@ With ``dry_run`` the environment records every change it would make
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,7 @@ from vaultdr.envs.base import (
 )
 from vaultdr.envs.kube.api import KubeApi, PortForwarder
 from vaultdr.envs.local import awsemu
-from vaultdr.errors import ConfigError, Refused, StackStateError, VaultdrError
+from vaultdr.errors import ConfigError, FaultError, Refused, StackStateError, VaultdrError
 from vaultdr.polling import wait_for
 from vaultdr.principals import REVOKE_KMS_POLICY, revoke_kms_policy
 from vaultdr.vault import VaultClient
@@ -478,8 +479,6 @@ class KubeEnvironment:
 
     def freeze_node(self, node: str) -> tuple[int, int]:
         """Refused: freeze-node is local-only (see the module docstring)."""
-        from vaultdr.faults import FaultError
-
         raise FaultError(
             f"freeze-node is local-only: {self.name} cannot SIGSTOP {node} through the API",
             hint="use kill-node or delete-volume here, or run freeze-node with --env local",
@@ -531,32 +530,27 @@ class KubeEnvironment:
             )
         return seal_principal_kind(self.kube.seal_principal)
 
-    def describe_fault(self, fault: str, nodes: list[str]) -> list[str]:
-        """Every change ``fault`` would make, computed by running it as a dry run."""
-        from vaultdr.faults import primitive
-
+    @contextlib.contextmanager
+    def recording(self) -> Iterator[list[str]]:
+        """Within the block every primitive records the request it would send, and sends
+        none (the fault catalogue's dry run: the same code, only recorded)."""
         was, self.dry_run, self.planned = self.dry_run, True, []
         try:
-            if fault == "corrupt-latest-snapshot":
-                bucket, prefix = self.snapshot_location()
-                self._change(
-                    f"put a corrupt version of the newest snapshot in s3://{bucket}/{prefix}"
-                )
-            else:
-                primitive(self, fault, nodes)
+            yield self.planned
         finally:
             self.dry_run = was
-        planned = list(self.planned)
-        if fault not in HARMLESS_FAULTS:
-            try:
-                self._check_destructive(fault)
-            except DestructiveFaultRefused as exc:
-                planned.append(
-                    f"(without the dry run this would be refused: {exc.message}; {exc.hint})"
-                )
-            except VaultdrError as exc:
-                planned.append(f"(whether it would be refused is unknown: {exc.message})")
-        return planned
+
+    def refusal(self, fault: str) -> str | None:
+        """Why ``fault`` would be refused here without a dry run, or None."""
+        if fault in HARMLESS_FAULTS:
+            return None
+        try:
+            self._check_destructive(fault)
+        except DestructiveFaultRefused as exc:
+            return f"(without the dry run this would be refused: {exc.message}; {exc.hint})"
+        except VaultdrError as exc:
+            return f"(whether it would be refused is unknown: {exc.message})"
+        return None
 
     # --- up / down ---------------------------------------------------------------------------------
     def up(self) -> StackStatus:

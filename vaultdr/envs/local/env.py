@@ -21,13 +21,14 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from vaultdr import statedir
-from vaultdr.agents.configure import Change, KubernetesTarget, reconcile
+from vaultdr.agents.configure import SNAPSHOT_ROLE, Change, KubernetesTarget, reconcile
+from vaultdr.agents.snapshot import SnapshotAgent, SnapshotSettings
 from vaultdr.aws import Aws
 from vaultdr.config import Stack
 from vaultdr.envs.base import (
@@ -57,6 +58,7 @@ from vaultdr.errors import (
     StackStateError,
     VaultdrError,
 )
+from vaultdr.principals import REVOKE_KMS_POLICY
 from vaultdr.vault import VaultClient
 
 SA_AUDIENCE = "vault"
@@ -83,6 +85,7 @@ class LocalEnvironment:
         self.stack = stack
         self.stack_file = stack_file
         self._state: LocalState | None = None
+        self._planned: list[str] | None = None  # while recording a dry run
 
     # --- state ------------------------------------------------------------------
     @property
@@ -606,20 +609,95 @@ class LocalEnvironment:
     def _transit_root(self) -> str:
         return self.aws().get_secure_parameter(ssm_path(self.state.cluster, "transit/root-token"))
 
+    # --- agents -----------------------------------------------------------------------
+    def snapshot_settings(self) -> SnapshotSettings:
+        """The snapshot agent's settings for this stack (stack.yaml + state)."""
+        state = self.state
+        snapshots = self.stack_config().snapshots
+        auth = self.stack_config().configure.auth.kubernetes
+        return SnapshotSettings(
+            cluster=state.cluster,
+            addresses=[node.api_addr for node in state.nodes],
+            ca_file=self.ca_file(),
+            bucket=str(state.aws["bucket"]),
+            prefix=snapshots.prefix,
+            retain_last=snapshots.retain.last,
+            retain_daily=snapshots.retain.daily,
+            kms_key_id=str(state.aws["kms_key_id"]),
+            role=SNAPSHOT_ROLE,
+            auth_mount=auth.path if auth else "kubernetes",
+            status_file=self.state_dir / "agents" / "snapshot.json",
+            work_dir=self.state_dir / "agents" / "tmp",
+        )
+
+    def snapshot_agent(self, settings: SnapshotSettings | None = None) -> SnapshotAgent:
+        """A snapshot agent for this stack acting as the snapshot principal, as its
+        schedule runs it (``settings`` overrides the derived ones: tests shorten retention).
+
+        Its JWT source asks the stand-in for a fresh token on every run; the token lives
+        only for the login and is never stored."""
+        sa = self.stack_config().snapshots.service_account
+
+        def jwt_source() -> str:
+            return self.service_account_token(sa.namespace, sa.name)
+
+        return SnapshotAgent(
+            settings or self.snapshot_settings(), aws=self.aws("snapshot"), jwt_source=jwt_source
+        )
+
+    def last_restore(self) -> dict[str, Any] | None:
+        """The restore watcher's last record (``agents/restore.json``), or None."""
+        try:
+            record = json.loads((self.state_dir / "agents" / "restore.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return dict(record) if isinstance(record, dict) else None
+
     # --- fault primitives ---------------------------------------------------------
+    def check_destructive(self, fault: str) -> None:
+        """Local stacks are vaultdr's own: every fault may run."""
+        return None
+
+    def refusal(self, fault: str) -> str | None:
+        return None
+
+    @contextlib.contextmanager
+    def recording(self) -> Iterator[list[str]]:
+        """Within the block every primitive records the change it would make, and makes
+        none (the fault catalogue's dry run: the same code, only recorded)."""
+        was, self._planned = self._planned, []
+        try:
+            yield self._planned
+        finally:
+            self._planned = was
+
+    def _change(self, description: str) -> bool:
+        """Record a change; True when it is to be made (False while recording)."""
+        if self._planned is None:
+            return True
+        self._planned.append(description)
+        return False
+
     def kill_node(self, node: str) -> None:
         """SIGKILL the node's server process; the supervisor starts it again."""
         record = self.state.node(node).process()
         if not (record and record.alive()):
+            if not self._change(f"SIGKILL {node}: refused now, it is not running"):
+                return
             raise StackStateError(
                 f"{node} is not running: there is no process to kill",
                 hint="wait until the supervisor has started it (`vaultdr status`)",
             )
-        os.kill(record.pid, signal.SIGKILL)
+        if self._change(f"SIGKILL {node} (pid {record.pid}); the supervisor starts it again"):
+            os.kill(record.pid, signal.SIGKILL)
 
     def delete_volume(self, node: str) -> None:
         """Delete the node's data dir and kill it; the supervisor brings it back empty."""
         target = self.state.node(node)
+        if not self._change(
+            f"stop {node}, delete its data directory {target.data_dir}; it comes back empty"
+        ):
+            return
         target.hold_file.touch()
         try:
             record = target.process()
@@ -632,6 +710,8 @@ class LocalEnvironment:
 
     def kill_nodes(self, names: list[str]) -> None:
         """SIGKILL several nodes at the same moment (quorum loss, restart of all)."""
+        if not self._change(f"SIGKILL {', '.join(names)} at the same moment"):
+            return
         records = [self.state.node(name).process() for name in names]
         for record in records:
             if record and record.alive():
@@ -640,6 +720,11 @@ class LocalEnvironment:
     def delete_all_volumes(self) -> None:
         """Total loss: stop every node, delete every data dir, let them all come back empty."""
         targets = self.state.nodes
+        if not self._change(
+            "stop every node and delete every data directory "
+            f"({', '.join(str(n.data_dir) for n in targets)}); they all come back empty"
+        ):
+            return
         for node in targets:
             node.hold_file.touch()
         try:
@@ -652,6 +737,8 @@ class LocalEnvironment:
 
     def release_nodes(self, names: list[str]) -> None:
         """Let held nodes run again (the undo of an interrupted volume deletion)."""
+        if not self._change(f"release {', '.join(names)} (remove their hold files)"):
+            return
         for name in names:
             self.state.node(name).hold_file.unlink(missing_ok=True)
 
@@ -670,7 +757,8 @@ class LocalEnvironment:
                 f"{node} is not running: there is nothing to freeze",
                 hint="wait until the supervisor has started it (`vaultdr status`)",
             )
-        os.kill(found[0], signal.SIGSTOP)
+        if self._change(f"SIGSTOP {node} (pid {found[0]}); thaw-node or rollback sends SIGCONT"):
+            os.kill(found[0], signal.SIGSTOP)
         return found
 
     def thaw_node(self, node: str, pid: int | None = None, start_time: int | None = None) -> bool:
@@ -682,7 +770,8 @@ class LocalEnvironment:
             pid, start_time = found
         if not pid_alive(pid, start_time):
             return False
-        os.kill(pid, signal.SIGCONT)
+        if self._change(f"SIGCONT {node} (pid {pid})"):
+            os.kill(pid, signal.SIGCONT)
         return True
 
     def cluster_id(self) -> str | None:
@@ -701,6 +790,8 @@ class LocalEnvironment:
 
     def _set_kms_access(self, *, allowed: bool) -> None:
         state = self.state
+        if not self._change(self._kms_change(allowed=allowed)):
+            return
         if state.seal == "awskms":
             action = awsemu.restore_kms if allowed else awsemu.revoke_kms
             action(self.aws(), state.aws["seal_user"])
@@ -713,6 +804,20 @@ class LocalEnvironment:
             key_name=state.transit["key_name"],
             allowed=allowed,
         )
+
+    def _kms_change(self, *, allowed: bool) -> str:
+        state = self.state
+        if state.seal == "awskms":
+            user = state.aws["seal_user"]
+            if allowed:
+                return f"delete IAM inline policy {REVOKE_KMS_POLICY} of user {user}"
+            return (
+                f"put IAM inline policy {REVOKE_KMS_POLICY} on user {user} "
+                "(Deny kms:Decrypt, kms:Encrypt)"
+            )
+        key = f"{state.transit['mount_path']}/keys/{state.transit['key_name']}"
+        verb = "allow" if allowed else "deny"
+        return f"{verb} the seal token's use of transit key {key}"
 
     # --- down -----------------------------------------------------------------------
     def down(self, *, keep_data: bool = False) -> None:

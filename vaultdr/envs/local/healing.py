@@ -178,9 +178,7 @@ def start_agents(state_dir: Path, stop: threading.Event) -> list[threading.Threa
     stack = env.stack_config()
     threads: list[threading.Thread] = []
     if stack.snapshots.enabled:
-        from vaultdr.envs.local.snapshots import snapshot_agent_for
-
-        agent = snapshot_agent_for(env)
+        agent = env.snapshot_agent()
         interval = stack.snapshots.interval
 
         def snapshot_loop() -> None:

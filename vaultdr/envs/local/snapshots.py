@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vaultdr.agents.configure import SNAPSHOT_ROLE
 from vaultdr.agents.snapshot import SnapshotAgent, SnapshotSettings
 from vaultdr.envs.local.env import LocalEnvironment
 
@@ -29,38 +28,12 @@ def snapshot_status_file(env: LocalEnvironment) -> Path:
 
 def snapshot_settings_for(env: LocalEnvironment) -> SnapshotSettings:
     """The agent's settings for the local stack in ``env`` (stack.yaml + state)."""
-    state = env.state
-    stack = env.stack_config()
-    snapshots = stack.snapshots
-    auth = stack.configure.auth.kubernetes
-    return SnapshotSettings(
-        cluster=state.cluster,
-        addresses=[node.api_addr for node in state.nodes],
-        ca_file=env.ca_file(),
-        bucket=str(state.aws["bucket"]),
-        prefix=snapshots.prefix,
-        retain_last=snapshots.retain.last,
-        retain_daily=snapshots.retain.daily,
-        kms_key_id=str(state.aws["kms_key_id"]),
-        role=SNAPSHOT_ROLE,
-        auth_mount=auth.path if auth else "kubernetes",
-        status_file=snapshot_status_file(env),
-        work_dir=env.state_dir / "agents" / "tmp",
-    )
+    return env.snapshot_settings()
 
 
 def snapshot_agent_for(
     env: LocalEnvironment, settings: SnapshotSettings | None = None
 ) -> SnapshotAgent:
-    """A snapshot agent for the local stack, acting as the snapshot principal.
-
-    ``settings`` overrides the ones derived from the stack (tests shorten retention).
-    """
-    sa = env.stack_config().snapshots.service_account
-
-    def jwt_source() -> str:
-        return env.service_account_token(sa.namespace, sa.name)
-
-    return SnapshotAgent(
-        settings or snapshot_settings_for(env), aws=env.aws("snapshot"), jwt_source=jwt_source
-    )
+    """A snapshot agent for the local stack, acting as the snapshot principal
+    (:meth:`LocalEnvironment.snapshot_agent`)."""
+    return env.snapshot_agent(settings)
