@@ -242,9 +242,10 @@ def test_wrong_audience_is_not_authenticated(standin: StandIn) -> None:
 
 
 def test_expired_token_is_not_authenticated(standin: StandIn) -> None:
-    token = standin.client().request_token("demo", "app", audiences=["vault"], ttl_seconds=1)
+    # 3 s: long enough for the first review on a loaded machine, short enough to wait out.
+    token = standin.client().request_token("demo", "app", audiences=["vault"], ttl_seconds=3)
     assert _review(standin, token, ["vault"])["authenticated"] is True
-    time.sleep(2.1)
+    time.sleep(4.1)
     status = _review(standin, token, ["vault"])
     assert status["authenticated"] is False
     assert "expired" in status["error"]
