@@ -46,7 +46,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from vaultdr.agents.configure import Change, KubernetesTarget, reconcile
+from vaultdr.agents.configure import SNAPSHOT_ROLE, Change, KubernetesTarget, reconcile
 from vaultdr.agents.snapshot import SnapshotAgent, SnapshotSettings
 from vaultdr.aws import Aws, AwsCredentials, AwsTarget
 from vaultdr.config import Kube, Stack
@@ -56,7 +56,9 @@ from vaultdr.envs.base import (
     read_recovery_keys,
     read_root_token,
 )
+from vaultdr.envs.kube.agents import RESTORE_ANNOTATION
 from vaultdr.envs.kube.api import KubeApi, PortForwarder
+from vaultdr.envs.kube.deploy import deploy, teardown
 from vaultdr.envs.local import awsemu
 from vaultdr.errors import ConfigError, Refused, StackStateError, VaultdrError
 from vaultdr.polling import wait_for
@@ -284,8 +286,6 @@ class KubeEnvironment:
 
     def last_restore(self) -> dict[str, Any] | None:
         """The in-cluster restore watcher's last record (the StatefulSet's annotation)."""
-        from vaultdr.envs.kube.agents import RESTORE_ANNOTATION
-
         annotations = self.api.read_statefulset_annotations(self.namespace, self.statefulset())
         raw = annotations.get(RESTORE_ANNOTATION)
         try:
@@ -298,8 +298,6 @@ class KubeEnvironment:
 
     def snapshot_agent(self) -> SnapshotAgent:
         """The snapshot agent run from here (``snapshot now``, drills): same settings as in-cluster."""
-        from vaultdr.agents.configure import SNAPSHOT_ROLE
-
         sa = self.stack.snapshots.service_account
         auth = self.stack.configure.auth.kubernetes
         settings = SnapshotSettings(
@@ -477,6 +475,8 @@ class KubeEnvironment:
 
     def freeze_node(self, node: str) -> tuple[int, int]:
         """Refused: freeze-node is local-only (see the module docstring)."""
+        # In the function, and ignored in the layers contract (issue 13): the fault
+        # catalogue sits above the environments; FaultError belongs in vaultdr.errors.
         from vaultdr.faults import FaultError
 
         raise FaultError(
@@ -532,6 +532,8 @@ class KubeEnvironment:
 
     def describe_fault(self, fault: str, nodes: list[str]) -> list[str]:
         """Every change ``fault`` would make, computed by running it as a dry run."""
+        # In the function, and ignored in the layers contract (issue 13): the fault
+        # catalogue sits above the environments; primitive() belongs in vaultdr.envs.base.
         from vaultdr.faults import primitive
 
         was, self.dry_run, self.planned = self.dry_run, True, []
@@ -559,14 +561,10 @@ class KubeEnvironment:
 
     # --- up / down ---------------------------------------------------------------------------------
     def up(self) -> StackStatus:
-        from vaultdr.envs.kube.deploy import deploy
-
         deploy(self)
         return self.status()
 
     def down(self, *, keep_data: bool = False) -> None:
-        from vaultdr.envs.kube.deploy import teardown
-
         teardown(self, keep_data=keep_data)
 
 

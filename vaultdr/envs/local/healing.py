@@ -28,6 +28,7 @@ from vaultdr.agents.restore import (
 )
 from vaultdr.envs.local.env import LocalEnvironment
 from vaultdr.envs.local.processes import stop_pid, wait_for
+from vaultdr.envs.local.snapshots import snapshot_agent_for
 from vaultdr.envs.local.state import LocalState, write_json_atomic
 from vaultdr.errors import VaultdrError
 from vaultdr.vault import VaultClient
@@ -176,8 +177,6 @@ def start_agents(state_dir: Path, stop: threading.Event) -> list[threading.Threa
     stack = env.stack_config()
     threads: list[threading.Thread] = []
     if stack.snapshots.enabled:
-        from vaultdr.envs.local.snapshots import snapshot_agent_for
-
         agent = snapshot_agent_for(env)
         interval = stack.snapshots.interval
 
