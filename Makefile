@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml
 lint: setup
 	$(BIN)/ruff check vaultdr tests benchmarks features
 	$(BIN)/ruff format --check vaultdr tests benchmarks features
+	$(BIN)/lint-imports
 
 typecheck: setup
 	$(BIN)/mypy
@@ -58,4 +59,4 @@ bench-drill: setup
 
 clean:
 	-$(BIN)/vaultdr down 2>/dev/null
-	rm -rf $(VENV) .vaultdr .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .vaultdr .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .grimp_cache

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from vaultdr.agents.snapshot import list_snapshots
 from vaultdr.envs.base import Environment
 from vaultdr.errors import VaultdrError
 
@@ -129,8 +130,6 @@ def kubernetes_login(
 
 def snapshot_fresh(env: Environment, max_age: float) -> CheckResult:
     """The newest snapshot of this cluster in S3 is younger than ``max_age`` seconds."""
-    from vaultdr.agents.snapshot import list_snapshots
-
     bucket, prefix = env.snapshot_location()
     try:
         found = list_snapshots(env.aws("admin"), bucket, prefix, env.cluster_id())

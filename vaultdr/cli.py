@@ -28,12 +28,11 @@ from pathlib import Path
 from types import FrameType
 
 from vaultdr import __version__, statedir
-from vaultdr.config import DEFAULT_STACK, Stack, load_stack
+from vaultdr.config import Stack, load_stack, load_stack_for
 from vaultdr.envs.base import StackStatus
-from vaultdr.envs.factory import open_kube_environment
-from vaultdr.envs.kube.env import KubeEnvironment
+from vaultdr.envs.kube.env import KubeEnvironment, kube_environment_for
 from vaultdr.envs.local.env import LocalEnvironment
-from vaultdr.envs.local.state import STATE_ENV_VAR, resolve_state_dir
+from vaultdr.envs.local.state import resolve_state_dir
 from vaultdr.errors import (
     EXIT_BAD_INPUT,
     EXIT_CODES,
@@ -50,32 +49,16 @@ from vaultdr.faults import RolledBack
 Handler = Callable[[argparse.Namespace], int]
 
 
-def _default_stack_file() -> Path:
-    """``environments/local/stack.yaml`` here, or the one in the vaultdr checkout."""
-    if DEFAULT_STACK.exists():
-        return DEFAULT_STACK
-    return Path(__file__).resolve().parent.parent / DEFAULT_STACK
-
-
 def _stack(args: argparse.Namespace) -> tuple[Stack, str]:
-    if args.config:
-        path = Path(args.config)
-    elif args.env in ("kind", "eks"):
-        path = _default_stack_file().parent.parent / args.env / "stack.yaml"
-    else:
-        path = _default_stack_file()
-    return load_stack(path), str(path.resolve())
+    return load_stack_for(args.env, args.config)
 
 
 def kube_environment(args: argparse.Namespace, *, dry_run: bool = False) -> KubeEnvironment:
     """The environment of ``--env kind|eks``, its state in ``.vaultdr-<env>`` unless told."""
-    stack, path = _stack(args)
-    chosen = args.state_dir or os.environ.get(STATE_ENV_VAR) or f".vaultdr-{args.env}"
-    return open_kube_environment(
+    return kube_environment_for(
         args.env,
-        resolve_state_dir(chosen),
-        stack,
-        stack_file=path,
+        config=args.config,
+        state_dir=args.state_dir,
         confirm_context=getattr(args, "i_know_this_breaks", None),
         dry_run=dry_run or bool(getattr(args, "dry_run", False)),
     )

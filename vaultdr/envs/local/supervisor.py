@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from vaultdr.envs.local.healing import start_agents
 from vaultdr.envs.local.processes import spawn, stop_pid
 from vaultdr.envs.local.state import HEARTBEAT_FILE, LocalState, NodeState, write_json_atomic
 
@@ -167,8 +168,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    from vaultdr.envs.local.healing import start_agents
-
     supervisor.agents = start_agents(args.state_dir, supervisor.stopping)
     supervisor.run()
     return 0
