@@ -6,9 +6,11 @@ Real files and real subprocesses; the sample evidence is the one of tests/test_e
 from __future__ import annotations
 
 import copy
+import fnmatch
 import json
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ from vaultdr.evidence.models import (
     evidence_json_schema,
     schema_text,
 )
+from vaultdr.evidence.report import render_html
 from vaultdr.evidence.schema import (
     EvidenceError,
     empty_measurements,
@@ -344,6 +347,32 @@ def test_a_file_spelled_with_the_python_names_of_fields_is_refused() -> None:
 def test_a_file_that_is_not_an_object_says_so() -> None:
     with pytest.raises(EvidenceError, match=r"^evidence.json: expected an object$"):
         validate_evidence(["not", "evidence"])
+
+
+# --- the report and the seal ----------------------------------------------------------------------
+def test_the_report_renders_the_same_from_a_model_or_its_dict() -> None:
+    data = upgrade_evidence()
+    page = render_html(Evidence.model_validate(data))
+    assert page == render_html(data)
+    assert "Upgrade check evidence" in page and "unknown wrapper: awskms" in page
+    assert 'upgraded n0 (leader)</td><td class="num">9.25 s FAILED' in page
+
+
+def test_the_timeline_labels_and_every_text_are_escaped_in_the_svg_too() -> None:
+    data = evidence()
+    data["scenarios"][0]["timeline"][1]["kind"] = "fault:<img src=x>"
+    page = render_html(data)
+    assert "<img" not in page
+    assert "fault: &lt;img src=x&gt; 0.00 s" in page
+
+
+def test_the_report_template_ships_as_package_data() -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    patterns = project["tool"]["setuptools"]["package-data"]["vaultdr"]
+    template = "evidence/templates/report.html.j2"
+    assert (REPO / "vaultdr" / template).is_file()
+    assert any(fnmatch.fnmatch(template, pattern) for pattern in patterns)
+    assert any(d.startswith("jinja2") for d in project["project"]["dependencies"])
 
 
 # --- the producers write evidence the models accept --------------------------------------------
