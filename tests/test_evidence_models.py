@@ -19,6 +19,7 @@ import jsonschema
 import pytest
 
 from tests.test_evidence import evidence
+from vaultdr.evidence.manifest import MANIFEST, seal_run, verify_manifest
 from vaultdr.evidence.models import (
     SCHEMA_FILE,
     WRITE_COMMAND,
@@ -373,6 +374,28 @@ def test_the_report_template_ships_as_package_data() -> None:
     assert (REPO / "vaultdr" / template).is_file()
     assert any(fnmatch.fnmatch(template, pattern) for pattern in patterns)
     assert any(d.startswith("jinja2") for d in project["project"]["dependencies"])
+
+
+def test_seal_run_writes_the_report_then_a_manifest_over_everything(tmp_path: Path) -> None:
+    run_dir = tmp_path / "20261123T040000Z-aaaaaa"
+    (run_dir / "chaos" / "kill-leader").mkdir(parents=True)
+    (run_dir / "evidence.json").write_text(json.dumps(evidence()))
+    (run_dir / "chaos" / "kill-leader" / "journal.json").write_text("{}")
+    manifest = seal_run(run_dir)
+    assert manifest == run_dir / MANIFEST
+    names = [line.split("  ", 1)[1] for line in manifest.read_text().splitlines()]
+    assert names == ["chaos/kill-leader/journal.json", "evidence.json", "report.html"]
+    assert "DR drill evidence" in (run_dir / "report.html").read_text()
+    assert verify_manifest(run_dir) == []
+
+
+def test_seal_run_seals_nothing_when_the_evidence_does_not_validate(tmp_path: Path) -> None:
+    data = evidence()
+    data["scenarios"][0]["verdict"] = "kind of"
+    (tmp_path / "evidence.json").write_text(json.dumps(data))
+    with pytest.raises(EvidenceError, match=r"scenarios\[0\]\.verdict: unknown verdict"):
+        seal_run(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["evidence.json"]
 
 
 # --- the producers write evidence the models accept --------------------------------------------
