@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test lint typecheck unit up down status drill upgrade-check bench bench-total-loss bench-failover bench-drill clean
+.PHONY: setup test lint typecheck evidence-schema unit up down status drill upgrade-check bench bench-total-loss bench-failover bench-drill clean
 
 setup: $(STAMP)
 
@@ -21,6 +21,10 @@ lint: setup
 
 typecheck: setup
 	$(BIN)/mypy
+
+# docs/evidence.schema.json from the evidence models (tests/test_evidence_models.py checks it).
+evidence-schema: setup
+	$(BIN)/python -m vaultdr.evidence.models --write-schema
 
 unit: setup
 	$(BIN)/pytest -q

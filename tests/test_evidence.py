@@ -13,8 +13,8 @@ import pytest
 from tests.conftest import CliRunner
 from vaultdr.evidence.allure import AllureUnavailable, render_allure
 from vaultdr.evidence.index import write_index
-from vaultdr.evidence.manifest import verify_manifest, write_manifest
-from vaultdr.evidence.report import render_html, write_report
+from vaultdr.evidence.manifest import seal_run, verify_manifest
+from vaultdr.evidence.report import render_html
 from vaultdr.evidence.schema import SCHEMA, EvidenceError, validate_evidence
 
 
@@ -128,8 +128,7 @@ def run_dir_with(tmp_path: Path, data: dict[str, Any]) -> Path:
     run_dir.mkdir(parents=True)
     (run_dir / "evidence.json").write_text(json.dumps(data))
     (run_dir / "junit.xml").write_text("<testsuites/>")
-    write_report(run_dir)
-    write_manifest(run_dir)
+    seal_run(run_dir)
     return run_dir
 
 

@@ -44,7 +44,7 @@ def test_a_generated_scenario_with_its_objective_in_the_text(
         "    Then a new leader serves within 45 seconds\n"
         "    And no acknowledged write is lost\n",
     )
-    run_dir = tmp_path / "run"
+    run_dir = tmp_path / "20261123T040000Z-abcdef"  # a run id, as evidence.json's run_id must be
     run_dir.mkdir()
     monkeypatch.setenv("VAULTDR_DRILL_DIR", str(run_dir))
     monkeypatch.setenv("VAULTDR_DRILL_CONFIG", str(REPO / "environments/local/stack.yaml"))

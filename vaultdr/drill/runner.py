@@ -23,8 +23,7 @@ from vaultdr.config import Stack, load_stack
 from vaultdr.envs.local.state import write_json_atomic
 from vaultdr.errors import EXIT_DRILL_FAILED, EXIT_OK, ConfigError, VaultdrError
 from vaultdr.evidence.index import write_index
-from vaultdr.evidence.manifest import write_manifest
-from vaultdr.evidence.report import write_report
+from vaultdr.evidence.manifest import seal_run
 from vaultdr.evidence.schema import load_evidence, validate_evidence
 
 FEATURES = Path(__file__).resolve().parent.parent.parent / "features"
@@ -103,8 +102,7 @@ def run_drill(
     evidence = load_evidence(run_dir)
     if chaos:
         evidence = add_chaos_drills(run_dir, evidence, stack, config)
-    write_report(run_dir)
-    write_manifest(run_dir)
+    seal_run(run_dir)
     write_index(run_dir.parent)
     scenarios = evidence["scenarios"]
     passed = sum(1 for s in scenarios if s["verdict"] == "passed")

@@ -22,13 +22,12 @@ from pathlib import Path
 from vaultdr.errors import VaultdrError
 from vaultdr.evidence.allure import allure_command, render_allure
 from vaultdr.evidence.index import write_index
-from vaultdr.evidence.manifest import MANIFEST, verify_manifest, write_manifest
-from vaultdr.evidence.report import write_report
+from vaultdr.evidence.manifest import MANIFEST, seal_run, verify_manifest
+from vaultdr.evidence.report import REPORT, write_report
 from vaultdr.evidence.schema import EvidenceError, load_evidence
 
 __all__ = ["cmd_evidence", "cmd_report", "main", "register"]
 
-REPORT = "report.html"
 ALLURE_REPORT = "allure-report"
 
 Handler = Callable[[argparse.Namespace], int]
@@ -83,18 +82,25 @@ def cmd_report(args: argparse.Namespace) -> int:
                 hint="the evidence changed after the drill sealed it, so it is not re-sealed; "
                 "`vaultdr evidence verify DIR` lists every problem",
             )
-    regenerated = False
+    load_evidence(run_dir)  # evidence that does not validate: nothing is touched
     try:
-        print(f"wrote {write_report(run_dir)}")
-        regenerated = True
-        print(f"wrote {write_index(run_dir.resolve().parent)}")
         if args.allure:
             shutil.rmtree(run_dir / ALLURE_REPORT, ignore_errors=True)  # no stale pages survive
             print(f"wrote {render_allure(run_dir)}")
-    finally:
-        if sealed and regenerated:  # verified above; what was written since is our own output
-            print(f"sealed {write_manifest(run_dir)}")
+    finally:  # even when Allure failed: the page, and the seal over what is there now
+        _rebuild(run_dir, seal=sealed)
     return 0
+
+
+def _rebuild(run_dir: Path, *, seal: bool) -> None:
+    """report.html again, sealed with the rest when the run was sealed; then the index."""
+    if seal:  # verified before; what was written since is our own output
+        manifest = seal_run(run_dir)
+        print(f"wrote {run_dir / REPORT}")
+        print(f"sealed {manifest}")
+    else:
+        print(f"wrote {write_report(run_dir)}")
+    print(f"wrote {write_index(run_dir.resolve().parent)}")
 
 
 def cmd_evidence(args: argparse.Namespace) -> int:

@@ -2,6 +2,15 @@
 
 ``sha256sum -c MANIFEST.sha256`` checks it without vaultdr; ``vaultdr evidence
 verify DIR`` also reports files added after the seal and refuses symlinks.
+
+:func:`seal_run` is the one way a run directory is sealed: every command that
+writes a run's evidence (``vaultdr drill``, ``upgrade-check``, ``report``)
+calls it once everything else of the run is on disk.
+
+Hazard: the manifest is written last, over whatever is in the directory then;
+anything written into the run afterwards is "not in the manifest" to
+``evidence verify``, and a seal taken over tampered files blesses them, so
+``vaultdr report`` verifies a sealed run before it re-seals it.
 """
 
 from __future__ import annotations
@@ -9,6 +18,9 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
+
+from vaultdr.evidence.report import write_report
+from vaultdr.evidence.schema import EvidenceError
 
 MANIFEST = "MANIFEST.sha256"
 _LINE = re.compile(r"^([0-9a-f]{64})  (.+)$")
@@ -35,15 +47,24 @@ def _files(run_dir: Path) -> tuple[list[str], list[str]]:
 
 
 def write_manifest(run_dir: Path) -> Path:
+    """``MANIFEST.sha256`` over every file in ``run_dir`` as it is now (symlinks refused)."""
     files, links = _files(run_dir)
     if links:
-        from vaultdr.evidence.schema import EvidenceError
-
         raise EvidenceError(f"refusing to seal symlinks in {run_dir}: {', '.join(links)}")
     lines = [f"{_sha256(run_dir / name)}  {name}\n" for name in files]
     path = run_dir / MANIFEST
     path.write_text("".join(lines))
     return path
+
+
+def seal_run(run_dir: Path) -> Path:
+    """Seal a run: ``report.html`` from its evidence, then the manifest over it all, last.
+
+    Raises :class:`EvidenceError` (and seals nothing) when ``evidence.json`` is
+    missing or invalid. Returns the manifest's path.
+    """
+    write_report(run_dir)
+    return write_manifest(run_dir)
 
 
 def verify_manifest(run_dir: Path, *, ignore: frozenset[str] = frozenset()) -> list[str]:

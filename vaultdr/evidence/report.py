@@ -1,16 +1,30 @@
 """``report.html``: one self-contained, printable page an auditor can read.
 
 No script, no external fonts or images: inline CSS (with print rules) and an
-inline SVG timeline per scenario. Every text from the evidence is escaped.
+inline SVG timeline per scenario. The page is the Jinja2 template
+``templates/report.html.j2``, rendered from the typed evidence
+(:class:`~vaultdr.evidence.models.Evidence`) with autoescaping on, so every text
+from the evidence is escaped; this module works out what the template draws
+(the timeline's geometry, the measurement rows) and formats the numbers.
 """
 
 from __future__ import annotations
 
-from html import escape
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
-from vaultdr.evidence.schema import load_evidence
+from jinja2 import Environment, PackageLoader, StrictUndefined
+from markupsafe import Markup
+
+from vaultdr.evidence.models import Evidence, Measurements, ScenarioRecord
+from vaultdr.evidence.schema import load_evidence_model, parse_evidence
+
+__all__ = ["CSS", "MARKERS", "render_html", "timeline_picture", "write_report"]
+
+REPORT = "report.html"
 
 CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1d2330;
@@ -34,6 +48,7 @@ code { font-size: .9em; } .muted { color: #666; }
                td.passed, td.failed, td.skipped { color: #000; background: none; } }
 """
 
+#: (phase, label, colour) of each marker on the timeline; "fault" is the fault at 0 s.
 MARKERS = [
     ("fault", "fault", "#b3261e"),
     ("detected", "detected", "#d97706"),
@@ -44,9 +59,12 @@ MARKERS = [
     ("auth_ready", "auth ready", "#15803d"),
     ("healthy", "healthy", "#166534"),
 ]
+#: The phases as the measurements table lists them.
+PHASE_ORDER = ("detected", "unsealed", "leader", "restored", "serving", "auth_ready", "healthy")
 
 
-def _fmt(value: Any, unit: str = "s") -> str:
+def fmt(value: Any, unit: str = "s") -> str:
+    """A measurement for people: ``—`` when not measured, floats to 2 decimals."""
     if value is None:
         return "—"
     if isinstance(value, float):
@@ -54,63 +72,37 @@ def _fmt(value: Any, unit: str = "s") -> str:
     return f"{value} {unit}".strip()
 
 
-def timeline_svg(scenario: dict[str, Any]) -> str:
-    """A horizontal axis in seconds after the fault, one labelled marker (and row) per phase."""
-    phases = (scenario.get("measurements") or {}).get("phases") or {}
-    events = scenario.get("timeline") or []
-    points = [("fault", 0.0)] + [(k, float(v)) for k, v in phases.items() if v is not None]
-    faults = [e for e in events if str(e.get("kind", "")).startswith("fault:")]
-    if not faults and not phases:
-        return '<p class="muted">No fault was injected in this scenario: no timeline.</p>'
-    ends = [t for _k, t in points] + [float(e["t"]) for e in events if float(e["t"]) >= 0]
-    span = max(max(ends, default=1.0), 1.0) * 1.08
-    start = -0.05 * span
-    axis = 24 + len(points) * 15
-    width, left, right, height = 900, 40, 20, axis + 30
-    scale = (width - left - right) / (span - start)
+# --- the timeline picture ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class Tick:
+    x: float
+    label: str
 
-    def x(t: float) -> float:
-        return left + (t - start) * scale
 
-    parts = [
-        f'<svg viewBox="0 0 {width} {height}" width="100%" role="img" '
-        'aria-label="recovery timeline">',
-        f'<line x1="{left}" y1="{axis}" x2="{width - right}" y2="{axis}" stroke="#333"/>',
-    ]
-    step = _tick_step(span)
-    tick = 0.0
-    while tick <= span:
-        parts.append(
-            f'<line x1="{x(tick):.1f}" y1="{axis - 4}" x2="{x(tick):.1f}" y2="{axis + 4}" '
-            'stroke="#333"/>'
-            f'<text x="{x(tick):.1f}" y="{axis + 20}" font-size="11" text-anchor="middle">'
-            f"{tick:g} s</text>"
-        )
-        tick += step
-    for event in events:  # every observed change, faint
-        t = float(event["t"])
-        if start <= t <= span:
-            parts.append(
-                f'<line x1="{x(t):.1f}" y1="{axis - 8}" x2="{x(t):.1f}" y2="{axis}" stroke="#99a"/>'
-            )
-    colours = {key: colour for key, _label, colour in MARKERS}
-    labels = {key: label for key, label, _colour in MARKERS}
-    at_zero = [e for e in faults if float(e["t"]) == 0.0]
-    if at_zero:
-        labels["fault"] = f"fault: {str(at_zero[-1]['kind'])[6:]}"
-    for row, (key, t) in enumerate(sorted(points, key=lambda p: p[1])):
-        y = 16 + row * 15  # a row per marker: labels never overlap
-        colour = colours.get(key, "#333")
-        anchor = "end" if x(t) > width - 200 else "start"
-        dx = -5 if anchor == "end" else 5
-        parts.append(
-            f'<line x1="{x(t):.1f}" y1="{y - 4}" x2="{x(t):.1f}" y2="{axis}" stroke="{colour}" '
-            f'stroke-width="2"/><circle cx="{x(t):.1f}" cy="{axis}" r="4" fill="{colour}"/>'
-            f'<text x="{x(t) + dx:.1f}" y="{y}" font-size="12" fill="{colour}" '
-            f'text-anchor="{anchor}">{escape(labels.get(key, key))} {t:.2f} s</text>'
-        )
-    parts.append("</svg>")
-    return "".join(parts)
+@dataclass(frozen=True)
+class Marker:
+    """A phase (or the fault): a coloured line up to its own row, a dot on the axis, a label."""
+
+    x: float
+    y: int
+    colour: str
+    anchor: str
+    dx: int
+    label: str
+
+
+@dataclass(frozen=True)
+class TimelinePicture:
+    """An SVG's geometry: an axis in seconds after the fault, one labelled row per phase."""
+
+    width: int
+    height: int
+    left: int
+    right: int
+    axis: int
+    ticks: list[Tick]
+    events: list[float]  # the x of every observed change, drawn faint
+    markers: list[Marker]
 
 
 def _tick_step(span: float) -> float:
@@ -120,200 +112,132 @@ def _tick_step(span: float) -> float:
     return 600.0
 
 
-def _comparisons(scenario: dict[str, Any]) -> str:
-    rows = []
-    for c in scenario.get("comparisons") or []:
-        mark = '<span class="ok">✓ met</span>' if c["met"] else '<span class="bad">✗ missed</span>'
-        rows.append(
-            f"<tr><td>{escape(c['name'])}</td><td class=num>{_fmt(c.get('measured'), c['unit'])}"
-            f"</td><td class=num>{_fmt(c.get('objective'), c['unit'])}</td><td>{mark}</td></tr>"
-        )
-    if not rows:
-        return '<p class="muted">No objective applies to this scenario.</p>'
-    return (
-        "<table><tr><th>measure</th><th>measured</th><th>objective</th><th>verdict</th></tr>"
-        + "".join(rows)
-        + "</table>"
-    )
+def _points(scenario: ScenarioRecord) -> list[tuple[str, float]]:
+    """(phase, seconds) for the fault and every phase reached."""
+    phases = scenario.measurements.phases.to_dict()
+    return [("fault", 0.0)] + [(k, float(v)) for k, v in phases.items() if v is not None]
 
 
-def _steps(scenario: dict[str, Any]) -> str:
-    rows = []
-    for step in scenario.get("steps") or []:
-        status = escape(step["status"])
-        error = f'<div class="bad">{escape(step["error"])}</div>' if step.get("error") else ""
-        rows.append(
-            f"<tr><td>{escape(step['keyword'])} {escape(step['text'])}{error}</td>"
-            f'<td class="{status}">{status}</td>'
-            f"<td class=num>{_fmt(step.get('duration_seconds'))}</td></tr>"
-        )
-    return (
-        "<table><tr><th>step</th><th>status</th><th>duration</th></tr>" + "".join(rows) + "</table>"
-    )
+def timeline_picture(scenario: ScenarioRecord) -> TimelinePicture | None:
+    """What the scenario's timeline SVG draws; None when no fault was injected."""
+    events = scenario.timeline
+    faults = [e for e in events if e.kind.startswith("fault:")]
+    if not faults and not scenario.measurements.phases.to_dict():
+        return None
+    points = _points(scenario)
+    ends = [t for _k, t in points] + [float(e.t) for e in events if e.t >= 0]
+    span = max(max(ends, default=1.0), 1.0) * 1.08
+    start = -0.05 * span
+    axis = 24 + len(points) * 15
+    width, left, right = 900, 40, 20
+    scale = (width - left - right) / (span - start)
 
+    def x(t: float) -> float:
+        return left + (t - start) * scale
 
-def _snapshot(scenario: dict[str, Any]) -> str:
-    snap = (scenario.get("measurements") or {}).get("snapshot")
-    if not snap:
-        return ""
-    skipped = "".join(
-        f"<li><code>{escape(s['key'])}</code>: {escape(s['reason'])}</li>"
-        for s in snap.get("skipped") or []
-    )
-    return (
-        f"<p>Restored from <code>{escape(snap['key'])}</code> (sha256 "
-        f"<code>{escape(str(snap.get('sha256', ''))[:16])}…</code>, "
-        f"{_fmt(snap.get('age_seconds'))} old).</p>"
-        + (f"<p>Skipped snapshots:</p><ul>{skipped}</ul>" if skipped else "")
-    )
-
-
-def _measurements(scenario: dict[str, Any]) -> str:
-    m = scenario.get("measurements") or {}
-    lost = m.get("lost_writes") or []
-    cells = [
-        ("RTO", _fmt(m.get("rto_seconds"))),
-        ("RPO", _fmt(m.get("rpo_seconds"))),
-        ("writes after the snapshot (RPO)", _fmt(m.get("rpo_writes"), "")),
-        ("acknowledged writes", _fmt(m.get("acknowledged_writes"), "")),
-        ("lost acknowledged writes", str(len(lost))),
-    ]
-    if m.get("unavailable_seconds") is not None:  # an upgrade check's rolling upgrade
-        cells += [
-            ("writes refused during the upgrade, in all", _fmt(m["unavailable_seconds"])),
-            ("longest refusal", _fmt(m.get("longest_unavailable_seconds"))),
-        ]
-        cells += [
-            (
-                f"upgraded {n['node']} ({n['role']})",
-                f"{_fmt(n['seconds'])}" + ("" if n["ok"] else " FAILED"),
+    step = _tick_step(span)
+    ticks, tick = [], 0.0
+    while tick <= span:
+        ticks.append(Tick(x(tick), f"{tick:g} s"))
+        tick += step
+    labels = {key: label for key, label, _colour in MARKERS}
+    colours = {key: colour for key, _label, colour in MARKERS}
+    at_zero = [e for e in faults if float(e.t) == 0.0]
+    if at_zero:
+        labels["fault"] = f"fault: {at_zero[-1].kind[6:]}"
+    markers = []
+    for row, (key, t) in enumerate(sorted(points, key=lambda p: p[1])):
+        end = x(t) > width - 200  # near the right edge: the label goes to the left
+        markers.append(
+            Marker(
+                x=x(t),
+                y=16 + row * 15,  # a row per marker: labels never overlap
+                colour=colours.get(key, "#333"),
+                anchor="end" if end else "start",
+                dx=-5 if end else 5,
+                label=f"{labels.get(key, key)} {t:.2f} s",
             )
-            for n in m.get("nodes") or []
-        ]
-    phases = m.get("phases") or {}
-    order = ["detected", "unsealed", "leader", "restored", "serving", "auth_ready", "healthy"]
-    cells += [(f"phase: {k.replace('_', ' ')}", _fmt(phases.get(k))) for k in order if k in phases]
-    rows = "".join(f"<tr><td>{escape(a)}</td><td class=num>{b}</td></tr>" for a, b in cells)
-    lost_rows = "".join(
-        f"<li><code>{escape(str(w['key']))}</code> v{w['version']} at {escape(str(w['wall']))}</li>"
-        for w in lost[:50]
-    )
-    return f'<table class="meta">{rows}</table>' + (
-        f'<p class="bad">Lost acknowledged writes:</p><ul>{lost_rows}</ul>' if lost else ""
-    )
-
-
-def _upgrade(evidence: dict[str, Any]) -> str:
-    """The upgrade check's verdict in words, with the server's own error line."""
-    upgrade = evidence.get("upgrade")
-    if not upgrade:
-        return ""
-    source, target = upgrade["from"], upgrade["to"]
-    server = (
-        f"<p>The server said: <code>{escape(upgrade['server_error'])}</code></p>"
-        if upgrade.get("server_error")
-        else ""
-    )
-    return (
-        f'<div class="upgrade"><p><b>{escape(source["kind"])} {escape(source["version"])} → '
-        f"{escape(target['version'])}</b>: {escape(upgrade['explanation'])}</p>{server}"
-        f'<p class="muted">target binary {escape(target["source"])}, sha256 '
-        f"<code>{escape(target['sha256'][:16])}…</code></p></div>"
-    )
-
-
-def render_html(evidence: dict[str, Any]) -> str:
-    e = evidence
-    scenarios = e["scenarios"]
-    verdict = e["verdict"]
-    summary_rows = []
-    for s in scenarios:
-        m = s.get("measurements") or {}
-        o = s.get("objectives") or {}
-        summary_rows.append(
-            f'<tr><td><a href="#{escape(s["id"])}">{escape(s["feature"])}: {escape(s["name"])}</a>'
-            f'</td><td class="{escape(s["verdict"])}">{escape(s["verdict"])}</td>'
-            f"<td class=num>{_fmt(m.get('rto_seconds'))}</td><td class=num>{_fmt(o.get('rto_seconds'))}</td>"
-            f"<td class=num>{_fmt(m.get('rpo_seconds'))}</td><td class=num>{_fmt(o.get('rpo_seconds'))}</td>"
-            f"<td class=num>{len(m.get('lost_writes') or [])}</td></tr>"
         )
-    stack = e.get("stack") or {}
-    engine = e.get("engine") or {}
-    env = e.get("environment") or {}
-    meta = [
-        ("run", e["run_id"]),
-        ("started / finished", f"{e['started_at']} / {e['finished_at']}"),
-        ("environment", f"{env.get('name')} on {env.get('host')} ({env.get('platform', '')})"),
-        (
-            "vaultdr",
-            f"{e['vaultdr']['version']} (commit {e['vaultdr'].get('git_commit') or 'unknown'})",
-        ),
-        ("engine", f"{engine.get('kind')} {engine.get('version')}"),
-        *(
-            [("upgraded from", f"{engine.get('kind')} {engine['from_version']}")]
-            if engine.get("from_version")
-            else []
-        ),
+    shown = [x(float(e.t)) for e in events if start <= e.t <= span]
+    return TimelinePicture(width, axis + 30, left, right, axis, ticks, shown, markers)
+
+
+# --- the tables ---------------------------------------------------------------------------------
+def measurement_rows(measurements: Measurements) -> list[tuple[str, str]]:
+    """(what, value) rows of a scenario's measurements table."""
+    m = measurements
+    rows = [
+        ("RTO", fmt(m.rto_seconds)),
+        ("RPO", fmt(m.rpo_seconds)),
+        ("writes after the snapshot (RPO)", fmt(m.rpo_writes, "")),
+        ("acknowledged writes", fmt(m.acknowledged_writes, "")),
+        ("lost acknowledged writes", str(len(m.lost_writes))),
+    ]
+    if m.unavailable_seconds is not None:  # an upgrade check's rolling upgrade
+        rows += [
+            ("writes refused during the upgrade, in all", fmt(m.unavailable_seconds)),
+            ("longest refusal", fmt(m.longest_unavailable_seconds)),
+        ]
+        rows += [
+            (f"upgraded {n.node} ({n.role})", fmt(n.seconds) + ("" if n.ok else " FAILED"))
+            for n in m.nodes or []
+        ]
+    phases = m.phases.to_dict()
+    rows += [(f"phase: {k.replace('_', ' ')}", fmt(phases[k])) for k in PHASE_ORDER if k in phases]
+    return rows
+
+
+def meta_rows(evidence: Evidence) -> list[tuple[str, str]]:
+    """(what, value) rows of the run's facts: when, where, which vaultdr, engine and stack."""
+    e, env, engine, stack = evidence, evidence.environment, evidence.engine, evidence.stack
+    rows = [
+        ("run", e.run_id),
+        ("started / finished", f"{e.started_at} / {e.finished_at}"),
+        ("environment", f"{env.name} on {env.host} ({env.platform or ''})"),
+        ("vaultdr", f"{e.vaultdr.version} (commit {e.vaultdr.git_commit or 'unknown'})"),
+        ("engine", f"{engine.kind} {engine.version}"),
+    ]
+    if engine.from_version:
+        rows.append(("upgraded from", f"{engine.kind} {engine.from_version}"))
+    rows += [
         (
             "stack",
-            f"{stack.get('nodes')} nodes, {stack.get('storage')} storage, {stack.get('seal')} seal, "
-            f"cluster {stack.get('cluster')}",
+            f"{stack.nodes} nodes, {stack.storage} storage, {stack.seal} seal, "
+            f"cluster {stack.cluster}",
         ),
-        (
-            "configuration",
-            f"{stack.get('config_file')} (sha256 {stack.get('config_sha256', '')[:16]}…)",
-        ),
+        ("configuration", f"{stack.config_file} (sha256 {(stack.config_sha256 or '')[:16]}…)"),
     ]
-    meta_rows = "".join(f"<tr><td>{escape(a)}</td><td>{escape(str(b))}</td></tr>" for a, b in meta)
-    sections = []
-    for s in scenarios:
-        error = f'<p class="bad">{escape(s["error"])}</p>' if s.get("error") else ""
-        sections.append(
-            f'<div class="scenario" id="{escape(s["id"])}"><h3>{escape(s["feature"])}: '
-            f'{escape(s["name"])} <span class="verdict {escape(s["verdict"])}" style="font-size:.9rem">'
-            f"{escape(s['verdict'])}</span></h3>"
-            f'<p class="muted">tags: {escape(", ".join(s.get("tags") or []))} · started '
-            f"{escape(str(s.get('started_at')))} · {_fmt(s.get('duration_seconds'))}</p>{error}"
-            f"{_comparisons(s)}{timeline_svg(s)}{_measurements(s)}{_snapshot(s)}{_steps(s)}</div>"
-        )
-    artifacts = e.get("artifacts") or {}
-    items = []
-    if artifacts.get("junit"):
-        items.append(f"JUnit XML: <code>{escape(artifacts['junit'])}</code>")
-    if artifacts.get("allure_results"):
-        items.append(f"Allure results: <code>{escape(artifacts['allure_results'])}/</code>")
-    items += [
-        f"Chaos Toolkit journal: <code>{escape(j)}</code>" for j in artifacts.get("journals") or []
-    ]
-    items.append(
-        "Every file of this run is sealed in <code>MANIFEST.sha256</code> "
-        "(check with <code>vaultdr evidence verify DIR</code> or <code>sha256sum -c</code>)."
+    return rows
+
+
+# --- the page ----------------------------------------------------------------------------------------
+@cache
+def _templates() -> Environment:
+    templates = Environment(
+        loader=PackageLoader("vaultdr.evidence", "templates"),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
     )
-    passed = sum(1 for s in scenarios if s["verdict"] == "passed")
-    title = "Upgrade check evidence" if e.get("upgrade") else "DR drill evidence"
-    return (
-        "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
-        f"<title>vaultdr drill {escape(e['run_id'])}: {escape(verdict)}</title>"
-        f"<style>{CSS}</style></head><body>"
-        f"<h1>{title}</h1><p class=muted>vaultdr run {escape(e['run_id'])}</p>"
-        f'<p><span class="verdict {escape(verdict)}">{escape(verdict.upper())}</span> '
-        f"{passed} of {len(scenarios)} scenarios passed</p>"
-        f"{_upgrade(e)}"
-        f'<table class="meta">{meta_rows}</table>'
-        "<h2>Scenarios: measured against objectives</h2>"
-        "<table><tr><th>scenario</th><th>verdict</th><th>RTO</th><th>RTO objective</th>"
-        "<th>RPO</th><th>RPO objective</th><th>lost writes</th></tr>"
-        + "".join(summary_rows)
-        + "</table><h2>Each scenario</h2>"
-        + "".join(sections)
-        + "<h2>Artifacts</h2><ul>"
-        + "".join(f"<li>{i}</li>" for i in items)
-        + "</ul></body></html>\n"
+    templates.filters["fmt"] = fmt
+    templates.globals.update(
+        measurement_rows=measurement_rows, timeline_picture=timeline_picture, css=Markup(CSS)
     )
+    return templates
+
+
+def render_html(evidence: Evidence | Mapping[str, Any]) -> str:
+    """The report page of ``evidence`` (an :class:`Evidence`, or a dict validated into one)."""
+    e = evidence if isinstance(evidence, Evidence) else parse_evidence(evidence)
+    passed = sum(1 for s in e.scenarios if s.verdict == "passed")
+    page = _templates().get_template("report.html.j2")
+    return page.render(evidence=e, passed=passed, meta=meta_rows(e))
 
 
 def write_report(run_dir: Path) -> Path:
-    evidence = load_evidence(run_dir)
-    path = run_dir / "report.html"
-    path.write_text(render_html(evidence))
+    """``report.html`` in ``run_dir``, from its ``evidence.json``."""
+    path = run_dir / REPORT
+    path.write_text(render_html(load_evidence_model(run_dir)))
     return path

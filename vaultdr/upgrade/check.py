@@ -46,8 +46,7 @@ from vaultdr.envs.local.processes import wait_for
 from vaultdr.envs.local.state import write_json_atomic
 from vaultdr.errors import EXIT_DRILL_FAILED, ConfigError, VaultdrError
 from vaultdr.evidence.index import write_index
-from vaultdr.evidence.manifest import write_manifest
-from vaultdr.evidence.report import write_report
+from vaultdr.evidence.manifest import seal_run
 from vaultdr.evidence.schema import SCHEMA, empty_measurements, validate_evidence
 from vaultdr.ledger import WriteLedger
 from vaultdr.timeline import Timeline, local_events_source
@@ -572,8 +571,7 @@ class UpgradeCheck:
         }
         validate_evidence(evidence)
         write_json_atomic(run_dir / "evidence.json", evidence)
-        write_report(run_dir)
-        write_manifest(run_dir)
+        seal_run(run_dir)
         write_index(run_dir.parent)
         return UpgradeResult(
             run_dir=run_dir,
