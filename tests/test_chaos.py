@@ -214,7 +214,8 @@ def test_plain_chaos_run_misses_a_failed_action_that_vaultdr_catches(
     experiment = json.loads((DRILLS / "kill-leader.json").read_text())
     for activity in experiment["method"]:
         if activity["name"] == "kill-leader":
-            activity["provider"]["arguments"] = {"name": "kill-node", "args": ["node-9"]}
+            activity["provider"]["func"] = "kill_node"
+            activity["provider"]["arguments"] = {"node": "node-9"}
     broken = tmp_path / "broken.json"
     broken.write_text(json.dumps(experiment))
     assert plain_chaos_run(stack, broken, tmp_path / "plain.json") == 0

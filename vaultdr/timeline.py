@@ -427,8 +427,14 @@ class Timeline:
         return faults[-1] if faults else None
 
     def default_required(self) -> tuple[str, ...]:
-        """serving, auth_ready and healthy; writing too when a ledger feeds the timeline."""
-        return ("serving", "auth_ready", *(("writing",) if self._writes else ()), "healthy")
+        """The app checks this timeline runs (serving with a read check, auth_ready with a
+        login check, writing with a ledger), and healthy."""
+        checks = (
+            ("serving", self.read_path is not None),
+            ("auth_ready", self.login is not None),
+            ("writing", self._writes),
+        )
+        return (*(phase for phase, on in checks if on), "healthy")
 
     def measure(
         self,
