@@ -940,7 +940,7 @@ def test_the_nodes_api_is_reached_over_a_port_forward_with_tls(
 ) -> None:
     import ssl
 
-    from vaultdr.envs.local.tls import LocalCA
+    from vaultdr.envs.tls import LocalCA
 
     state = tmp_path / "state"
     ca = LocalCA(state / "ca")  # where `up` keeps the CA of the nodes' certificates

@@ -28,8 +28,9 @@ from vaultdr.agents.restore import (
 )
 from vaultdr.envs.local.env import LocalEnvironment
 from vaultdr.envs.local.processes import stop_pid, wait_for
-from vaultdr.envs.local.state import LocalState, write_json_atomic
+from vaultdr.envs.local.state import LocalState
 from vaultdr.errors import VaultdrError
+from vaultdr.files import write_json_atomic
 from vaultdr.vault import VaultClient
 
 log = logging.getLogger("vaultdr.healing")

@@ -41,7 +41,8 @@ from types import FrameType
 
 from vaultdr.envs.local.healing import start_agents
 from vaultdr.envs.local.processes import spawn, stop_pid
-from vaultdr.envs.local.state import HEARTBEAT_FILE, LocalState, NodeState, write_json_atomic
+from vaultdr.envs.local.state import HEARTBEAT_FILE, LocalState, NodeState
+from vaultdr.files import write_json_atomic
 
 TICK_SECONDS = 0.2
 FIRST_BACKOFF = 0.5
