@@ -38,7 +38,7 @@ from vaultdr.envs.base import ssm_path as ssm_path
 from vaultdr.envs.common import SA_AUDIENCE, EnvironmentBase
 from vaultdr.envs.local import awsemu, deploy, kubeapi, nodes, transit
 from vaultdr.envs.local.processes import ProcessRecord, pid_alive, port_in_use, stop_pid, wait_for
-from vaultdr.envs.local.state import HEARTBEAT_FILE, LocalState, NodeState
+from vaultdr.envs.local.state import EVENTS_FILE, HEARTBEAT_FILE, LocalState, NodeState
 from vaultdr.errors import ConfigError, StackStateError, VaultdrError
 from vaultdr.files import write_json_atomic
 from vaultdr.principals import REVOKE_KMS_POLICY
@@ -118,7 +118,7 @@ class LocalEnvironment(EnvironmentBase):
 
     def events_file(self) -> Path:
         """``events.jsonl``: the supervisor's node and restore events."""
-        return self.state_dir / "events.jsonl"
+        return self.state_dir / EVENTS_FILE
 
     def close(self) -> None:
         """Nothing to release: every connection is opened per call."""
@@ -249,7 +249,7 @@ class LocalEnvironment(EnvironmentBase):
         agents: dict[str, str] = {}
         if not quick:
             extras["kms_access"] = self._kms_access()
-            extras.update(self._agent_status())
+            extras.update(self._agent_lines())
             extras["services"] = {
                 name: ("running" if (rec := state.record(name)) and rec.alive() else "stopped")
                 for name in state.processes
@@ -290,7 +290,7 @@ class LocalEnvironment(EnvironmentBase):
             agents[name] = "running" if threads.get(name) else "dead (its thread has ended)"
         return agents
 
-    def _agent_status(self) -> dict[str, str]:
+    def _agent_lines(self) -> dict[str, str]:
         """One line each for the snapshot agent and the last restore, from their status files."""
         agents = self.state_dir / "agents"
         lines: dict[str, str] = {}

@@ -95,7 +95,7 @@ def agents_dir(env: LocalEnvironment) -> Path:
 
 
 def restorer_for(env: LocalEnvironment) -> Restorer:
-    events = env.state_dir / "events.jsonl"
+    events = env.events_file()
 
     def on_event(kind: str, fields: dict[str, Any]) -> None:
         record = {"t": time.time(), "mono": time.monotonic(), "event": kind, **fields}

@@ -31,6 +31,7 @@ from vaultdr.statedir import DEFAULT_STATE_DIR, STATE_ENV_VAR, resolve_state_dir
 
 __all__ = [
     "DEFAULT_STATE_DIR",
+    "EVENTS_FILE",
     "HEARTBEAT_FILE",
     "STATE_ENV_VAR",
     "LocalState",
@@ -41,6 +42,8 @@ __all__ = [
 
 #: Where the supervisor says every second that it and its agent threads live.
 HEARTBEAT_FILE = Path("agents") / "heartbeat.json"
+#: Where the supervisor and its agents append node and restore events (JSON lines).
+EVENTS_FILE = Path("events.jsonl")
 _SAVE_LOCK = threading.Lock()
 
 
