@@ -26,7 +26,7 @@ from vaultdr.envs.local import awsemu, nodes
 from vaultdr.envs.local.env import LocalEnvironment
 from vaultdr.envs.local.processes import free_port, stop_pid, wait_for
 from vaultdr.envs.local.state import NodeState
-from vaultdr.envs.local.tls import LocalCA
+from vaultdr.envs.tls import LocalCA
 from vaultdr.vault import VaultClient
 
 REPO = Path(__file__).resolve().parent.parent

@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 
 from vaultdr.aws import Aws, AwsCredentials, AwsTarget
+from vaultdr.envs import common
 from vaultdr.envs.local import awsemu
 from vaultdr.envs.local.awsemu import AwsStack
 from vaultdr.envs.local.processes import (
@@ -201,10 +202,10 @@ def test_seal_credentials_are_least_privilege(stack: AwsStack) -> None:
 def test_revoke_kms_denies_decrypt_until_restored(stack: AwsStack) -> None:
     admin, seal = stack.admin_aws(), stack.seal_aws()
     blob = seal.encrypt(stack.kms_key_id, b"before-revoke")
-    assert not awsemu.kms_revoked(admin, stack.seal_user)
-    awsemu.revoke_kms(admin, stack.seal_user)
+    assert not common.kms_revoked(admin, stack.seal_user)
+    common.revoke_kms(admin, stack.seal_user)
     try:
-        assert awsemu.kms_revoked(admin, stack.seal_user)
+        assert common.kms_revoked(admin, stack.seal_user)
         with pytest.raises(AccessDenied) as denied:
             seal.decrypt(blob)
         assert "kms Decrypt" in denied.value.message
@@ -213,10 +214,10 @@ def test_revoke_kms_denies_decrypt_until_restored(stack: AwsStack) -> None:
         # DescribeKey is still allowed: the key is there, the principal may not use it.
         assert seal.key_reachable(stack.kms_key_id)
     finally:
-        awsemu.restore_kms(admin, stack.seal_user)
-    assert not awsemu.kms_revoked(admin, stack.seal_user)
+        common.restore_kms(admin, stack.seal_user)
+    assert not common.kms_revoked(admin, stack.seal_user)
     assert seal.decrypt(blob) == b"before-revoke"
-    awsemu.restore_kms(admin, stack.seal_user)  # idempotent
+    common.restore_kms(admin, stack.seal_user)  # idempotent
 
 
 def test_ssm_secure_string_round_trip(stack: AwsStack) -> None:
@@ -521,7 +522,7 @@ def test_bao_awskms_revoke_keeps_a_restarted_node_sealed_until_restored(
     _init(node)
     assert wait_for(lambda: node.request("GET", "sys/health")[0] == 200, timeout=15)
 
-    awsemu.revoke_kms(admin, own.seal_user)
+    common.revoke_kms(admin, own.seal_user)
     try:
         node.kill9()
         failures_before = node.unseal_failures()
@@ -532,7 +533,7 @@ def test_bao_awskms_revoke_keeps_a_restarted_node_sealed_until_restored(
         assert node.sealed()
         assert node.request("GET", "sys/health")[0] == 503
     finally:
-        awsemu.restore_kms(admin, own.seal_user)
+        common.restore_kms(admin, own.seal_user)
     restored = time.monotonic()
     assert wait_for(lambda: not node.sealed(), timeout=15, interval=0.05), tail(node.log)
     unseal_after_restore = time.monotonic() - restored

@@ -11,7 +11,7 @@ from tests.conftest import LOCAL_STACK
 from vaultdr.agents.configure import reconcile
 from vaultdr.config import Stack, parse_stack
 from vaultdr.envs.local.env import LocalEnvironment
-from vaultdr.envs.local.tls import LocalCA
+from vaultdr.envs.tls import LocalCA
 from vaultdr.errors import VaultApiError
 
 pytestmark = pytest.mark.stack

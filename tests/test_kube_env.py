@@ -28,14 +28,14 @@ from vaultdr.agents import snapshot as snap
 from vaultdr.aws import Aws, AwsCredentials, AwsTarget
 from vaultdr.chaos import probes, session
 from vaultdr.config import Kube, Stack, load_stack
+from vaultdr.envs import common
 from vaultdr.envs.kube import deploy
 from vaultdr.envs.kube.agents import RESTORE_ANNOTATION, PodRestoreTarget, PodSettings
+from vaultdr.envs.kube.clusters import EksEnvironment, KindEnvironment
 from vaultdr.envs.kube.env import (
     ALLOW_ANNOTATION,
     CONFIRM_FLAG,
     DestructiveFaultRefused,
-    EksEnvironment,
-    KindEnvironment,
     KubeEnvironment,
 )
 from vaultdr.envs.local import awsemu
@@ -475,14 +475,14 @@ def test_revoke_kms_on_kind_denies_the_seal_user_until_restored(
 
     faults.inject(env, "revoke-kms")
     try:
-        assert awsemu.kms_revoked(moto.admin_aws(), moto.seal_user)
+        assert common.kms_revoked(moto.admin_aws(), moto.seal_user)
         assert env.kms_revoked()
         assert not can_decrypt(seal, blob)
     finally:
         results = faults.rollback(env)
 
     assert [r.fault for r in results] == ["revoke-kms"]
-    assert not awsemu.kms_revoked(moto.admin_aws(), moto.seal_user)
+    assert not common.kms_revoked(moto.admin_aws(), moto.seal_user)
     assert can_decrypt(seal, blob)
     secret_reads = [r.path for r in cluster.requests if "/secrets/" in r.path]
     assert secret_reads == [f"/api/v1/namespaces/{NS}/secrets/vaultdr-aws-admin"]
@@ -940,7 +940,7 @@ def test_the_nodes_api_is_reached_over_a_port_forward_with_tls(
 ) -> None:
     import ssl
 
-    from vaultdr.envs.local.tls import LocalCA
+    from vaultdr.envs.tls import LocalCA
 
     state = tmp_path / "state"
     ca = LocalCA(state / "ca")  # where `up` keeps the CA of the nodes' certificates

@@ -25,6 +25,7 @@ import pytest
 from vaultdr import faults
 from vaultdr.agents import snapshot as snap
 from vaultdr.aws import Aws
+from vaultdr.envs import common
 from vaultdr.envs.local import awsemu
 from vaultdr.envs.local.awsemu import AwsStack
 from vaultdr.envs.local.processes import free_port, stop_pid
@@ -115,11 +116,11 @@ class EmulatorTarget:
 
     def revoke_kms(self) -> None:
         self._call("revoke_kms")
-        awsemu.revoke_kms(self.stack.admin_aws(), self.stack.seal_user)
+        common.revoke_kms(self.stack.admin_aws(), self.stack.seal_user)
 
     def restore_kms(self) -> None:
         self._call("restore_kms")
-        awsemu.restore_kms(self.stack.admin_aws(), self.stack.seal_user)
+        common.restore_kms(self.stack.admin_aws(), self.stack.seal_user)
 
     def aws(self, principal: str = "admin") -> Aws:
         if principal == "admin" and self._admin is not None:
@@ -143,7 +144,7 @@ def target(emulator: AwsStack, tmp_path: Path) -> Iterator[EmulatorTarget]:
     try:
         yield env
     finally:  # whatever a test left, the next one starts with KMS access
-        awsemu.restore_kms(emulator.admin_aws(), emulator.seal_user)
+        common.restore_kms(emulator.admin_aws(), emulator.seal_user)
 
 
 def seal_can_use_kms(stack: AwsStack) -> bool:

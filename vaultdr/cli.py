@@ -29,10 +29,10 @@ from types import FrameType
 
 from vaultdr import __version__, statedir
 from vaultdr.config import Stack, load_stack, load_stack_for
-from vaultdr.envs.base import StackStatus
-from vaultdr.envs.kube.env import KubeEnvironment, kube_environment_for
+from vaultdr.envs.base import Environment, StackStatus
+from vaultdr.envs.factory import open_environment
+from vaultdr.envs.kube.clusters import kube_environment_for
 from vaultdr.envs.local.env import LocalEnvironment
-from vaultdr.envs.local.state import resolve_state_dir
 from vaultdr.errors import (
     EXIT_BAD_INPUT,
     EXIT_CODES,
@@ -45,6 +45,7 @@ from vaultdr.errors import (
     VaultdrError,
 )
 from vaultdr.faults import RolledBack
+from vaultdr.statedir import resolve_state_dir
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -53,7 +54,7 @@ def _stack(args: argparse.Namespace) -> tuple[Stack, str]:
     return load_stack_for(args.env, args.config)
 
 
-def kube_environment(args: argparse.Namespace, *, dry_run: bool = False) -> KubeEnvironment:
+def kube_environment(args: argparse.Namespace, *, dry_run: bool = False) -> Environment:
     """The environment of ``--env kind|eks``, its state in ``.vaultdr-<env>`` unless told."""
     return kube_environment_for(
         args.env,
@@ -64,26 +65,31 @@ def kube_environment(args: argparse.Namespace, *, dry_run: bool = False) -> Kube
     )
 
 
-def _any_environment(
-    args: argparse.Namespace, *, with_stack: bool = False
-) -> LocalEnvironment | KubeEnvironment:
+def _any_environment(args: argparse.Namespace, *, with_stack: bool = False) -> Environment:
     """The environment of ``--env``: local processes, or a kind/eks cluster."""
     if args.env in ("kind", "eks"):
         return kube_environment(args)
-    return _environment(args, with_stack=with_stack)
+    state_dir = resolve_state_dir(args.state_dir)
+    dry_run = bool(getattr(args, "dry_run", False))
+    if with_stack:
+        stack, path = _stack(args)
+        return open_environment("local", state_dir, stack, stack_file=path, dry_run=dry_run)
+    # The stack is read from the running stack's state.
+    return open_environment("local", state_dir, dry_run=dry_run)
 
 
-def _environment(args: argparse.Namespace, *, with_stack: bool = False) -> LocalEnvironment:
+def _local_only(args: argparse.Namespace) -> None:
     if args.env != "local":
         raise ConfigError(
             f"vaultdr {args.command} --env {args.env}: this command is local-only",
             hint="use --env local (the default)",
         )
-    state_dir = resolve_state_dir(args.state_dir)
-    if with_stack:
-        stack, path = _stack(args)
-        return LocalEnvironment(state_dir, stack, stack_file=path)
-    return LocalEnvironment(state_dir)  # the stack is read from the running stack's state
+
+
+def _local_environment(args: argparse.Namespace) -> LocalEnvironment:
+    """The local stack itself, for the commands whose library is local-only (restore)."""
+    _local_only(args)
+    return LocalEnvironment(resolve_state_dir(args.state_dir))
 
 
 class Interrupted(KeyboardInterrupt):
@@ -161,17 +167,11 @@ def _print_status(status: StackStatus) -> None:
 
 def cmd_up(args: argparse.Namespace) -> int:
     env = _any_environment(args, with_stack=True)
-    if isinstance(env, KubeEnvironment) and env.dry_run:
-        from vaultdr.envs.kube.deploy import plan_up, run_plan
-
-        print("\n".join(run_plan(plan_up(env), dry_run=True)))
+    if env.dry_run:
+        print("\n".join(env.plan_up()))
         return 0
     print(f"starting the {env.name} stack ({env.state_dir}) ...", file=sys.stderr)
-    if isinstance(env, KubeEnvironment):
-        statedir.claim(env.state_dir, what="state directory", purpose=f"{env.name} stack")
-        with _holding(env.state_dir, "up"):
-            status = env.up()
-    else:  # claims and locks its state directory itself
+    with env.claimed_for_up():
         status = env.up()
     _print_status(status)
     print('\npoint the CLI at it:  eval "$(vaultdr env)"', file=sys.stderr)
@@ -218,9 +218,8 @@ def cmd_sa_token(args: argparse.Namespace) -> int:
 
 def cmd_configure(args: argparse.Namespace) -> int:
     env = _any_environment(args)
-    if args.config and isinstance(env, LocalEnvironment):
-        env.stack, env.stack_file = _stack(args)
-    changes = env.configure(dry_run=args.dry_run)
+    stack = _stack(args)[0] if args.config else None  # --config: that stack file's configure
+    changes = env.configure(dry_run=args.dry_run, stack=stack)
     verb = "would make" if args.dry_run else "made"
     for change in changes:
         print(f"  {change}")
@@ -231,8 +230,9 @@ def cmd_configure(args: argparse.Namespace) -> int:
 def cmd_snapshot(args: argparse.Namespace) -> int:
     from vaultdr.agents import snapshot as snap
 
-    env = _environment(args)
-    bucket, prefix = env.state.aws["bucket"], env.stack_config().snapshots.prefix
+    _local_only(args)
+    env = _any_environment(args)
+    bucket, prefix = env.snapshot_location()
     if args.action == "now":
         record = env.snapshot_agent().take()
         print(f"uploaded s3://{record.bucket}/{record.key}")
@@ -261,7 +261,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from vaultdr.agents.restore import RestorePlan
     from vaultdr.envs.local.healing import run_restore
 
-    env = _environment(args)
+    env = _local_environment(args)
     with _holding(env.state_dir, "restore"):
         result = run_restore(env, key=args.key, force=args.force, dry_run=args.dry_run)
     if isinstance(result, RestorePlan):
@@ -418,6 +418,9 @@ def _add_confirmation(cmd: argparse.ArgumentParser) -> None:
     )
 
 
+Add = Callable[[str, Handler, str], argparse.ArgumentParser]
+
+
 def build_parser() -> argparse.ArgumentParser:
     from vaultdr.envs.kube.commands import register as register_kube
     from vaultdr.evidence.commands import register as register_evidence
@@ -447,8 +450,20 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.set_defaults(handler=handler)
         return cmd
 
+    _add_stack_commands(add)
+    _add_snapshot_commands(add)
+    _add_drill_commands(add)
+    register_evidence(sub, common)
+    register_kube(sub, common)
+    register_upgrade(sub, common)
+    add("rollback", cmd_rollback, "undo every fault still in force (from the rollback journal)")
+    return parser
+
+
+def _add_stack_commands(add: Add) -> None:
+    """up, status, down, env, sa-token, configure: the stack's life and how to reach it."""
     up = add("up", cmd_up, "start the stack and wait until it is healthy")
-    up.add_argument("--dry-run", action="store_true", help="kind/eks: print the steps, run none")
+    up.add_argument("--dry-run", action="store_true", help="print the steps, run none")
     status = add("status", cmd_status, "show every node: initialized, sealed, active, voter")
     status.add_argument("--json", action="store_true")
     down = add("down", cmd_down, "stop every process of the stack")
@@ -462,6 +477,10 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--ttl", type=int, default=3600, help="seconds (default 3600)")
     configure = add("configure", cmd_configure, "apply stack.yaml's configuration (idempotent)")
     configure.add_argument("--dry-run", action="store_true")
+
+
+def _add_snapshot_commands(add: Add) -> None:
+    """snapshot and restore."""
     snapshot = add("snapshot", cmd_snapshot, "take, list or verify raft snapshots in S3")
     snapshot.add_argument("action", choices=["now", "list", "verify"])
     snapshot.add_argument("key", nargs="?", help="the object key (verify)")
@@ -473,6 +492,10 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument(
         "--dry-run", action="store_true", help="say what would happen, change nothing"
     )
+
+
+def _add_drill_commands(add: Add) -> None:
+    """fault, chaos and drill: breaking the stack on purpose."""
     fault = add("fault", cmd_fault, "list, inject or roll back faults")
     fault.add_argument("action", choices=["list", "inject", "rollback"])
     fault.add_argument("fault", nargs="?", metavar="NAME", help="the fault (inject)")
@@ -494,11 +517,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     drill.add_argument("--dry-run", action="store_true", help="print every change, make none")
     _add_confirmation(drill)
-    register_evidence(sub, common)
-    register_kube(sub, common)
-    register_upgrade(sub, common)
-    add("rollback", cmd_rollback, "undo every fault still in force (from the rollback journal)")
-    return parser
 
 
 def _where(exc: BaseException) -> str:

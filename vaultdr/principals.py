@@ -53,6 +53,7 @@ __all__ = [
     "for_emulator",
     "principal",
     "revoke_kms_policy",
+    "seal_alias",
 ]
 
 POLICY_VERSION = "2012-10-17"
@@ -207,6 +208,11 @@ def principal(name: str) -> Principal:
 def break_glass_prefix(cluster: str) -> str:
     """Where break-glass material of ``cluster`` lives in SSM (``<prefix>/root-token``, ...)."""
     return f"/vaultdr/{cluster}"
+
+
+def seal_alias(cluster: str) -> str:
+    """The KMS alias of ``cluster``'s seal key on the emulators (local and kind)."""
+    return f"alias/vaultdr-{cluster}-seal"
 
 
 # -- rendering -----------------------------------------------------------------------------

@@ -38,6 +38,9 @@ from pathlib import Path
 from vaultdr import __version__
 from vaultdr.errors import ConfigError, StackStateError
 
+#: The state directory when neither ``--state-dir`` nor ``$VAULTDR_STATE_DIR`` names one.
+DEFAULT_STATE_DIR = Path(".vaultdr")
+STATE_ENV_VAR = "VAULTDR_STATE_DIR"
 MARKER_FILE = ".vaultdr-owned"
 LOCK_FILE = ".vaultdr.lock"
 #: Files that alone do not make a directory someone else's (left by the lock, editors, macOS).
@@ -53,6 +56,12 @@ class DirectoryBusy(StackStateError):
 
 class NotOurDirectory(StackStateError):
     """The directory exists, holds something, and vaultdr did not create it."""
+
+
+def resolve_state_dir(explicit: Path | str | None = None) -> Path:
+    """``--state-dir``, else ``$VAULTDR_STATE_DIR``, else ``./.vaultdr`` (absolute)."""
+    chosen = explicit or os.environ.get(STATE_ENV_VAR) or DEFAULT_STATE_DIR
+    return Path(chosen).resolve()
 
 
 def _now() -> str:

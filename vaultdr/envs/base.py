@@ -3,17 +3,22 @@
 Drills, agents and the CLI talk to a stack only through this contract, so a
 drill written once runs unchanged on every backend. Fault primitives here are
 the raw mechanisms (kill a node, delete its volume, deny KMS access); the
-fault catalogue adds the rollback journal on top.
+fault catalogue adds the rollback journal on top. What both backends do the
+same way is written once in :mod:`vaultdr.envs.common`.
 """
 
 from __future__ import annotations
 
 import json
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from vaultdr.agents.configure import Change
+from vaultdr.agents.snapshot import SnapshotAgent
 from vaultdr.aws import Aws
+from vaultdr.config import Stack
 from vaultdr.principals import break_glass_prefix
 from vaultdr.vault import VaultClient
 
@@ -84,46 +89,26 @@ class StackStatus:
         )
 
 
-class Environment(Protocol):
-    """A place the stack runs. Implemented by ``LocalEnvironment`` and the kube environments."""
+class FaultPrimitives(Protocol):
+    """The fault part of the contract: what the fault catalogue acts through
+    (:class:`vaultdr.faults.base.FaultTarget` is this). Each primitive is the raw
+    mechanism; the catalogue journals its undo around it."""
 
-    name: str
     state_dir: Path  # where the journal, timelines and agent records are kept
-
-    def up(self) -> StackStatus: ...
-
-    def down(self, *, keep_data: bool = False) -> None: ...
-
-    def status(self) -> StackStatus: ...
 
     def node_names(self) -> list[str]: ...
 
-    def client(self, node: str | None = None, *, token: str | None = None) -> VaultClient:
-        """A client for ``node``, or for the active node when None."""
+    def leader(self) -> str | None:
+        """The node that is active now, or None."""
         ...
 
-    def leader(self) -> str | None: ...
-
-    def root_token(self) -> str:
-        """The break-glass root token, read from where it is kept (SSM)."""
-        ...
-
-    def recovery_keys(self) -> list[str]: ...
-
-    def ca_file(self) -> Path | None: ...
-
-    def service_account_token(
-        self, namespace: str, name: str, *, audiences: list[str] | None = None
-    ) -> str: ...
-
-    # fault primitives
     def kill_node(self, node: str) -> None: ...
-
-    def delete_volume(self, node: str) -> None: ...
 
     def kill_nodes(self, names: list[str]) -> None:
         """Kill several nodes at the same moment."""
         ...
+
+    def delete_volume(self, node: str) -> None: ...
 
     def delete_all_volumes(self) -> None:
         """Total loss: every node's data is gone; they all come back empty."""
@@ -147,8 +132,100 @@ class Environment(Protocol):
 
     def aws(self, principal: str = "admin") -> Aws: ...
 
-    def cluster_id(self) -> str | None: ...
-
     def snapshot_location(self) -> tuple[str, str]:
         """(bucket, prefix) of the snapshots."""
+        ...
+
+    def cluster_id(self) -> str | None: ...
+
+    def check_destructive(self, fault: str) -> None:
+        """Raise a Refused error unless ``fault`` may run here (real clusters ask first)."""
+        ...
+
+    def recording(self) -> AbstractContextManager[list[str]]:
+        """Within the block the primitives record each change they would make, and make none."""
+        ...
+
+    def refusal(self, fault: str) -> str | None:
+        """Why ``fault`` would be refused here without a dry run, or None."""
+        ...
+
+
+class Environment(FaultPrimitives, Protocol):
+    """A place the stack runs. Implemented by ``LocalEnvironment`` and the kube
+    environments; front ends see only this (see :mod:`vaultdr.envs.factory`)."""
+
+    name: str
+    #: stack.yaml's path as given ("" when the stack came from elsewhere).
+    stack_file: str
+    #: ``up``/``down`` only say what they would do; faults record instead of acting.
+    dry_run: bool
+
+    # --- bring-up and teardown ------------------------------------------------------------
+    def up(self) -> StackStatus: ...
+
+    def down(self, *, keep_data: bool = False) -> None: ...
+
+    def plan_up(self) -> list[str]:
+        """What ``up`` would do, one line a step, doing none of it."""
+        ...
+
+    def plan_down(self, *, keep_data: bool = False) -> list[str]:
+        """What ``down`` would do, one line a step, doing none of it."""
+        ...
+
+    def claimed_for_up(self) -> AbstractContextManager[None]:
+        """What a front end holds around ``up``: the state directory claimed and locked
+        where ``up`` does not do that itself."""
+        ...
+
+    def close(self) -> None:
+        """Release what the environment opened (port-forwards); it stays usable."""
+        ...
+
+    # --- what runs --------------------------------------------------------------------------
+    def status(self, *, quick: bool = False) -> StackStatus:
+        """Every node's state; ``quick`` skips KMS and agents (for polling)."""
+        ...
+
+    def agent_status(self) -> dict[str, str]:
+        """The parts that keep the stack healing (supervisor, snapshot agent, restore
+        watcher): "running", or what is wrong. Empty where they are not looked at."""
+        ...
+
+    def last_restore(self) -> dict[str, Any] | None:
+        """The restore watcher's record of its last restore (nothing secret), or None."""
+        ...
+
+    def events_file(self) -> Path | None:
+        """The JSON-lines file the stack's supervisor and agents append node and restore
+        events to, for the timeline (:func:`vaultdr.timeline.environment_events_source`),
+        or None where there is none."""
+        ...
+
+    def stack_config(self) -> Stack: ...
+
+    def client(self, node: str | None = None, *, token: str | None = None) -> VaultClient:
+        """A client for ``node``, or for the active node when None."""
+        ...
+
+    def ca_file(self) -> Path | None: ...
+
+    def service_account_token(
+        self, namespace: str, name: str, *, audiences: list[str] | None = None, ttl: int = 3600
+    ) -> str: ...
+
+    # --- break-glass, configuration, snapshots -------------------------------------------------
+    def root_token(self) -> str:
+        """The break-glass root token, read from where it is kept (SSM)."""
+        ...
+
+    def recovery_keys(self) -> list[str]: ...
+
+    def configure(self, *, dry_run: bool = False, stack: Stack | None = None) -> list[Change]:
+        """Reconcile stack.yaml's ``configure`` section (``stack``: another stack file's)."""
+        ...
+
+    def snapshot_agent(self) -> SnapshotAgent:
+        """The snapshot agent, run from here as its schedule runs it."""
         ...

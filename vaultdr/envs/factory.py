@@ -11,14 +11,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from vaultdr.config import Stack
-from vaultdr.envs.kube.env import KubeEnvironment, make_kube_environment
+from vaultdr.envs.base import Environment
+from vaultdr.envs.kube.clusters import make_kube_environment
+from vaultdr.envs.kube.env import KubeEnvironment
 from vaultdr.envs.local.env import LocalEnvironment
 from vaultdr.errors import ConfigError
 
 #: The environments this version has.
 ENVIRONMENTS = ("local", "kind", "eks")
 
-AnyEnvironment = LocalEnvironment | KubeEnvironment
+#: What :func:`open_environment` returns: the contract, whichever backend is behind it.
+#: (The name predates the contract, when it was the union of the concrete classes.)
+AnyEnvironment = Environment
 
 
 def open_environment(
@@ -29,15 +33,16 @@ def open_environment(
     stack_file: str = "",
     confirm_context: str | None = None,
     dry_run: bool = False,
-) -> AnyEnvironment:
+) -> Environment:
     """The environment ``name`` whose state lives in ``state_dir``.
 
     ``stack`` is stack.yaml's content: required on kind/eks; on local it is read from
-    the running stack's state when not given. ``confirm_context`` and ``dry_run`` are
-    the kube environments' safety options (``--i-know-this-breaks``, ``--dry-run``).
+    the running stack's state when not given. ``dry_run`` is ``--dry-run`` (``up``
+    and ``down`` only plan; on kind/eks the faults only record); ``confirm_context``
+    is the kube environments' ``--i-know-this-breaks``.
     """
     if name == "local":
-        return LocalEnvironment(state_dir, stack, stack_file=stack_file)
+        return LocalEnvironment(state_dir, stack, stack_file=stack_file, dry_run=dry_run)
     if name in ("kind", "eks"):
         if stack is None:
             raise ConfigError(f"--env {name} needs its stack.yaml", hint="pass --config PATH")

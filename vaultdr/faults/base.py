@@ -18,61 +18,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-from vaultdr.aws import Aws
+from vaultdr.envs.base import FaultPrimitives
 from vaultdr.errors import ConfigError, FaultError, StackStateError
 
-
-class FaultTarget(Protocol):
-    """The environment primitives the catalogue needs (see ``envs/base.py``)."""
-
-    state_dir: Path
-
-    def node_names(self) -> list[str]: ...
-
-    def leader(self) -> str | None: ...
-
-    def kill_node(self, node: str) -> None: ...
-
-    def kill_nodes(self, names: list[str]) -> None: ...
-
-    def delete_volume(self, node: str) -> None: ...
-
-    def delete_all_volumes(self) -> None: ...
-
-    def release_nodes(self, names: list[str]) -> None: ...
-
-    def freeze_node(self, node: str) -> tuple[int, int]: ...
-
-    def thaw_node(
-        self, node: str, pid: int | None = None, start_time: int | None = None
-    ) -> bool: ...
-
-    def revoke_kms(self) -> None: ...
-
-    def restore_kms(self) -> None: ...
-
-    def aws(self, principal: str = "admin") -> Aws: ...
-
-    def snapshot_location(self) -> tuple[str, str]: ...
-
-    def cluster_id(self) -> str | None: ...
-
-    def check_destructive(self, fault: str) -> None:
-        """Raise a Refused error unless ``fault`` may run here (real clusters ask first)."""
-        ...
-
-    def recording(self) -> AbstractContextManager[list[str]]:
-        """Within the block the primitives record each change they would make, and make none."""
-        ...
-
-    def refusal(self, fault: str) -> str | None:
-        """Why ``fault`` would be refused here without a dry run, or None."""
-        ...
+#: The environment primitives the catalogue acts through: the fault part of the
+#: Environment contract, declared once in :mod:`vaultdr.envs.base`.
+FaultTarget = FaultPrimitives
 
 
 @dataclass

@@ -145,7 +145,7 @@ def preflight(env: LocalEnvironment, target: Engine, work: Path) -> None:
 
 # --- one node ---------------------------------------------------------------------------------
 def _exits_since(env: LocalEnvironment, node: str, offset: int) -> int:
-    events = env.state_dir / "events.jsonl"
+    events = env.events_file()
     try:
         with open(events) as stream:
             stream.seek(offset)
@@ -161,7 +161,7 @@ def _exits_since(env: LocalEnvironment, node: str, offset: int) -> int:
 
 
 def _events_offset(env: LocalEnvironment) -> int:
-    events = env.state_dir / "events.jsonl"
+    events = env.events_file()
     return events.stat().st_size if events.exists() else 0
 
 

@@ -58,7 +58,6 @@ from vaultdr.agents.snapshot.agent import (
     format_age,
     next_due,
     read_status,
-    write_json_atomic,
 )
 from vaultdr.agents.snapshot.format import (
     GZIP_MAGIC,
@@ -125,5 +124,4 @@ __all__ = [
     "snapshot_metadata",
     "upload_snapshot",
     "verify_snapshot",
-    "write_json_atomic",
 ]

@@ -60,6 +60,7 @@ from vaultdr.agents.snapshot.store import (
 )
 from vaultdr.aws import Aws
 from vaultdr.errors import VaultApiError, VaultdrError
+from vaultdr.files import write_json_atomic
 from vaultdr.vault import VaultClient
 
 log = logging.getLogger("vaultdr.snapshot")
@@ -165,22 +166,6 @@ def _parse_time(value: Any) -> dt.datetime | None:
     except ValueError:
         return None
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
-
-
-def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same directory and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as out:
-            json.dump(data, out, indent=2, sort_keys=True, default=str)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
 
 
 def _utcnow() -> dt.datetime:

@@ -40,9 +40,9 @@ from vaultdr.aws import Aws, AwsTarget
 from vaultdr.config import Stack
 from vaultdr.envs.base import read_recovery_keys, read_root_token, ssm_path
 from vaultdr.envs.kube.api import KubeApi
-from vaultdr.envs.local import awsemu
 from vaultdr.errors import ConfigError, VaultdrError
 from vaultdr.polling import wait_for
+from vaultdr.principals import seal_alias
 from vaultdr.vault import VaultClient
 
 log = logging.getLogger("vaultdr.agent")
@@ -193,7 +193,7 @@ def snapshot_agent(pod: PodSettings, stack: Stack) -> SnapshotAgent:
         prefix=stack.snapshots.prefix,
         retain_last=stack.snapshots.retain.last,
         retain_daily=stack.snapshots.retain.daily,
-        kms_key_id=(kube.kms_key_id if kube else None) or awsemu.seal_alias(stack.cluster),
+        kms_key_id=(kube.kms_key_id if kube else None) or seal_alias(stack.cluster),
         role=SNAPSHOT_ROLE,
         auth_mount=auth.path if auth else "kubernetes",
         status_file=pod.work_dir / "snapshot.json",

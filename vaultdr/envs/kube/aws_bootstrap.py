@@ -43,7 +43,7 @@ from vaultdr.envs.kube.api import KubeApi
 from vaultdr.envs.local import awsemu
 from vaultdr.errors import ConfigError, EnvironmentStartError
 from vaultdr.polling import wait_for
-from vaultdr.principals import STACK_PRINCIPALS, Principal, break_glass_prefix
+from vaultdr.principals import STACK_PRINCIPALS, Principal, break_glass_prefix, seal_alias
 
 log = logging.getLogger("vaultdr.agent")
 
@@ -100,7 +100,7 @@ def facts(stack: awsemu.AwsStack, settings: BootstrapSettings) -> dict[str, str]
         "cluster": settings.cluster,
         "kms_key_id": stack.kms_key_id,
         "kms_key_arn": stack.kms_key_arn,
-        "kms_alias": awsemu.seal_alias(settings.cluster),
+        "kms_alias": seal_alias(settings.cluster),
         "bucket": stack.bucket,
         "ssm_prefix": break_glass_prefix(settings.cluster),
     }

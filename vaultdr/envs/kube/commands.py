@@ -46,14 +46,13 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
 
 def cmd_kube_plan(args: argparse.Namespace) -> int:
-    from vaultdr.envs.kube.deploy import plan_down, plan_up, run_plan
-    from vaultdr.envs.kube.env import kube_environment_for
+    from vaultdr.envs.kube.clusters import kube_environment_for
 
     if args.env not in ("kind", "eks"):
         raise ConfigError("kube plan is for --env kind or --env eks")
     env = kube_environment_for(args.env, config=args.config, state_dir=args.state_dir, dry_run=True)
-    steps = plan_up(env) if args.action == "up" else plan_down(env, keep_data=args.keep_data)
-    for line in run_plan(steps, dry_run=True):
+    lines = env.plan_up() if args.action == "up" else env.plan_down(keep_data=args.keep_data)
+    for line in lines:
         print(line)
     if args.action == "down" and args.env == "eks":
         print(down_confirmation_note(env.namespace), file=sys.stderr)

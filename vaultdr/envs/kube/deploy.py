@@ -44,7 +44,7 @@ from vaultdr.aws import Aws
 from vaultdr.config import Kube, Stack
 from vaultdr.envs.base import StackStatus, initialize_cluster
 from vaultdr.envs.kube.api import KubeApi
-from vaultdr.envs.local.tls import LocalCA
+from vaultdr.envs.tls import LocalCA
 from vaultdr.errors import EnvironmentStartError, VaultdrError
 from vaultdr.polling import wait_for
 from vaultdr.vault import VaultClient

@@ -47,29 +47,23 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from vaultdr.agents.configure import SNAPSHOT_ROLE, Change, KubernetesTarget, reconcile
-from vaultdr.agents.snapshot import SnapshotAgent, SnapshotSettings
-from vaultdr.aws import Aws, AwsCredentials, AwsTarget
-from vaultdr.config import Kube, Stack, load_stack_for
-from vaultdr.envs.base import (
-    NodeStatus,
-    StackStatus,
-    read_recovery_keys,
-    read_root_token,
-)
+from vaultdr import statedir
+from vaultdr.agents.configure import KubernetesTarget
+from vaultdr.aws import Aws, AwsTarget
+from vaultdr.config import Kube, Stack
+from vaultdr.envs import common
+from vaultdr.envs.base import NodeStatus, StackStatus
+from vaultdr.envs.common import SA_AUDIENCE, EnvironmentBase
+from vaultdr.envs.kube import deploy
 from vaultdr.envs.kube.agents import RESTORE_ANNOTATION
 from vaultdr.envs.kube.api import KubeApi, PortForwarder
-from vaultdr.envs.kube.deploy import deploy, teardown
-from vaultdr.envs.local import awsemu
-from vaultdr.envs.local.state import STATE_ENV_VAR, resolve_state_dir
 from vaultdr.errors import ConfigError, FaultError, Refused, StackStateError, VaultdrError
 from vaultdr.polling import wait_for
-from vaultdr.principals import REVOKE_KMS_POLICY, revoke_kms_policy
+from vaultdr.principals import REVOKE_KMS_POLICY, seal_alias
 from vaultdr.vault import VaultClient
 
 log = logging.getLogger("vaultdr.kube")
 
-SA_AUDIENCE = "vault"
 VAULT_PORT = 8200
 ALLOW_ANNOTATION = "vaultdr.io/allow-destructive-faults"
 CONFIRM_ENV_VAR = "VAULTDR_I_KNOW_THIS_BREAKS"
@@ -102,8 +96,10 @@ def seal_principal_kind(principal: str) -> tuple[str, str]:
     return "user", principal
 
 
-class KubeEnvironment:
-    """The stack in ``kube.namespace`` of a real cluster; see the module docstring."""
+class KubeEnvironment(EnvironmentBase):
+    """The stack in ``kube.namespace`` of a real cluster; see the module docstring.
+    :class:`~vaultdr.envs.kube.clusters.KindEnvironment` and
+    :class:`~vaultdr.envs.kube.clusters.EksEnvironment` add each cluster's safety rule."""
 
     name = "kube"
 
@@ -153,6 +149,18 @@ class KubeEnvironment:
     def stack_config(self) -> Stack:
         return self.stack
 
+    def cluster_name(self) -> str:
+        return self.stack.cluster
+
+    def events_file(self) -> Path | None:
+        """None: the pods' events stay in the cluster; the timeline polls the nodes."""
+        return None
+
+    def agent_status(self) -> dict[str, str]:
+        """Empty: the in-cluster agents (the ops chart's CronJob and restore watcher) are
+        not looked at from here."""
+        return {}
+
     def close(self) -> None:
         """Stop the port-forwards this environment opened."""
         with self._lock:
@@ -170,6 +178,9 @@ class KubeEnvironment:
     # --- nodes and addresses ----------------------------------------------------------------
     def node_names(self) -> list[str]:
         return [f"{self.kube.release}-{i}" for i in range(self.stack.nodes)]
+
+    def node_addresses(self) -> list[str]:
+        return [self.node_address(n) for n in self.node_names()]
 
     def statefulset(self) -> str:
         return self.kube.release
@@ -253,13 +264,7 @@ class KubeEnvironment:
             namespace, name, audiences=audiences or [SA_AUDIENCE], ttl_seconds=ttl
         )
 
-    def root_token(self) -> str:
-        return read_root_token(self.aws(), self.stack.cluster)
-
-    def recovery_keys(self) -> list[str]:
-        return read_recovery_keys(self.aws(), self.stack.cluster)
-
-    def kubernetes_target(self) -> KubernetesTarget:
+    def kubernetes_target(self, stack: Stack | None = None) -> KubernetesTarget:
         """The cluster's own API as the kubernetes auth method must see it, from inside.
 
         The nodes review logins with their own service account's token (the ops chart
@@ -270,13 +275,9 @@ class KubeEnvironment:
             host="https://kubernetes.default.svc",
             ca_pem=ca,
             reviewer_jwt="",
-            issuer=self.stack.kubernetes.issuer,
+            issuer=(stack or self.stack).kubernetes.issuer,
             local_jwt=True,
         )
-
-    def configure(self, *, dry_run: bool = False) -> list[Change]:
-        root = self.client(token=self.root_token())
-        return reconcile(root, self.stack, kubernetes=self.kubernetes_target(), dry_run=dry_run)
 
     def cluster_id(self) -> str | None:
         try:
@@ -297,36 +298,12 @@ class KubeEnvironment:
             return None
 
     def kms_key_id(self) -> str:
-        return self.kube.kms_key_id or awsemu.seal_alias(self.stack.cluster)
-
-    def snapshot_agent(self) -> SnapshotAgent:
-        """The snapshot agent run from here (``snapshot now``, drills): same settings as in-cluster."""
-        sa = self.stack.snapshots.service_account
-        auth = self.stack.configure.auth.kubernetes
-        settings = SnapshotSettings(
-            cluster=self.stack.cluster,
-            addresses=[self.node_address(n) for n in self.node_names()],
-            ca_file=self.ca_file(),
-            bucket=self.stack.snapshots.bucket,
-            prefix=self.stack.snapshots.prefix,
-            retain_last=self.stack.snapshots.retain.last,
-            retain_daily=self.stack.snapshots.retain.daily,
-            kms_key_id=self.kms_key_id(),
-            role=SNAPSHOT_ROLE,
-            auth_mount=auth.path if auth else "kubernetes",
-            status_file=self.state_dir / "agents" / "snapshot.json",
-            work_dir=self.state_dir / "agents" / "tmp",
-        )
-        return SnapshotAgent(
-            settings,
-            aws=self.aws("snapshot"),
-            jwt_source=lambda: self.service_account_token(sa.namespace, sa.name),
-        )
+        return self.kube.kms_key_id or seal_alias(self.stack.cluster)
 
     # --- status -------------------------------------------------------------------------------
     def status(self, *, quick: bool = False) -> StackStatus:
         pods = {p.name: p for p in self.api.list_pods(self.namespace, self.pod_selector())}
-        voters = self._voters()
+        voters = self.read_voters()
         nodes = [self._node_status(name, pods, voters) for name in self.node_names()]
         extras: dict[str, Any] = {
             "context": self.current_context(),
@@ -349,35 +326,13 @@ class KubeEnvironment:
             extras=extras,
         )
 
-    def _voters(self) -> dict[str, bool]:
-        try:
-            client = self.client(token=self.root_token())
-            return client.read_raft_voters()
-        except VaultdrError:
-            return {}
-
     def _node_status(self, name: str, pods: dict[str, Any], voters: dict[str, bool]) -> NodeStatus:
         pod = pods.get(name)
         running = bool(pod and pod.phase == "Running" and not pod.deleting)
         address = self.node_address(name)
         if not running:
             return NodeStatus(name, address, False, error="pod not running")
-        client = VaultClient(address, ca_file=self.ca_file(), timeout=3.0)
-        try:
-            seal = client.read_seal_status()
-            active = bool(client.read_leader().get("is_self")) if not seal.get("sealed") else False
-        except VaultdrError as exc:
-            return NodeStatus(name, address, running, error=exc.message)
-        return NodeStatus(
-            name=name,
-            api_addr=address,
-            running=running,
-            initialized=bool(seal.get("initialized")),
-            sealed=bool(seal.get("sealed")),
-            active=active,
-            voter=voters.get(name, False) if voters else None,
-            version=seal.get("version"),
-        )
+        return self.probe_node(name, address, running=running, voters=voters)
 
     # --- safety ----------------------------------------------------------------------------------
     def check_destructive(self, fault: str) -> None:
@@ -491,30 +446,20 @@ class KubeEnvironment:
         """Attach the explicit Deny of kms:Decrypt/kms:Encrypt to the seal's principal."""
         self.check_destructive("revoke-kms")
         kind, name = self._seal_principal()
-        if not self._change(
+        if self._change(
             f"attach IAM {kind} policy {REVOKE_KMS_POLICY} (Deny kms:Decrypt, kms:Encrypt) to {name}"
         ):
-            return
-        if kind == "role":
-            self.aws().put_role_policy(name, REVOKE_KMS_POLICY, revoke_kms_policy())
-        else:
-            awsemu.revoke_kms(self.aws(), name)
+            common.revoke_kms(self.aws(), name, kind=kind)
 
     def restore_kms(self) -> None:
         """Remove the Deny (idempotent; never refused: it is the rollback)."""
         kind, name = self._seal_principal()
-        if not self._change(f"remove IAM {kind} policy {REVOKE_KMS_POLICY} from {name}"):
-            return
-        if kind == "role":
-            self.aws().delete_role_policy(name, REVOKE_KMS_POLICY)
-        else:
-            awsemu.restore_kms(self.aws(), name)
+        if self._change(f"remove IAM {kind} policy {REVOKE_KMS_POLICY} from {name}"):
+            common.restore_kms(self.aws(), name, kind=kind)
 
     def kms_revoked(self) -> bool:
         kind, name = self._seal_principal()
-        if kind == "role":
-            return self.aws().get_role_policy(name, REVOKE_KMS_POLICY) is not None
-        return awsemu.kms_revoked(self.aws(), name)
+        return common.kms_revoked(self.aws(), name, kind=kind)
 
     def _seal_principal(self) -> tuple[str, str]:
         if self.stack.seal.type != "awskms":
@@ -553,115 +498,24 @@ class KubeEnvironment:
 
     # --- up / down ---------------------------------------------------------------------------------
     def up(self) -> StackStatus:
-        deploy(self)
+        deploy.deploy(self)
         return self.status()
 
     def down(self, *, keep_data: bool = False) -> None:
-        teardown(self, keep_data=keep_data)
+        deploy.teardown(self, keep_data=keep_data)
 
+    def plan_up(self) -> list[str]:
+        """Every step of ``up``, command lines included; runs none."""
+        return deploy.run_plan(deploy.plan_up(self), dry_run=True)
 
-class KindEnvironment(KubeEnvironment):
-    """A kind cluster vaultdr creates (or finds): faults allowed in its own context only."""
+    def plan_down(self, *, keep_data: bool = False) -> list[str]:
+        """Every step of ``down``, command lines included; runs none."""
+        return deploy.run_plan(deploy.plan_down(self, keep_data=keep_data), dry_run=True)
 
-    name = "kind"
-
-    def __init__(self, state_dir: Path, stack: Stack, **kwargs: Any) -> None:
-        super().__init__(state_dir, stack, **kwargs)
-        if self.kube.context is None:
-            self.kube = self.kube.model_copy(update={"context": self.kind_context()})
-
-    def kind_context(self) -> str:
-        return f"kind-{self.kube.kind_cluster}"
-
-    def _check_destructive(self, fault: str) -> None:
-        context = self.current_context()
-        if context != self.kind_context():
-            raise DestructiveFaultRefused(
-                f"refusing {fault}: --env kind acts only in context {self.kind_context()!r}, "
-                f"not {context!r}",
-                hint="create the cluster with `vaultdr up --env kind`, or fix kube.kind_cluster",
-            )
-
-    def _aws_target(self, principal: str) -> AwsTarget:
-        secret = self.kube.aws_secrets.get(principal)
-        if secret is None:
-            raise ConfigError(f"no kube.aws_secrets entry for the {principal} principal")
-        data = self.api.read_secret_data(self.namespace, secret)
-        creds = AwsCredentials(data["AWS_ACCESS_KEY_ID"], data["AWS_SECRET_ACCESS_KEY"])
-        return AwsTarget(self.stack.region, self.aws_endpoint(), creds)
-
-    def aws_endpoint(self) -> str:
-        """``kube.aws_endpoint``, else a port-forward to a pod behind the emulator's service."""
-        if self.kube.aws_endpoint:
-            return self.kube.aws_endpoint
-        selector = self.api.read_service_selector(self.namespace, self.kube.aws_service)
-        pods = [p for p in self.api.list_pods(self.namespace, selector) if p.phase == "Running"]
-        if not pods:
-            raise StackStateError(
-                f"no running pod behind service {self.namespace}/{self.kube.aws_service}",
-                hint="is the AWS emulator installed? (`vaultdr up --env kind`)",
-            )
-        return f"http://127.0.0.1:{self._forward(pods[0].name, self.kube.aws_service_port)}"
-
-
-class EksEnvironment(KubeEnvironment):
-    """An existing EKS cluster: destructive faults only when the namespace opts in and the
-    command names the context it expects to break."""
-
-    name = "eks"
-
-    def _check_destructive(self, fault: str) -> None:
-        super()._check_destructive(fault)
-        context = self.current_context()
-        annotations = self.api.read_namespace_annotations(self.namespace)
-        missing: list[str] = []
-        if annotations.get(ALLOW_ANNOTATION) != "true":
-            missing.append(
-                f"annotate the namespace: kubectl annotate namespace {self.namespace} "
-                f'{ALLOW_ANNOTATION}="true"'
-            )
-        if self.confirm_context != context:
-            said = f" (it named {self.confirm_context!r})" if self.confirm_context else ""
-            missing.append(
-                f"name the context you expect to break{said}: {CONFIRM_FLAG} {context} "
-                f"(or {CONFIRM_ENV_VAR}={context})"
-            )
-        if missing:
-            raise DestructiveFaultRefused(
-                f"refusing {fault} on eks context {context!r}, namespace {self.namespace}: "
-                "destructive faults on a real cluster need both an opt-in and a confirmation",
-                hint="; and ".join(missing),
-            )
-
-
-def make_kube_environment(
-    env_name: str, state_dir: Path, stack: Stack, **kwargs: Any
-) -> KubeEnvironment:
-    """The kube environment for ``--env kind`` or ``--env eks``."""
-    if env_name == "kind":
-        return KindEnvironment(state_dir, stack, **kwargs)
-    if env_name == "eks":
-        return EksEnvironment(state_dir, stack, **kwargs)
-    raise ConfigError(f"--env {env_name}: not a kube environment", hint="use kind or eks")
-
-
-def kube_environment_for(
-    env_name: str,
-    *,
-    config: str | None,
-    state_dir: str | None,
-    confirm_context: str | None = None,
-    dry_run: bool = False,
-) -> KubeEnvironment:
-    """The environment of ``--env kind|eks``, its state in ``.vaultdr-<env>`` unless told
-    (``--state-dir``, then ``$VAULTDR_STATE_DIR``)."""
-    stack, path = load_stack_for(env_name, config)
-    chosen = state_dir or os.environ.get(STATE_ENV_VAR) or f".vaultdr-{env_name}"
-    return make_kube_environment(
-        env_name,
-        resolve_state_dir(chosen),
-        stack,
-        stack_file=path,
-        confirm_context=confirm_context,
-        dry_run=dry_run,
-    )
+    @contextlib.contextmanager
+    def claimed_for_up(self) -> Iterator[None]:
+        """The state directory claimed as vaultdr's and locked while ``up`` runs (``up``
+        itself does neither: a drill's features call it under the drill's lock)."""
+        statedir.claim(self.state_dir, what="state directory", purpose=f"{self.name} stack")
+        with statedir.locked(self.state_dir, command="up"):
+            yield

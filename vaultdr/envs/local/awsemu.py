@@ -6,9 +6,10 @@ the stack's control token); :func:`bootstrap` creates what the stack
 needs (the seal's KMS key, the snapshot bucket, and one IAM user per principal of
 :mod:`vaultdr.principals`, each with the policy that module renders for the emulator) and
 returns it as an :class:`AwsStack` for the state file. The kind environment's bootstrap
-Job runs the same code (``vaultdr agent aws-bootstrap``, :mod:`vaultdr.envs.kube.aws_bootstrap`);
-:func:`revoke_kms`/:func:`restore_kms` are the revoke-KMS fault: an explicit IAM Deny on
-the seal's principal, which a restarted node feels as a failed ``kms:Decrypt``.
+Job runs the same code (``vaultdr agent aws-bootstrap``, :mod:`vaultdr.envs.kube.aws_bootstrap`).
+The revoke-KMS fault (an explicit IAM Deny on the seal's principal, which a restarted
+node feels as a failed ``kms:Decrypt``) is :func:`vaultdr.envs.common.revoke_kms`, the
+same on every environment.
 
 How IAM enforcement is switched on: moto lets the first ``INITIAL_NO_AUTH_ACTION_COUNT``
 AWS requests through unauthenticated (it counts every request that reaches an AWS
@@ -47,6 +48,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import subprocess
 import sys
 import urllib.error
 import urllib.request
@@ -67,7 +69,7 @@ from vaultdr.envs.local.processes import (
     wait_for,
 )
 from vaultdr.errors import AwsError, EnvironmentStartError, StackStateError
-from vaultdr.principals import REVOKE_KMS_POLICY, Principal
+from vaultdr.principals import Principal
 
 #: AWS requests the bootstrap makes before it has admin credentials:
 #: iam:CreateUser, iam:PutUserPolicy, iam:CreateAccessKey (each exactly once).
@@ -87,11 +89,6 @@ _FAKE_ENV = {
     "AWS_CONFIG_FILE": "/dev/null",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
-
-
-def seal_alias(cluster: str) -> str:
-    """The KMS alias of the seal key."""
-    return f"alias/vaultdr-{cluster}-seal"
 
 
 def endpoint_url(port: int) -> str:
@@ -197,17 +194,8 @@ def start_moto(
     dir.mkdir(parents=True, exist_ok=True)
     token_file = control_token_file(dir)
     _write_control_token(token_file)
-    argv = [
-        python or sys.executable,
-        "-m",
-        MODULE,
-        "-H",
-        LOOPBACK,
-        "-p",
-        str(port),
-        "--control-token-file",
-        str(token_file),
-    ]
+    argv = [python or sys.executable, "-m", MODULE, "-H", LOOPBACK, "-p", str(port)]
+    argv += ["--control-token-file", str(token_file)]
     env = {**_FAKE_ENV, "INITIAL_NO_AUTH_ACTION_COUNT": str(UNAUTHENTICATED_CALLS)}
     try:
         proc, record = spawn("moto", argv, log=log, env=env, cwd=dir)
@@ -216,7 +204,14 @@ def start_moto(
             f"cannot start the AWS emulator ({argv[0]}): {exc.strerror or exc}",
             hint="check that moto[server] is installed in this environment",
         ) from None
-    url = endpoint_url(port)
+    return _await_moto(proc, record, endpoint_url(port), log=log)
+
+
+def _await_moto(
+    proc: subprocess.Popen[bytes], record: ProcessRecord, url: str, *, log: Path
+) -> ProcessRecord:
+    """``record`` once the emulator at ``url`` answers and stays up; else stop it and raise
+    EnvironmentStartError with the log's tail."""
     ready = wait_for(
         lambda: proc.poll() is None and moto_ready(url), timeout=START_TIMEOUT, interval=0.1
     )
@@ -400,7 +395,7 @@ def provision_cluster(
     if target.endpoint_url is None or target.credentials is None:
         raise ValueError("provision_cluster needs an emulator target with explicit credentials")
     key_id = admin.create_key(f"vaultdr {cluster} seal")
-    admin.create_alias(seal_alias(cluster), key_id)
+    admin.create_alias(principals.seal_alias(cluster), key_id)
     key_arn = str(admin.describe_key(key_id)["Arn"])
     admin.create_bucket(bucket, versioning=True)
     keys: dict[str, AwsCredentials] = {}
@@ -448,25 +443,3 @@ def bootstrap(
     return provision_cluster(
         Aws(AwsTarget(region, endpoint_url, admin)), cluster=cluster, bucket=bucket, keep=keep
     )
-
-
-# -- the revoke-KMS fault ------------------------------------------------------------------
-
-
-def revoke_kms(aws: Aws, user: str) -> None:
-    """Deny ``user`` kms:Decrypt and kms:Encrypt (inline policy ``vaultdr-revoke-kms``).
-
-    ``aws`` must act as an IAM admin. A running node keeps working (it holds its keys in
-    memory); a node that restarts stays sealed until :func:`restore_kms`.
-    """
-    aws.put_user_policy(user, REVOKE_KMS_POLICY, principals.revoke_kms_policy())
-
-
-def restore_kms(aws: Aws, user: str) -> None:
-    """Lift :func:`revoke_kms` (idempotent): a sealed node then unseals on its next retry."""
-    aws.delete_user_policy(user, REVOKE_KMS_POLICY)
-
-
-def kms_revoked(aws: Aws, user: str) -> bool:
-    """True while the revoke policy is attached to ``user``."""
-    return aws.get_user_policy(user, REVOKE_KMS_POLICY) is not None

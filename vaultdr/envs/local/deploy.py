@@ -43,8 +43,9 @@ from vaultdr.envs.base import StackStatus, initialize_cluster, ssm_path
 from vaultdr.envs.local import awsemu, kubeapi, nodes, transit
 from vaultdr.envs.local.processes import free_port, spawn, tail, wait_for
 from vaultdr.envs.local.state import LocalState, NodeState
-from vaultdr.envs.local.tls import LocalCA
+from vaultdr.envs.tls import LocalCA
 from vaultdr.errors import EnvironmentStartError, VaultdrError
+from vaultdr.principals import seal_alias
 from vaultdr.vault import VaultClient
 
 
@@ -344,6 +345,53 @@ class LocalDeployment:
             self.stack.startup_timeout,
             None,
         )
+
+
+def plan_up(stack: Stack, state_dir: Path) -> list[str]:
+    """The steps of ``up`` (:meth:`LocalDeployment.run`) in words, in order; runs none."""
+    first, *others = stack.node_names()
+    seal = stack.seal
+    steps = [
+        f"claim and lock the state directory {state_dir}; refuse it while a stack runs there",
+        "start the AWS emulator (moto, IAM enforced) on a free loopback port and bootstrap it: "
+        f"KMS key {seal_alias(stack.cluster)}, bucket {stack.snapshots.bucket}, "
+        "one IAM user per principal",
+        "start the Kubernetes API stand-in (TokenRequest and TokenReview) with "
+        f"{len(stack.all_service_accounts())} service account(s)",
+    ]
+    if seal.type == "transit":
+        steps.append(
+            f"start the transit KMS and create key {seal.transit.mount_path}/keys/"
+            f"{seal.transit.key_name}; its root token and unseal key to SSM"
+        )
+    agents = ["the nodes"]
+    agents += ["the snapshot agent"] if stack.snapshots.enabled else []
+    agents += ["the restore watcher"] if stack.restore.auto else []
+    steps += [
+        f"write the configuration and TLS certificate of {', '.join(stack.node_names())} "
+        f"({seal.type} seal)",
+        f"start the supervisor, which runs {', '.join(agents)}",
+        f"initialize {first} with recovery keys; root token and recovery keys to SSM "
+        f"under {ssm_path(stack.cluster, '')}",
+    ]
+    if others:
+        steps.append(f"join {', '.join(others)} and unseal them with the recovery keys")
+    steps += [
+        "apply the configuration (stack.yaml configure)",
+        "wait until every node is unsealed and a voter, one active",
+    ]
+    return steps
+
+
+def plan_down(state_dir: Path, *, keep_data: bool = False) -> list[str]:
+    """The steps of ``down`` in words, in order; runs none."""
+    return [
+        "stop the supervisor (it stops the nodes), then the transit KMS, the Kubernetes "
+        "API stand-in and the AWS emulator; stop any node still running",
+        f"keep the state directory {state_dir} (phase stopped)"
+        if keep_data
+        else f"remove the state directory {state_dir}",
+    ]
 
 
 def record_address(port: int) -> str:

@@ -29,35 +29,44 @@ from typing import Any
 
 from vaultdr import statedir
 from vaultdr.agents import snapshot as snap
-from vaultdr.agents.configure import SNAPSHOT_ROLE, Change, KubernetesTarget, reconcile
-from vaultdr.agents.snapshot import SnapshotAgent, SnapshotSettings
+from vaultdr.agents.configure import KubernetesTarget
 from vaultdr.aws import Aws
 from vaultdr.config import Stack, load_stack
-from vaultdr.envs.base import NodeStatus, StackStatus, read_recovery_keys, read_root_token
+from vaultdr.envs import common
+from vaultdr.envs.base import NodeStatus, StackStatus
 from vaultdr.envs.base import ssm_path as ssm_path
+from vaultdr.envs.common import SA_AUDIENCE, EnvironmentBase
 from vaultdr.envs.local import awsemu, deploy, kubeapi, nodes, transit
 from vaultdr.envs.local.processes import ProcessRecord, pid_alive, port_in_use, stop_pid, wait_for
-from vaultdr.envs.local.state import HEARTBEAT_FILE, LocalState, NodeState, write_json_atomic
+from vaultdr.envs.local.state import EVENTS_FILE, HEARTBEAT_FILE, LocalState, NodeState
 from vaultdr.errors import ConfigError, StackStateError, VaultdrError
+from vaultdr.files import write_json_atomic
 from vaultdr.principals import REVOKE_KMS_POLICY
 from vaultdr.vault import VaultClient
 
-SA_AUDIENCE = "vault"
 #: The supervisor writes its heartbeat every second; older than this, it is hung.
 HEARTBEAT_STALE_SECONDS = 10.0
 
 
-class LocalEnvironment:
-    """A stack of local processes, found again through its state directory."""
+class LocalEnvironment(EnvironmentBase):
+    """A stack of local processes, found again through its state directory.
+
+    With ``dry_run``, ``up``'s front end shows :meth:`plan_up` instead of calling ``up``."""
 
     name = "local"
 
     def __init__(
-        self, state_dir: Path, stack: Stack | None = None, *, stack_file: str = ""
+        self,
+        state_dir: Path,
+        stack: Stack | None = None,
+        *,
+        stack_file: str = "",
+        dry_run: bool = False,
     ) -> None:
         self.state_dir = state_dir
         self.stack = stack
         self.stack_file = stack_file
+        self.dry_run = dry_run
         self._state: LocalState | None = None
         self._planned: list[str] | None = None  # while recording a dry run
 
@@ -98,6 +107,23 @@ class LocalEnvironment:
     def node_names(self) -> list[str]:
         return [node.name for node in self.state.nodes]
 
+    def node_addresses(self) -> list[str]:
+        return [node.api_addr for node in self.state.nodes]
+
+    def cluster_name(self) -> str:
+        return self.state.cluster
+
+    def kms_key_id(self) -> str:
+        return str(self.state.aws["kms_key_id"])
+
+    def events_file(self) -> Path:
+        """``events.jsonl``: the supervisor's node and restore events."""
+        return self.state_dir / EVENTS_FILE
+
+    def close(self) -> None:
+        """Nothing to release: every connection is opened per call."""
+        return None
+
     # --- AWS, Kubernetes API ------------------------------------------------------
     def aws_stack(self) -> awsemu.AwsStack:
         return awsemu.AwsStack.from_dict(self.state.aws)
@@ -119,9 +145,9 @@ class LocalEnvironment:
             namespace, name, audiences=audiences or [SA_AUDIENCE], ttl_seconds=ttl
         )
 
-    def kubernetes_target(self) -> KubernetesTarget:
+    def kubernetes_target(self, stack: Stack | None = None) -> KubernetesTarget:
         """What the kubernetes auth method must be told: stand-in URL, CA, reviewer token."""
-        stack = self.stack_config()
+        stack = stack or self.stack_config()
         reviewer = stack.kubernetes.reviewer
         jwt = self.kube().request_token(
             reviewer.namespace, reviewer.name, audiences=None, ttl_seconds=30 * 86400
@@ -132,13 +158,6 @@ class LocalEnvironment:
             reviewer_jwt=jwt,
             issuer=stack.kubernetes.issuer,
         )
-
-    # --- break-glass ------------------------------------------------------------
-    def root_token(self) -> str:
-        return read_root_token(self.aws(), self.state.cluster)
-
-    def recovery_keys(self) -> list[str]:
-        return read_recovery_keys(self.aws(), self.state.cluster)
 
     # --- clients ----------------------------------------------------------------
     def client(self, node: str | None = None, *, token: str | None = None) -> VaultClient:
@@ -180,6 +199,19 @@ class LocalEnvironment:
             statedir.empty_owned(self.state_dir, what="state directory")
             return self._up(stack, binary, version)
 
+    def plan_up(self) -> list[str]:
+        """What ``up`` would do, one line a step; starts nothing."""
+        return deploy.plan_up(self.stack_config(), self.state_dir)
+
+    def plan_down(self, *, keep_data: bool = False) -> list[str]:
+        """What ``down`` would do, one line a step; stops nothing."""
+        return deploy.plan_down(self.state_dir, keep_data=keep_data)
+
+    def claimed_for_up(self) -> contextlib.AbstractContextManager[None]:
+        """Nothing: ``up`` claims and locks the state directory itself, once it has
+        checked its input (a bad stack.yaml creates no directory)."""
+        return contextlib.nullcontext()
+
     def _up(self, stack: Stack, binary: Path, version: str) -> StackStatus:
         self._state = deploy.new_state(
             self.state_dir, stack, stack_file=self.stack_file, binary=binary, version=version
@@ -207,30 +239,22 @@ class LocalEnvironment:
                 hint="stop it with `vaultdr down`, or use another --state-dir",
             )
 
-    # --- configure --------------------------------------------------------------
-    def configure(self, *, dry_run: bool = False) -> list[Change]:
-        """Reconcile the cluster with stack.yaml's ``configure`` section."""
-        root = self.client(token=self.root_token())
-        return reconcile(
-            root, self.stack_config(), kubernetes=self.kubernetes_target(), dry_run=dry_run
-        )
-
     # --- status ---------------------------------------------------------------------
     def status(self, *, quick: bool = False) -> StackStatus:
         state = self.state
-        voters = self._voters()
+        voters = self.read_voters()
         statuses = [self._node_status(node, voters) for node in state.nodes]
         kms = None if quick else self._kms_reachable()
         extras: dict[str, Any] = {"state_dir": str(self.state_dir), "phase": state.phase}
         agents: dict[str, str] = {}
         if not quick:
             extras["kms_access"] = self._kms_access()
-            extras.update(self._agent_status())
+            extras.update(self._agent_lines())
             extras["services"] = {
                 name: ("running" if (rec := state.record(name)) and rec.alive() else "stopped")
                 for name in state.processes
             }
-            agents = self._agents_alive()
+            agents = self.agent_status()
         return StackStatus(
             environment="local",
             cluster=state.cluster,
@@ -241,7 +265,7 @@ class LocalEnvironment:
             agents=agents,
         )
 
-    def _agents_alive(self) -> dict[str, str]:
+    def agent_status(self) -> dict[str, str]:
         """The supervisor and each agent it should run: "running" or what is wrong.
 
         The supervisor's process must be alive and its heartbeat fresh; each agent
@@ -266,7 +290,7 @@ class LocalEnvironment:
             agents[name] = "running" if threads.get(name) else "dead (its thread has ended)"
         return agents
 
-    def _agent_status(self) -> dict[str, str]:
+    def _agent_lines(self) -> dict[str, str]:
         """One line each for the snapshot agent and the last restore, from their status files."""
         agents = self.state_dir / "agents"
         lines: dict[str, str] = {}
@@ -275,42 +299,21 @@ class LocalEnvironment:
             lines["snapshots"] = snap.describe_status(status, dt.datetime.now(dt.UTC))
         except VaultdrError as exc:
             lines["snapshots"] = exc.message
+        record = self.last_restore()
         try:
-            record = json.loads((agents / "restore.json").read_text())
-            lines["last_restore"] = (
-                f"{record['snapshot_key']} at {record['started_at']} "
-                f"in {record['total_seconds']:.1f} s"
-            )
-        except (OSError, ValueError, KeyError):
+            if record is not None:
+                lines["last_restore"] = (
+                    f"{record['snapshot_key']} at {record['started_at']} "
+                    f"in {record['total_seconds']:.1f} s"
+                )
+        except (KeyError, TypeError, ValueError):
             pass
         return lines
-
-    def _voters(self) -> dict[str, bool]:
-        try:
-            client = self.client(token=self.root_token())
-            return client.read_raft_voters()
-        except VaultdrError:
-            return {}
 
     def _node_status(self, node: NodeState, voters: dict[str, bool]) -> NodeStatus:
         record = node.process()
         running = bool(record and record.alive())
-        client = VaultClient(node.api_addr, ca_file=self.ca_file(), timeout=3.0)
-        try:
-            seal = client.read_seal_status()
-            active = bool(client.read_leader().get("is_self")) if not seal.get("sealed") else False
-        except VaultdrError as exc:
-            return NodeStatus(node.name, node.api_addr, running, error=exc.message)
-        return NodeStatus(
-            name=node.name,
-            api_addr=node.api_addr,
-            running=running,
-            initialized=bool(seal.get("initialized")),
-            sealed=bool(seal.get("sealed")),
-            active=active,
-            voter=voters.get(node.name, False) if voters else None,
-            version=seal.get("version"),
-        )
+        return self.probe_node(node.name, node.api_addr, running=running, voters=voters)
 
     def _kms_reachable(self) -> bool | None:
         try:
@@ -324,7 +327,7 @@ class LocalEnvironment:
     def _kms_access(self) -> str:
         try:
             if self.state.seal == "awskms":
-                revoked = awsemu.kms_revoked(self.aws(), self.state.aws["seal_user"])
+                revoked = common.kms_revoked(self.aws(), self.state.aws["seal_user"])
             else:
                 revoked = not transit.seal_access_allowed(
                     self.state.transit["address"],
@@ -339,41 +342,6 @@ class LocalEnvironment:
         return self.aws().get_secure_parameter(ssm_path(self.state.cluster, "transit/root-token"))
 
     # --- agents -----------------------------------------------------------------------
-    def snapshot_settings(self) -> SnapshotSettings:
-        """The snapshot agent's settings for this stack (stack.yaml + state)."""
-        state = self.state
-        snapshots = self.stack_config().snapshots
-        auth = self.stack_config().configure.auth.kubernetes
-        return SnapshotSettings(
-            cluster=state.cluster,
-            addresses=[node.api_addr for node in state.nodes],
-            ca_file=self.ca_file(),
-            bucket=str(state.aws["bucket"]),
-            prefix=snapshots.prefix,
-            retain_last=snapshots.retain.last,
-            retain_daily=snapshots.retain.daily,
-            kms_key_id=str(state.aws["kms_key_id"]),
-            role=SNAPSHOT_ROLE,
-            auth_mount=auth.path if auth else "kubernetes",
-            status_file=self.state_dir / "agents" / "snapshot.json",
-            work_dir=self.state_dir / "agents" / "tmp",
-        )
-
-    def snapshot_agent(self, settings: SnapshotSettings | None = None) -> SnapshotAgent:
-        """A snapshot agent for this stack acting as the snapshot principal, as its
-        schedule runs it (``settings`` overrides the derived ones: tests shorten retention).
-
-        Its JWT source asks the stand-in for a fresh token on every run; the token lives
-        only for the login and is never stored."""
-        sa = self.stack_config().snapshots.service_account
-
-        def jwt_source() -> str:
-            return self.service_account_token(sa.namespace, sa.name)
-
-        return SnapshotAgent(
-            settings or self.snapshot_settings(), aws=self.aws("snapshot"), jwt_source=jwt_source
-        )
-
     def last_restore(self) -> dict[str, Any] | None:
         """The restore watcher's last record (``agents/restore.json``), or None."""
         try:
@@ -522,7 +490,7 @@ class LocalEnvironment:
         if not self._change(self._kms_change(allowed=allowed)):
             return
         if state.seal == "awskms":
-            action = awsemu.restore_kms if allowed else awsemu.revoke_kms
+            action = common.restore_kms if allowed else common.revoke_kms
             action(self.aws(), state.aws["seal_user"])
             return
         transit.set_seal_access(

@@ -28,8 +28,9 @@ from vaultdr.agents.restore import (
 )
 from vaultdr.envs.local.env import LocalEnvironment
 from vaultdr.envs.local.processes import stop_pid, wait_for
-from vaultdr.envs.local.state import LocalState, write_json_atomic
+from vaultdr.envs.local.state import LocalState
 from vaultdr.errors import VaultdrError
+from vaultdr.files import write_json_atomic
 from vaultdr.vault import VaultClient
 
 log = logging.getLogger("vaultdr.healing")
@@ -94,7 +95,7 @@ def agents_dir(env: LocalEnvironment) -> Path:
 
 
 def restorer_for(env: LocalEnvironment) -> Restorer:
-    events = env.state_dir / "events.jsonl"
+    events = env.events_file()
 
     def on_event(kind: str, fields: dict[str, Any]) -> None:
         record = {"t": time.time(), "mono": time.monotonic(), "event": kind, **fields}

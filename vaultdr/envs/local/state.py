@@ -16,7 +16,6 @@ Layout::
 from __future__ import annotations
 
 import json
-import os
 import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,28 +23,28 @@ from typing import Any
 
 from vaultdr.envs.local.processes import ProcessRecord
 from vaultdr.errors import ConfigError
+from vaultdr.files import write_json_atomic
 
-DEFAULT_STATE_DIR = Path(".vaultdr")
-STATE_ENV_VAR = "VAULTDR_STATE_DIR"
+# Kept importable from here for the modules that still do (the drill and chaos front
+# ends); new code imports them from vaultdr.statedir and vaultdr.files.
+from vaultdr.statedir import DEFAULT_STATE_DIR, STATE_ENV_VAR, resolve_state_dir
+
+__all__ = [
+    "DEFAULT_STATE_DIR",
+    "EVENTS_FILE",
+    "HEARTBEAT_FILE",
+    "STATE_ENV_VAR",
+    "LocalState",
+    "NodeState",
+    "resolve_state_dir",
+    "write_json_atomic",
+]
+
 #: Where the supervisor says every second that it and its agent threads live.
 HEARTBEAT_FILE = Path("agents") / "heartbeat.json"
+#: Where the supervisor and its agents append node and restore events (JSON lines).
+EVENTS_FILE = Path("events.jsonl")
 _SAVE_LOCK = threading.Lock()
-
-
-def resolve_state_dir(explicit: Path | str | None = None) -> Path:
-    """``--state-dir``, else ``$VAULTDR_STATE_DIR``, else ``./.vaultdr`` (absolute)."""
-    chosen = explicit or os.environ.get(STATE_ENV_VAR) or DEFAULT_STATE_DIR
-    return Path(chosen).resolve()
-
-
-def write_json_atomic(path: Path, data: Any, *, private: bool = False) -> None:
-    """Write JSON to ``path`` through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
-    with os.fdopen(fd, "w") as out:
-        json.dump(data, out, indent=2, sort_keys=True)
-    os.replace(tmp, path)
 
 
 def _unreadable(path: Path, exc: Exception) -> ConfigError:

@@ -41,7 +41,8 @@ from types import FrameType
 
 from vaultdr.envs.local.healing import start_agents
 from vaultdr.envs.local.processes import spawn, stop_pid
-from vaultdr.envs.local.state import HEARTBEAT_FILE, LocalState, NodeState, write_json_atomic
+from vaultdr.envs.local.state import EVENTS_FILE, HEARTBEAT_FILE, LocalState, NodeState
+from vaultdr.files import write_json_atomic
 
 TICK_SECONDS = 0.2
 FIRST_BACKOFF = 0.5
@@ -62,7 +63,7 @@ class Supervisor:
         self.backoff: dict[str, float] = {}
         self.not_before: dict[str, float] = {}
         self.stopping = threading.Event()
-        self.events = Path(state.directory) / "events.jsonl"
+        self.events = Path(state.directory) / EVENTS_FILE
         self._lock = threading.Lock()
         self.agents: list[threading.Thread] = []
         self._last_beat = 0.0

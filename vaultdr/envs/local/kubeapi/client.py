@@ -32,13 +32,13 @@ from vaultdr.envs.local.kubeapi.store import (
     CONFIG_FILE,
     JsonObject,
     KubeApiConfig,
-    atomic_write,
     check_name,
     load_or_create_admin_token,
 )
 from vaultdr.envs.local.kubeapi.tokens import AUTHN_V1, DEFAULT_TTL_SECONDS, TOKENREVIEWS_PATH
 from vaultdr.envs.local.processes import LOOPBACK, ProcessRecord, spawn, stop_pid, tail, wait_for
 from vaultdr.errors import EnvironmentStartError, KubeApiError
+from vaultdr.files import write_bytes_atomic
 
 #: What ``python -m`` runs: the package, whose ``__main__`` is the server's ``main``.
 MODULE = "vaultdr.envs.local.kubeapi"
@@ -286,7 +286,7 @@ def start_kubeapi(
         ) from None
     dir.mkdir(parents=True, exist_ok=True)
     os.chmod(dir, 0o700)
-    atomic_write(dir / CONFIG_FILE, (json.dumps(dict(config), indent=2) + "\n").encode())
+    write_bytes_atomic(dir / CONFIG_FILE, (json.dumps(dict(config), indent=2) + "\n").encode())
     load_or_create_admin_token(dir)
     argv = [python, "-m", MODULE, "--dir", str(dir), "--port", str(port)]
     argv += ["--cert", str(cert), "--key", str(key)]

@@ -17,12 +17,10 @@ Hazards:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import secrets
-import tempfile
 import threading
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -34,6 +32,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from vaultdr.errors import KubeApiError
+from vaultdr.files import write_bytes_atomic
 
 DEFAULT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 
@@ -62,22 +61,6 @@ def _create_private(path: Path, data: bytes) -> bool:
     with os.fdopen(fd, "wb") as out:
         out.write(data)
     return True
-
-
-def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Replace ``path`` with ``data`` so readers see the old or the new file, never half."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def load_or_create_signing_key(directory: Path) -> rsa.RSAPrivateKey:
@@ -211,7 +194,7 @@ class ServiceAccountStore:
 
     def _save(self, accounts: Iterable[ServiceAccount]) -> None:
         rows = [{"namespace": a.namespace, "name": a.name, "uid": a.uid} for a in accounts]
-        atomic_write(self.path, (json.dumps(rows, indent=2) + "\n").encode())
+        write_bytes_atomic(self.path, (json.dumps(rows, indent=2) + "\n").encode())
 
     def get(self, namespace: str, name: str) -> ServiceAccount | None:
         with self._lock:

@@ -1,8 +1,9 @@
-"""A private CA for the local environment, and server certificates signed by it.
+"""A private CA that vaultdr makes in a state directory, and server certificates signed by it.
 
 Every listener of the local stack (the nodes, the transit KMS, the Kubernetes
 API stand-in) serves TLS with a certificate from this CA, so clients verify
-exactly as they would in a cluster. Private keys are written 0600 and never
+exactly as they would in a cluster; on kind, ``up`` puts the nodes' certificate
+from it in the chart's TLS Secret. Private keys are written 0600 and never
 leave the state directory.
 """
 

@@ -1,155 +1,30 @@
-"""The recovery timeline: every fault and every observed state change, on one clock.
+"""The poller: :class:`Timeline` asks every node at a fixed interval and records changes.
 
-A poller asks every node, at a fixed interval (100 ms by default), for its seal
-status and whether it is the leader, reads a secret through the cluster and,
-if asked, logs in with kubernetes auth. It records only *changes*, each with
-the monotonic time at which the poll that saw it started, so a change is
-recorded at most one interval plus one request after it happened. Faults are
-marked by the code that injects them (``mark("fault:kill-leader")``), and
-events from the environment (the local supervisor's restore watcher) are merged
-in, so recovery times are read off the timeline, never from sleeps.
-
-The first poll records the initial state with the same kinds (``node-unsealed``,
-``leader-elected``, ``read-ok``...), flagged ``initial: true`` in ``detail``.
-
-Recovery phases after a fault (seconds after it; None when never reached):
-
-- ``detected``: the first degraded observation (node unreachable, sealed or
-  uninitialized, leader lost, read or login failed);
-- ``leader``: the first leader elected;
-- ``unsealed``: every node unsealed again (after the last node went bad);
-- ``restored``: the auto-restore finished;
-- ``serving``: reads work again (0.0 if they never stopped);
-- ``auth_ready``: a kubernetes login + read works again (0.0 if it never stopped);
-- ``writing``: the write ledger's writes are acknowledged again (when a ledger
-  feeds the timeline; 0.0 if they never stopped);
-- ``healthy``: every node unsealed, a leader, reads working.
-
-Each of ``serving``, ``auth_ready`` and ``writing`` means back *and staying
-back*: it is the first success after the last failure, so a read that works,
-fails again (a flap: the restore's reseal drops reads for ~0.6 s) and then
-stays up is back only at the end of the flap. Every flap is recorded in
-``Recovery.flaps`` and its failing event carries ``detail.flap``.
-:meth:`Timeline.wait_recovered` concludes only once each of them has stayed up
-for ``stable_for`` seconds (``objectives.stable_for`` in stack.yaml).
-
-The RTO is the later of ``serving``, ``auth_ready`` and ``writing``: the time
-until apps can authenticate, read and write again, and keep doing so, which is
-what an outage means to them. Full redundancy (``healthy``) is reported beside
-it.
+See :mod:`vaultdr.timeline` for the events it records and how recovery is measured.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vaultdr.envs.base import Environment
 from vaultdr.errors import VaultdrError
-from vaultdr.ledger import WriteLedger
-
-DEGRADED = {
-    "node-unreachable",
-    "node-sealed",
-    "node-uninitialized",
-    "leader-lost",
-    "read-failed",
-    "login-failed",
-    "write-failed",
-}
-PHASES = (
-    "detected",
-    "leader",
-    "unsealed",
-    "restored",
-    "serving",
-    "auth_ready",
-    "writing",
-    "healthy",
+from vaultdr.timeline.events import (
+    APP_CHECKS,
+    DEGRADED,
+    STABLE_FOR,
+    Event,
+    LoginCheck,
+    Recovery,
+    Source,
+    _wall,
 )
-#: The checks apps feel: (phase, its success event, its failure event, the check's key).
-APP_CHECKS = (
-    ("serving", "read-ok", "read-failed", "read"),
-    ("auth_ready", "login-ok", "login-failed", "login"),
-    ("writing", "write-ok", "write-failed", "write"),
-)
-#: How long a phase must stay up before a wait concludes it is back (stack.yaml's default).
-STABLE_FOR = 3.0
-
-
-def _wall() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
-
-
-@dataclass
-class Event:
-    mono: float
-    wall: str
-    kind: str
-    node: str | None = None
-    detail: dict[str, Any] = field(default_factory=dict)
-    recorded: float = 0.0  # monotonic time the event was appended (detection latency)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class LoginCheck:
-    namespace: str
-    service_account: str
-    role: str
-    mount: str = "secret"
-    path: str = "apps/web/config"
-    audience: str = "vault"
-    auth_mount: str = "kubernetes"
-
-
-@dataclass
-class Recovery:
-    fault: str | None
-    fault_wall: str | None
-    detected: float | None = None
-    leader: float | None = None
-    unsealed: float | None = None
-    restored: float | None = None
-    serving: float | None = None
-    auth_ready: float | None = None
-    writing: float | None = None
-    healthy: float | None = None
-    interrupted: bool = False
-    required: tuple[str, ...] = ("serving", "auth_ready", "healthy")
-    #: Failures after a check had come back: {"check", "failed_at", "back_at", "seconds"}.
-    flaps: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def rto(self) -> float | None:
-        """The later of reads, logins and writes back (and staying back)."""
-        parts = [self.serving, self.auth_ready, self.writing]
-        known = [p for p in parts if p is not None]
-        return max(known) if known else None
-
-    @property
-    def recovered(self) -> bool:
-        return all(getattr(self, name) is not None for name in self.required)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["required"] = list(self.required)
-        data["flaps"] = [dict(f) for f in self.flaps]
-        data["rto"] = self.rto
-        data["recovered"] = self.recovered
-        return data
-
-
-Source = Callable[[], list[Event]]
 
 
 class Timeline:
@@ -571,74 +446,3 @@ def _flaps(
             failed_at = round(event.mono - t0, 3)
             found.append({"check": key, "failed_at": failed_at, "back_at": None, "seconds": None})
     return found
-
-
-def write_events_source(ledger: WriteLedger) -> Source:
-    """``write-ok`` / ``write-failed`` whenever the ledger's writes change between being
-    acknowledged and failing, stamped with the write's own start (for ``writing``)."""
-    seen = [0, 0]
-    state: list[str | None] = [None]
-
-    def read() -> list[Event]:
-        acked, failed = ledger.outcomes_since(seen[0], seen[1])
-        seen[0] += len(acked)
-        seen[1] += len(failed)
-        outcomes = sorted(
-            [(a.mono, a.wall, "write-ok") for a in acked]
-            + [(f.mono, f.wall, "write-failed") for f in failed]
-        )
-        found: list[Event] = []
-        for mono, wall, kind in outcomes:
-            if kind != state[0]:
-                state[0] = kind
-                found.append(Event(mono, wall, kind, None, {}))
-        return found
-
-    return read
-
-
-def local_events_source(state_dir: Path) -> Source:
-    """Events the local supervisor and its agents append to ``events.jsonl`` from now on."""
-    path = state_dir / "events.jsonl"
-    offset = path.stat().st_size if path.exists() else 0
-    kinds = {
-        "node-started": "node-started",
-        "node-exited": "node-exited",
-        "restore-started": "restore-started",
-        "restore-finished": "restore-finished",
-    }
-
-    def read() -> list[Event]:
-        nonlocal offset
-        if not path.exists():
-            return []
-        with open(path) as stream:
-            stream.seek(offset)
-            chunk = stream.read()
-        complete = chunk[: chunk.rfind("\n") + 1]
-        offset += len(complete.encode())
-        found: list[Event] = []
-        for line in complete.splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            kind = kinds.get(str(record.get("event")))
-            if kind is None or "mono" not in record:
-                continue
-            wall = dt.datetime.fromtimestamp(float(record.get("t", time.time())), dt.UTC)
-            detail = {
-                k: v for k, v in record.items() if k in ("snapshot", "seconds", "pid", "code")
-            }
-            found.append(
-                Event(
-                    float(record["mono"]),
-                    wall.isoformat(timespec="milliseconds"),
-                    kind,
-                    record.get("node"),
-                    detail,
-                )
-            )
-        return found
-
-    return read

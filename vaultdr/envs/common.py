@@ -1,0 +1,194 @@
+"""What every backend does the same way, written once over the few things each one provides.
+
+The local and the kube environments differ in how they reach a node (a loopback port;
+a port-forward or the chart's service), where the stack's facts live (``state.json``;
+stack.yaml and the cluster) and how a fault acts (signals and data dirs; pods and
+PVCs). They do not differ in the break-glass reads, in configure, in how one node's
+status is probed, in how the raft voters are read, in the snapshot agent they run
+from here, or in the IAM policy that revokes the seal's KMS access. Those live here:
+:class:`EnvironmentBase` implements them over abstract methods each backend provides,
+so a backend keeps only what differs.
+
+Hazards:
+
+* The root token read here is break-glass material: the methods return it and never
+  log it; callers keep it in memory only.
+* :func:`revoke_kms` must always be undone by :func:`restore_kms` (the fault catalogue
+  journals it): a node that restarts while it is in force stays sealed.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+from vaultdr.agents.configure import SNAPSHOT_ROLE, Change, KubernetesTarget, reconcile
+from vaultdr.agents.snapshot import SnapshotAgent, SnapshotSettings
+from vaultdr.aws import Aws
+from vaultdr.config import Stack
+from vaultdr.envs.base import NodeStatus, read_recovery_keys, read_root_token
+from vaultdr.errors import VaultdrError
+from vaultdr.principals import REVOKE_KMS_POLICY, revoke_kms_policy
+from vaultdr.vault import VaultClient
+
+#: The audience of the service-account tokens the nodes' kubernetes auth accepts.
+SA_AUDIENCE = "vault"
+
+
+class EnvironmentBase(ABC):
+    """The shared half of :class:`~vaultdr.envs.base.Environment`; a backend subclasses it
+    and provides the abstract methods."""
+
+    name: str
+    state_dir: Path
+
+    # --- what each backend provides ----------------------------------------------------
+    @abstractmethod
+    def cluster_name(self) -> str:
+        """The stack's cluster name (its SSM paths and snapshot keys are filed under it)."""
+
+    @abstractmethod
+    def stack_config(self) -> Stack: ...
+
+    @abstractmethod
+    def client(self, node: str | None = None, *, token: str | None = None) -> VaultClient: ...
+
+    @abstractmethod
+    def aws(self, principal: str = "admin") -> Aws: ...
+
+    @abstractmethod
+    def ca_file(self) -> Path: ...
+
+    @abstractmethod
+    def node_addresses(self) -> list[str]:
+        """Every node's API URL, in node order."""
+
+    @abstractmethod
+    def kms_key_id(self) -> str:
+        """The KMS key of the seal, which the snapshots' SSE-KMS uses too."""
+
+    @abstractmethod
+    def snapshot_location(self) -> tuple[str, str]: ...
+
+    @abstractmethod
+    def kubernetes_target(self, stack: Stack | None = None) -> KubernetesTarget:
+        """What the kubernetes auth method must be told (``stack``: instead of the
+        environment's own stack.yaml)."""
+
+    @abstractmethod
+    def service_account_token(
+        self, namespace: str, name: str, *, audiences: list[str] | None = None, ttl: int = 3600
+    ) -> str: ...
+
+    # --- break-glass ---------------------------------------------------------------------
+    def root_token(self) -> str:
+        """The break-glass root token, read from SSM."""
+        return read_root_token(self.aws(), self.cluster_name())
+
+    def recovery_keys(self) -> list[str]:
+        """The break-glass recovery keys, read from SSM."""
+        return read_recovery_keys(self.aws(), self.cluster_name())
+
+    # --- configure -----------------------------------------------------------------------
+    def configure(self, *, dry_run: bool = False, stack: Stack | None = None) -> list[Change]:
+        """Reconcile the cluster with stack.yaml's ``configure`` section (``stack``: that
+        stack file instead of the environment's own, as ``configure --config`` asks)."""
+        root = self.client(token=self.root_token())
+        chosen = stack or self.stack_config()
+        return reconcile(root, chosen, kubernetes=self.kubernetes_target(chosen), dry_run=dry_run)
+
+    # --- status --------------------------------------------------------------------------
+    def read_voters(self) -> dict[str, bool]:
+        """Node name -> raft voter, from the active node; empty when it cannot be read."""
+        try:
+            return self.client(token=self.root_token()).read_raft_voters()
+        except VaultdrError:
+            return {}
+
+    def probe_node(
+        self, name: str, address: str, *, running: bool, voters: dict[str, bool]
+    ) -> NodeStatus:
+        """One node's status as its own API reports it (``error`` when it does not answer)."""
+        client = VaultClient(address, ca_file=self.ca_file(), timeout=3.0)
+        try:
+            seal = client.read_seal_status()
+            active = bool(client.read_leader().get("is_self")) if not seal.get("sealed") else False
+        except VaultdrError as exc:
+            return NodeStatus(name, address, running, error=exc.message)
+        return NodeStatus(
+            name=name,
+            api_addr=address,
+            running=running,
+            initialized=bool(seal.get("initialized")),
+            sealed=bool(seal.get("sealed")),
+            active=active,
+            voter=voters.get(name, False) if voters else None,
+            version=seal.get("version"),
+        )
+
+    # --- the snapshot agent ----------------------------------------------------------------
+    def snapshot_settings(self) -> SnapshotSettings:
+        """The snapshot agent's settings for this stack, the same as its schedule's."""
+        snapshots = self.stack_config().snapshots
+        auth = self.stack_config().configure.auth.kubernetes
+        bucket, prefix = self.snapshot_location()
+        return SnapshotSettings(
+            cluster=self.cluster_name(),
+            addresses=self.node_addresses(),
+            ca_file=self.ca_file(),
+            bucket=bucket,
+            prefix=prefix,
+            retain_last=snapshots.retain.last,
+            retain_daily=snapshots.retain.daily,
+            kms_key_id=self.kms_key_id(),
+            role=SNAPSHOT_ROLE,
+            auth_mount=auth.path if auth else "kubernetes",
+            status_file=self.state_dir / "agents" / "snapshot.json",
+            work_dir=self.state_dir / "agents" / "tmp",
+        )
+
+    def snapshot_agent(self, settings: SnapshotSettings | None = None) -> SnapshotAgent:
+        """A snapshot agent for this stack acting as the snapshot principal, as its
+        schedule runs it (``settings`` overrides the derived ones: tests shorten retention).
+
+        Its JWT source asks for a fresh service-account token on every run; the token
+        lives only for the login and is never stored."""
+        sa = self.stack_config().snapshots.service_account
+
+        def jwt_source() -> str:
+            return self.service_account_token(sa.namespace, sa.name)
+
+        return SnapshotAgent(
+            settings or self.snapshot_settings(), aws=self.aws("snapshot"), jwt_source=jwt_source
+        )
+
+
+# --- the revoke-KMS fault: one IAM policy, on an IAM user or role -------------------------
+
+
+def revoke_kms(aws: Aws, name: str, *, kind: str = "user") -> None:
+    """Deny the IAM ``kind`` ("user" or "role") ``name`` kms:Decrypt and kms:Encrypt
+    (inline policy ``vaultdr-revoke-kms``).
+
+    ``aws`` must act as an IAM admin. A running node keeps working (it holds its keys in
+    memory); a node that restarts stays sealed until :func:`restore_kms`.
+    """
+    if kind == "role":
+        aws.put_role_policy(name, REVOKE_KMS_POLICY, revoke_kms_policy())
+    else:
+        aws.put_user_policy(name, REVOKE_KMS_POLICY, revoke_kms_policy())
+
+
+def restore_kms(aws: Aws, name: str, *, kind: str = "user") -> None:
+    """Lift :func:`revoke_kms` (idempotent): a sealed node then unseals on its next retry."""
+    if kind == "role":
+        aws.delete_role_policy(name, REVOKE_KMS_POLICY)
+    else:
+        aws.delete_user_policy(name, REVOKE_KMS_POLICY)
+
+
+def kms_revoked(aws: Aws, name: str, *, kind: str = "user") -> bool:
+    """True while the revoke policy is attached to the IAM ``kind`` ``name``."""
+    if kind == "role":
+        return aws.get_role_policy(name, REVOKE_KMS_POLICY) is not None
+    return aws.get_user_policy(name, REVOKE_KMS_POLICY) is not None

@@ -1,0 +1,135 @@
+"""The two kube environments and where they come from: ``--env kind`` and ``--env eks``.
+
+:class:`KindEnvironment` is a kind cluster vaultdr creates (or finds), its AWS the
+in-cluster emulator whose keys are in Secrets; :class:`EksEnvironment` is an existing
+EKS cluster with real AWS. They differ from :class:`~vaultdr.envs.kube.env.KubeEnvironment`
+in their safety rule (see that module's docstring) and in how they reach AWS.
+
+Hazard: on eks a confirmed destructive fault really breaks a production-shaped cluster;
+the namespace's opt-in annotation and the named context are the only guard.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from vaultdr.aws import AwsCredentials, AwsTarget
+from vaultdr.config import Stack, load_stack_for
+from vaultdr.envs.kube.env import (
+    ALLOW_ANNOTATION,
+    CONFIRM_ENV_VAR,
+    CONFIRM_FLAG,
+    DestructiveFaultRefused,
+    KubeEnvironment,
+)
+from vaultdr.errors import ConfigError, StackStateError
+from vaultdr.statedir import STATE_ENV_VAR, resolve_state_dir
+
+
+class KindEnvironment(KubeEnvironment):
+    """A kind cluster vaultdr creates (or finds): faults allowed in its own context only."""
+
+    name = "kind"
+
+    def __init__(self, state_dir: Path, stack: Stack, **kwargs: Any) -> None:
+        super().__init__(state_dir, stack, **kwargs)
+        if self.kube.context is None:
+            self.kube = self.kube.model_copy(update={"context": self.kind_context()})
+
+    def kind_context(self) -> str:
+        return f"kind-{self.kube.kind_cluster}"
+
+    def _check_destructive(self, fault: str) -> None:
+        context = self.current_context()
+        if context != self.kind_context():
+            raise DestructiveFaultRefused(
+                f"refusing {fault}: --env kind acts only in context {self.kind_context()!r}, "
+                f"not {context!r}",
+                hint="create the cluster with `vaultdr up --env kind`, or fix kube.kind_cluster",
+            )
+
+    def _aws_target(self, principal: str) -> AwsTarget:
+        secret = self.kube.aws_secrets.get(principal)
+        if secret is None:
+            raise ConfigError(f"no kube.aws_secrets entry for the {principal} principal")
+        data = self.api.read_secret_data(self.namespace, secret)
+        creds = AwsCredentials(data["AWS_ACCESS_KEY_ID"], data["AWS_SECRET_ACCESS_KEY"])
+        return AwsTarget(self.stack.region, self.aws_endpoint(), creds)
+
+    def aws_endpoint(self) -> str:
+        """``kube.aws_endpoint``, else a port-forward to a pod behind the emulator's service."""
+        if self.kube.aws_endpoint:
+            return self.kube.aws_endpoint
+        selector = self.api.read_service_selector(self.namespace, self.kube.aws_service)
+        pods = [p for p in self.api.list_pods(self.namespace, selector) if p.phase == "Running"]
+        if not pods:
+            raise StackStateError(
+                f"no running pod behind service {self.namespace}/{self.kube.aws_service}",
+                hint="is the AWS emulator installed? (`vaultdr up --env kind`)",
+            )
+        return f"http://127.0.0.1:{self._forward(pods[0].name, self.kube.aws_service_port)}"
+
+
+class EksEnvironment(KubeEnvironment):
+    """An existing EKS cluster: destructive faults only when the namespace opts in and the
+    command names the context it expects to break."""
+
+    name = "eks"
+
+    def _check_destructive(self, fault: str) -> None:
+        super()._check_destructive(fault)
+        context = self.current_context()
+        annotations = self.api.read_namespace_annotations(self.namespace)
+        missing: list[str] = []
+        if annotations.get(ALLOW_ANNOTATION) != "true":
+            missing.append(
+                f"annotate the namespace: kubectl annotate namespace {self.namespace} "
+                f'{ALLOW_ANNOTATION}="true"'
+            )
+        if self.confirm_context != context:
+            said = f" (it named {self.confirm_context!r})" if self.confirm_context else ""
+            missing.append(
+                f"name the context you expect to break{said}: {CONFIRM_FLAG} {context} "
+                f"(or {CONFIRM_ENV_VAR}={context})"
+            )
+        if missing:
+            raise DestructiveFaultRefused(
+                f"refusing {fault} on eks context {context!r}, namespace {self.namespace}: "
+                "destructive faults on a real cluster need both an opt-in and a confirmation",
+                hint="; and ".join(missing),
+            )
+
+
+def make_kube_environment(
+    env_name: str, state_dir: Path, stack: Stack, **kwargs: Any
+) -> KubeEnvironment:
+    """The kube environment for ``--env kind`` or ``--env eks``."""
+    if env_name == "kind":
+        return KindEnvironment(state_dir, stack, **kwargs)
+    if env_name == "eks":
+        return EksEnvironment(state_dir, stack, **kwargs)
+    raise ConfigError(f"--env {env_name}: not a kube environment", hint="use kind or eks")
+
+
+def kube_environment_for(
+    env_name: str,
+    *,
+    config: str | None,
+    state_dir: str | None,
+    confirm_context: str | None = None,
+    dry_run: bool = False,
+) -> KubeEnvironment:
+    """The environment of ``--env kind|eks``, its state in ``.vaultdr-<env>`` unless told
+    (``--state-dir``, then ``$VAULTDR_STATE_DIR``)."""
+    stack, path = load_stack_for(env_name, config)
+    chosen = state_dir or os.environ.get(STATE_ENV_VAR) or f".vaultdr-{env_name}"
+    return make_kube_environment(
+        env_name,
+        resolve_state_dir(chosen),
+        stack,
+        stack_file=path,
+        confirm_context=confirm_context,
+        dry_run=dry_run,
+    )
