@@ -279,5 +279,6 @@ def used_previous(run: ScenarioRun) -> None:
 
 @then("the evidence names the skipped snapshot")
 def skipped_named(run: ScenarioRun) -> None:
-    skipped = (run.measurements.get("snapshot") or {}).get("skipped", [])
-    assert any(s["key"] == run.corrupt_key for s in skipped), skipped
+    snapshot = run.measurements().snapshot
+    skipped = [s.key for s in snapshot.skipped] if snapshot else []
+    assert run.corrupt_key in skipped, skipped

@@ -7,6 +7,7 @@ is undone by ``vaultdr rollback``.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
@@ -16,14 +17,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 
 from tests.conftest import REPO, CliRunner, start_stack, stop_stack
+from tests.test_evidence import json_schema
 from vaultdr import faults
 from vaultdr.chaos.actions import FAULT_ACTIONS
+from vaultdr.drill.chaos_drills import journal_scenario
 from vaultdr.envs.local.env import LocalEnvironment
 from vaultdr.envs.local.processes import wait_for
 from vaultdr.errors import EXIT_BAD_INPUT
+from vaultdr.evidence.record import run_record
 
 DRILLS = REPO / "drills"
 CHAOS = Path(sys.executable).with_name("chaos")
@@ -103,9 +108,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalEnvironment
             stop_stack(env)
 
 
-def journal_of(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+def journal_path_of(result: subprocess.CompletedProcess[str]) -> Path:
     line = next(x for x in result.stdout.splitlines() if x.startswith("journal: "))
-    data: dict[str, Any] = json.loads(Path(line.removeprefix("journal: ")).read_text())
+    return Path(line.removeprefix("journal: "))
+
+
+def journal_of(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(journal_path_of(result).read_text())
     return data
 
 
@@ -154,6 +163,24 @@ def test_kill_leader_drill_passes_and_loses_no_acknowledged_write(
     assert measured["faults"][0]["fault"] == "kill-leader"
     assert (Path(measured["results_dir"]) / "timeline.json").exists()
     assert stack.root_token() not in json.dumps(journal)
+    # The drill as `vaultdr drill --chaos` records it: evidence the published schema accepts.
+    record = journal_scenario(DRILLS / "kill-leader.json", journal_path_of(result))
+    evidence = run_record(
+        run_id="20261123T040000Z-abcdef",
+        started=dt.datetime.now(dt.UTC),
+        scenarios=[record],
+        environment="local",
+        engine={"kind": "openbao", "version": "2.6.2"},
+        stack={"nodes": 3, "seal": "awskms", "storage": "raft"},
+        artifacts={"junit": None, "allure_results": None, "journals": []},
+    )
+    jsonschema.validate(evidence, json_schema())
+    [scenario] = evidence["scenarios"]
+    assert scenario["verdict"] == "passed"
+    assert scenario["measurements"]["rto_seconds"] == measured["recovery"]["rto"]
+    assert scenario["measurements"]["phases"]["writing"] is not None  # the ledger fed it
+    assert isinstance(scenario["measurements"]["flaps"], list)
+    assert scenario["comparisons"] and scenario["comparisons"][0]["met"] is True
 
 
 @pytest.mark.stack

@@ -72,6 +72,9 @@ def test_the_leader_loss_drill_leaves_sealed_evidence(
     assert rto is not None and rto <= scenario["objectives"]["rto_seconds"]
     assert scenario["comparisons"][0]["met"] is True
     assert scenario["measurements"]["lost_writes"] == []
+    assert scenario["measurements"]["phases"]["writing"] is not None  # the write load's
+    assert rto >= scenario["measurements"]["phases"]["writing"]
+    assert isinstance(scenario["measurements"]["flaps"], list)
     assert any(e["kind"] == "fault:kill-leader" for e in scenario["timeline"])
     for name in ("report.html", "junit.xml", "MANIFEST.sha256"):
         assert (run_dir / name).is_file(), name

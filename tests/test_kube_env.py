@@ -983,7 +983,7 @@ def test_the_total_loss_probe_reads_the_restore_record_through_the_kube_environm
         env=kind_env,
         results_dir=tmp_path / "results",
         started_at=started.isoformat(timespec="milliseconds"),
-        _token="not-a-real-token",
+        token="not-a-real-token",
     )
     current.ledger = WriteLedger(kind_env, current.token, rate=20.0)
     current.ledger.start()

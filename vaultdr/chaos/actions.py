@@ -10,10 +10,10 @@ from typing import Any
 
 from chaoslib.exceptions import ActivityFailed
 
-from vaultdr import checks, faults
+from vaultdr import faults
 from vaultdr.chaos.session import DEFAULT_LOGIN, drill
 from vaultdr.errors import VaultdrError
-from vaultdr.polling import wait_for
+from vaultdr.session import fault_summary
 
 __all__ = [
     "corrupt_latest_snapshot",
@@ -155,25 +155,11 @@ def corrupt_latest_snapshot(configuration: dict[str, Any] | None = None) -> dict
 
 def _inject(name: str, args: list[str], configuration: dict[str, Any] | None) -> dict[str, Any]:
     current = drill(configuration)
-    mark = None
-    if current.timeline is not None:
-        timeline = current.timeline
-
-        def mark(kind: str, detail: dict[str, Any]) -> None:
-            timeline.mark(kind, **detail)
-
     try:
-        entry = faults.inject(current.env, name, args, mark=mark)
+        entry = current.inject(name, *args)
     except VaultdrError as exc:
         raise ActivityFailed(f"fault {name} failed: {exc}") from None
-    record = {
-        "fault": entry.fault,
-        "id": entry.id,
-        "nodes": entry.detail.get("nodes", []),
-        "at": entry.started_at,
-    }
-    current.faults.append(record)
-    return record
+    return fault_summary(entry)
 
 
 def wait_for_recovery(
@@ -185,33 +171,29 @@ def wait_for_recovery(
     """Wait (at most ``timeout`` s) until the phases in ``require`` are reached after the
     last fault and reads, logins and writes have stayed up for ``stable_for`` seconds
     (default: ``objectives.stable_for`` in stack.yaml); returns the measured recovery
-    (RTO, its phases and any flaps) from the timeline."""
+    (RTO, its phases and any flaps) from the timeline. With the write load running,
+    ``writing`` is required whenever ``serving`` is."""
     current = drill(configuration)
     timeout = float(timeout)  # a ${variable} from the configuration may arrive as text
     if current.timeline is None:
         raise ActivityFailed("wait_for_recovery needs start_measuring first")
-    phases = tuple(require) if require else current.timeline.default_required()
-    window = float(stable_for) if stable_for is not None else current.stable_for()
+    window = float(stable_for) if stable_for is not None else None
     started = time.monotonic()
-    recovery = current.timeline.wait_recovered(timeout, require=phases, stable_for=window)
-    current.recovery = recovery
+    recovery = current.wait_recovered(*(require or ()), timeout=timeout, stable_for=window)
     result = recovery.to_dict()
-    if recovery.recovered and "healthy" in phases:
+    if recovery.recovered and "healthy" in recovery.required:
         # Healthy on the timeline is unsealed + leader + reads; full health also needs every
         # node back as a raft voter (autopilot promotes a rejoined node once it is stable).
+        fault = current.timeline.last_fault()
         left = max(5.0, timeout - (time.monotonic() - started))
-        fault_mono = current.timeline.last_fault()
-        if not wait_for(
-            lambda: checks.cluster_healthy(current.env, current.token).ok, timeout=left
-        ):
-            verdict = checks.cluster_healthy(current.env, current.token)
+        verdict = current.fully_healthy(left, interval=0.1)
+        if not verdict.ok:
             raise ActivityFailed(f"not fully healthy within {timeout:.0f} s: {verdict.detail}")
-        if fault_mono is not None:
-            result["voters"] = round(time.monotonic() - fault_mono.mono, 3)
+        if fault is not None:
+            result["voters"] = round(time.monotonic() - fault.mono, 3)
     if not recovery.recovered:
-        missing = [p for p in phases if result.get(p) is None]
         raise ActivityFailed(
-            f"not recovered within {timeout:.0f} s: never reached {', '.join(missing)}"
+            f"not recovered within {timeout:.0f} s: never reached {', '.join(recovery.missing)}"
         )
     return result
 

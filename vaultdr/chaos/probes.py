@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from vaultdr import checks
-from vaultdr.chaos.session import DEFAULT_LOGIN, drill, restore_since
+from vaultdr.chaos.session import DEFAULT_LOGIN, drill
 from vaultdr.errors import VaultdrError
 
 __all__ = [
@@ -27,9 +27,7 @@ __all__ = [
 
 
 def _record(configuration: dict[str, Any] | None, result: checks.CheckResult) -> dict[str, Any]:
-    answer = result.to_dict()
-    drill(configuration).checks.append({**answer, "at": time.time()})
-    return answer
+    return drill(configuration).record_check(result, time.time())
 
 
 def cluster_healthy(configuration: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -152,21 +150,15 @@ def no_acknowledged_write_lost(configuration: dict[str, Any] | None = None) -> d
             configuration,
             checks.CheckResult("no-acknowledged-write-lost", True, "no write load running"),
         )
-    from vaultdr.agents.snapshot import parse_key_time
-
-    current.ledger.stop()
-    restore = restore_since(current.env, current.started_at)
-    taken_at = parse_key_time(restore["snapshot_key"]) if restore else None
-    try:
-        report = current.ledger.verify(snapshot_taken_at=taken_at)
+    try:  # after a restore from a snapshot, the snapshot's time is the RPO base
+        report = current.verify_ledger(after_restore=True)
     except VaultdrError as exc:
         return _record(
             configuration, checks.CheckResult("no-acknowledged-write-lost", False, exc.message)
         )
-    current.ledger_report = report
     data = report.to_dict()
     detail = f"{data['acknowledged']} acknowledged writes, {len(data['lost'])} lost"
-    if taken_at is not None:
+    if report.snapshot_taken_at is not None:
         detail += f"; RPO {data['rpo_writes']} writes / {data['rpo_seconds']:.1f} s (restore)"
     answer = _record(
         configuration, checks.CheckResult("no-acknowledged-write-lost", report.ok, detail)

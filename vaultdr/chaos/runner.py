@@ -26,8 +26,8 @@ from chaoslib.exceptions import ChaosException
 from chaoslib.experiment import ensure_experiment_is_valid
 
 from vaultdr.chaos.session import RESULTS_ENV_VAR
-from vaultdr.envs.local.state import STATE_ENV_VAR
 from vaultdr.errors import ConfigError, VaultdrError
+from vaultdr.statedir import STATE_ENV_VAR
 
 
 class DrillFailed(VaultdrError):

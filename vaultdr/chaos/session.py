@@ -1,10 +1,10 @@
-"""One drill's measuring instruments, shared by the activities of a Chaos Toolkit run.
+"""The drill session of a Chaos Toolkit run, shared by its activities.
 
 Chaos Toolkit calls each activity as a plain function in one process, so the
-timeline (polling every node) and the write ledger (writing at a steady rate)
-live here, keyed by the stack's state directory, from ``start_measuring``
-until the experiment's end, when the vaultdr control stops them and writes
-their records next to the journal.
+run's :class:`~vaultdr.session.DrillSession` (the timeline polling every node,
+the write ledger writing at a steady rate) lives here, keyed by the stack's
+state directory, from ``start_measuring`` until the experiment's end, when the
+vaultdr control stops it and writes its records next to the journal.
 
 Configuration keys an experiment may set (all optional):
 ``vaultdr_state_dir`` (default ``$VAULTDR_STATE_DIR`` or ``./.vaultdr``),
@@ -21,16 +21,17 @@ import logging
 import os
 import threading
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vaultdr.checks import CheckResult
 from vaultdr.config import load_stack
 from vaultdr.envs.factory import AnyEnvironment, open_environment
-from vaultdr.envs.local.state import resolve_state_dir, write_json_atomic
-from vaultdr.errors import ConfigError, StackStateError, VaultdrError
-from vaultdr.ledger import LedgerReport, WriteLedger
-from vaultdr.timeline import STABLE_FOR, LoginCheck, Recovery, Timeline, write_events_source
+from vaultdr.errors import ConfigError, StackStateError
+from vaultdr.files import write_json_atomic
+from vaultdr.session import DrillSession, fault_summary
+from vaultdr.statedir import resolve_state_dir
+from vaultdr.timeline import LoginCheck
 
 log = logging.getLogger("vaultdr.chaos")
 
@@ -43,67 +44,53 @@ DEFAULT_LOGIN = {
 }
 
 
-@dataclass
-class Drill:
-    """The instruments of one experiment run against one stack."""
+class Drill(DrillSession):
+    """The drill session of one experiment run, with the probes' verdicts and a place
+    (``results_dir``) for its records."""
 
-    env: AnyEnvironment
-    results_dir: Path
-    started_at: str
-    timeline: Timeline | None = None
-    ledger: WriteLedger | None = None
-    ledger_report: LedgerReport | None = None
-    recovery: Recovery | None = None
-    faults: list[dict[str, Any]] = field(default_factory=list)
-    checks: list[dict[str, Any]] = field(default_factory=list)
-    _token: str | None = field(default=None, repr=False)
+    def __init__(
+        self,
+        env: AnyEnvironment,
+        *,
+        results_dir: Path,
+        started_at: str | None = None,
+        token: str | None = None,
+    ) -> None:
+        super().__init__(env, token=token, started_at=started_at)
+        self.results_dir = results_dir
+        self.checks: list[dict[str, Any]] = []
 
     @property
-    def token(self) -> str:
-        """The break-glass root token from SSM: kept in memory, never written anywhere."""
-        if self._token is None:
-            self._token = self.env.root_token()
-        return self._token
-
-    def stable_for(self) -> float:
-        """stack.yaml's ``objectives.stable_for``, or the timeline's default without one."""
-        try:
-            return float(self.env.stack_config().objectives.stable_for)
-        except VaultdrError:
-            return STABLE_FOR
+    def faults(self) -> list[dict[str, Any]]:
+        """Every fault injected so far: fault, id, nodes, at."""
+        return [fault_summary(e) for e in self.injected]
 
     def start(self, *, write_rate: float, interval: float, login: dict[str, str]) -> None:
-        if self.timeline is None:
-            mount, _, path = login["read"].partition("/")
-            self.timeline = Timeline(
-                self.env,
-                self.token,
-                interval=interval,
-                login=LoginCheck(
-                    namespace=login["namespace"],
-                    service_account=login["service_account"],
-                    role=login["role"],
-                    mount=mount,
-                    path=path,
-                ),
-                read_path=(mount, path),
-            )
-            from vaultdr.timeline import local_events_source
+        """The timeline with ``login``'s check and read, then (``write_rate`` > 0) the ledger."""
+        mount, _, path = login["read"].partition("/")
+        check = LoginCheck(
+            namespace=login["namespace"],
+            service_account=login["service_account"],
+            role=login["role"],
+            mount=mount,
+            path=path,
+        )
+        self.start_timeline(interval=interval, login=check, read_path=(mount, path))
+        if write_rate > 0:
+            self.start_ledger(rate=write_rate, warm_up=False)
 
-            self.timeline.add_source(local_events_source(self.env.state_dir))
-            self.timeline.start()
-        if self.ledger is None and write_rate > 0:
-            self.ledger = WriteLedger(self.env, self.token, rate=write_rate)
-            if self.timeline is not None:  # writes back is part of the RTO
-                self.timeline.add_write_source(write_events_source(self.ledger))
-            self.ledger.start()
+    def record_check(self, result: CheckResult, at: float) -> dict[str, Any]:
+        """Keep a probe's verdict for the journal; the probe's answer."""
+        answer = result.to_dict()
+        self.checks.append({**answer, "at": at})
+        return answer
 
     def finish(self) -> dict[str, Any]:
         """Stop the instruments, write their records; a summary for the journal."""
         if self.ledger is not None and self.ledger_report is None:
             self.ledger.stop()
         if self.timeline is not None:
-            if self.recovery is None and self.faults:
+            if self.recovery is None and self.injected:
                 self.recovery = self.timeline.measure()
             self.timeline.stop()
             self.timeline.save(self.results_dir / "timeline.json")
@@ -112,14 +99,7 @@ class Drill:
         return summary
 
     def summary(self) -> dict[str, Any]:
-        return {
-            "started_at": self.started_at,
-            "results_dir": str(self.results_dir),
-            "faults": self.faults,
-            "recovery": self.recovery.to_dict() if self.recovery else None,
-            "ledger": self.ledger_report.to_dict() if self.ledger_report else None,
-            "checks": self.checks,
-        }
+        return {**super().summary(), "results_dir": str(self.results_dir), "checks": self.checks}
 
 
 _DRILLS: dict[Path, Drill] = {}
@@ -174,11 +154,7 @@ def drill(configuration: dict[str, Any] | None) -> Drill:
                 else env.state_dir / "drills" / f"{stamp}-{uuid.uuid4().hex[:6]}"
             )
             results.mkdir(parents=True, exist_ok=True)
-            found = Drill(
-                env=env,
-                results_dir=results,
-                started_at=dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
-            )
+            found = Drill(env, results_dir=results)
             _DRILLS[env.state_dir] = found
         return found
 
@@ -192,12 +168,3 @@ def end_drill(configuration: dict[str, Any] | None) -> dict[str, Any] | None:
     with _LOCK:
         found = _DRILLS.pop(state_dir, None)
     return found.finish() if found else None
-
-
-def restore_since(env: AnyEnvironment, since: str) -> dict[str, Any] | None:
-    """The auto-restore record written after ``since`` (ISO time), if any, read through
-    the environment (local: the watcher's file; kind/eks: the StatefulSet's annotation)."""
-    record = env.last_restore()
-    if record is None:
-        return None
-    return record if str(record.get("started_at", "")) >= since else None

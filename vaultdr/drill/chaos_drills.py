@@ -8,9 +8,9 @@ measurements the vaultdr control added to its journal.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +18,22 @@ from vaultdr.chaos.runner import judge, run_experiment
 from vaultdr.config import Stack
 from vaultdr.envs.local.env import LocalEnvironment
 from vaultdr.errors import VaultdrError
-from vaultdr.evidence.schema import empty_measurements
+from vaultdr.evidence.models import ScenarioRecord, Step
+from vaultdr.evidence.record import ScenarioDraft, measurements_from
+
+__all__ = ["DRILLS", "journal_scenario", "run_chaos_drills"]
 
 DRILLS = Path(__file__).resolve().parent.parent.parent / "drills"
+FEATURE = "Chaos Toolkit drill"
+
+Say = Callable[[str], None]
 
 
 def run_chaos_drills(
-    run_dir: Path, stack: Stack, stack_file: Path, say: Any = print
-) -> list[dict[str, Any]]:
+    run_dir: Path, stack: Stack, stack_file: Path, say: Say = print
+) -> list[ScenarioRecord]:
     """Run every experiment in ``drills/``; one evidence scenario per drill."""
-    scenarios: list[dict[str, Any]] = []
+    scenarios: list[ScenarioRecord] = []
     with tempfile.TemporaryDirectory(prefix="vaultdr-chaos-") as tmp:
         env = LocalEnvironment(Path(tmp) / "state", stack, stack_file=str(stack_file))
         say("Chaos Toolkit drills: deploying a stack")
@@ -43,102 +49,82 @@ def run_chaos_drills(
     return scenarios
 
 
-def _one(env: LocalEnvironment, experiment: Path, run_dir: Path, say: Any) -> dict[str, Any]:
-    started = dt.datetime.now(dt.UTC)
+def _draft(experiment: Path) -> ScenarioDraft:
+    return ScenarioDraft(
+        id=f"chaos-{experiment.stem}",
+        feature=FEATURE,
+        name=str(json.loads(experiment.read_text()).get("title", experiment.stem)),
+        tags=["chaos", experiment.stem],
+    )
+
+
+def _one(env: LocalEnvironment, experiment: Path, run_dir: Path, say: Say) -> ScenarioRecord:
     journal_path = run_dir / "chaos" / experiment.stem / "journal.json"
     say(f"Chaos Toolkit drill: {experiment.name}")
-    record: dict[str, Any] = {
-        "id": f"chaos-{experiment.stem}",
-        "feature": "Chaos Toolkit drill",
-        "name": json.loads(experiment.read_text()).get("title", experiment.stem),
-        "tags": ["chaos", experiment.stem],
-        "verdict": "failed",
-        "started_at": started.isoformat(timespec="milliseconds"),
-        "duration_seconds": 0.0,
-        "steps": [],
-        "objectives": {},
-        "measurements": empty_measurements(),
-        "comparisons": [],
-        "timeline": [],
-        "error": None,
-    }
+    draft = _draft(experiment)
     try:
-        verdict = run_experiment(experiment, state_dir=env.state_dir, journal_path=journal_path)
+        run_experiment(experiment, state_dir=env.state_dir, journal_path=journal_path)
     except VaultdrError as exc:
-        record["error"] = exc.message
-        return record
-    journal = json.loads(journal_path.read_text())
-    verdict = judge(journal, journal_path)
-    for run in [*(journal.get("run") or []), *(journal.get("rollbacks") or [])]:
-        activity = run.get("activity", {})
-        record["steps"].append(
-            {
-                "keyword": str(activity.get("type", "activity")).title(),
-                "text": str(activity.get("name", "?")),
-                "status": "passed" if run.get("status") == "succeeded" else "failed",
-                "started_at": run.get("start"),
-                "duration_seconds": float(run.get("duration") or 0.0),
-                "error": None if run.get("status") == "succeeded" else str(run.get("status")),
-            }
-        )
-    measured = journal.get("vaultdr") or {}
-    recovery = measured.get("recovery") or {}
-    ledger = measured.get("ledger") or {}
-    record["measurements"].update(
-        {
-            "rto_seconds": recovery.get("rto"),
-            "phases": {
-                k: recovery.get(k)
-                for k in (
-                    "detected",
-                    "leader",
-                    "unsealed",
-                    "restored",
-                    "serving",
-                    "auth_ready",
-                    "healthy",
-                )
-                if k in recovery
-            },
-            "acknowledged_writes": ledger.get("acknowledged"),
-            "lost_writes": ledger.get("lost", []),
-            "rpo_writes": ledger.get("rpo_writes") if ledger.get("snapshot_taken_at") else None,
-            "rpo_seconds": ledger.get("rpo_seconds") if ledger.get("snapshot_taken_at") else None,
-        }
-    )
-    for check in measured.get("checks") or []:
-        if check.get("name") == "recovered-within" and "objective" in str(check.get("detail")):
-            comparison = _comparison(str(check["detail"]), bool(check["ok"]))
-            record["comparisons"].append(comparison)
-            record["objectives"]["rto_seconds"] = comparison["objective"]
-    record["verdict"] = "passed" if verdict.passed else "failed"
-    record["error"] = "; ".join(verdict.reasons) or None
-    record["duration_seconds"] = round((dt.datetime.now(dt.UTC) - started).total_seconds(), 3)
-    say(f"  {record['verdict']} ({record['duration_seconds']:.1f} s)")
+        draft.fail(exc.message)
+        return draft.record(verdict="failed")
+    record = journal_scenario(experiment, journal_path, draft=draft)
+    say(f"  {record.verdict} ({record.duration_seconds:.1f} s)")
     return record
 
 
-def _comparison(detail: str, ok: bool) -> dict[str, Any]:
-    """From the probe's detail ``<name> 1.23 s (objective 15 s)``."""
+def journal_scenario(
+    experiment: Path, journal_path: Path, *, draft: ScenarioDraft | None = None
+) -> ScenarioRecord:
+    """A drill's scenario from its Chaos Toolkit journal: the activities as steps, the
+    measurements the vaultdr control added, ``vaultdr chaos run``'s verdict."""
+    journal = json.loads(journal_path.read_text())
+    verdict = judge(journal, journal_path)
+    draft = draft or _draft(experiment)
+    draft.steps = [
+        _activity_step(run)
+        for run in [*(journal.get("run") or []), *(journal.get("rollbacks") or [])]
+    ]
+    measured = journal.get("vaultdr") or {}
+    draft.measurements = measurements_from(
+        recovery=measured.get("recovery"),
+        ledger=measured.get("ledger"),
+        restore=measured.get("restore"),
+    )
+    for check in measured.get("checks") or []:
+        if check.get("name") == "recovered-within" and "objective" in str(check.get("detail")):
+            objective = _comparison(draft, str(check["detail"]), bool(check["ok"]))
+            draft.objectives["rto_seconds"] = objective
+    if not verdict.passed:
+        draft.fail("; ".join(verdict.reasons))
+    draft.finish()
+    return draft.record(verdict="passed" if verdict.passed else "failed")
+
+
+def _activity_step(run: dict[str, Any]) -> Step:
+    activity = run.get("activity", {})
+    succeeded = run.get("status") == "succeeded"
+    return Step(
+        keyword=str(activity.get("type", "activity")).title(),
+        text=str(activity.get("name", "?")),
+        status="passed" if succeeded else "failed",
+        started_at=run.get("start"),
+        duration_seconds=float(run.get("duration") or 0.0),
+        error=None if succeeded else str(run.get("status")),
+    )
+
+
+def _comparison(draft: ScenarioDraft, detail: str, ok: bool) -> float:
+    """Judge the probe's detail ``<name> 1.23 s (objective 15 s)``; the objective."""
     words = detail.replace("(", " ").replace(")", " ").split()
-    measured = float(words[1])
     objective = float(words[words.index("objective") + 1])
-    return {"name": words[0], "measured": measured, "objective": objective, "unit": "s", "met": ok}
+    draft.compare(words[0], float(words[1]), objective, met=ok)
+    return objective
 
 
-def _failed_setup(error: str) -> dict[str, Any]:
-    return {
-        "id": "chaos-drills",
-        "feature": "Chaos Toolkit drill",
-        "name": "deploy a stack for the drills",
-        "tags": ["chaos"],
-        "verdict": "failed",
-        "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
-        "duration_seconds": 0.0,
-        "steps": [],
-        "objectives": {},
-        "measurements": empty_measurements(),
-        "comparisons": [],
-        "timeline": [],
-        "error": error,
-    }
+def _failed_setup(error: str) -> ScenarioRecord:
+    draft = ScenarioDraft(
+        id="chaos-drills", feature=FEATURE, name="deploy a stack for the drills", tags=["chaos"]
+    )
+    draft.fail(error)
+    draft.finish()
+    return draft.record()

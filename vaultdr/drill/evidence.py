@@ -5,32 +5,15 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
-import platform
-import socket
-import subprocess
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from vaultdr import __version__
-from vaultdr.envs.local.state import write_json_atomic
-from vaultdr.evidence.schema import SCHEMA, validate_evidence
+from vaultdr.evidence.models import ScenarioRecord
+from vaultdr.evidence.record import git_commit, run_record
+from vaultdr.files import write_json_atomic
 
-
-def git_commit() -> str | None:
-    """The commit of the vaultdr checkout, when it is one."""
-    repo = Path(__file__).resolve().parent.parent.parent
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(repo), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-    except OSError:
-        return None
-    commit = out.stdout.strip()
-    return commit if out.returncode == 0 and len(commit) == 40 else None
+__all__ = ["git_commit", "journals", "stack_shape", "write_evidence"]
 
 
 def stack_shape(config_file: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -53,37 +36,31 @@ def stack_shape(config_file: str | None) -> tuple[dict[str, Any], dict[str, Any]
     return engine, shape
 
 
-def write_evidence(run_dir: Path, scenarios: list[dict[str, Any]]) -> Path:
+def journals(run_dir: Path) -> list[str]:
+    """The Chaos Toolkit journals in the run directory, relative to it."""
+    return sorted(str(p.relative_to(run_dir)) for p in run_dir.glob("chaos/**/journal.json"))
+
+
+def write_evidence(run_dir: Path, scenarios: Sequence[ScenarioRecord | Mapping[str, Any]]) -> Path:
+    """``evidence.json`` of the drill run in ``run_dir`` (the runner's ``VAULTDR_DRILL_*``)."""
     finished = dt.datetime.now(dt.UTC)
-    started_text = os.environ.get("VAULTDR_DRILL_STARTED") or finished.isoformat()
-    started = dt.datetime.fromisoformat(started_text)
+    started = dt.datetime.fromisoformat(
+        os.environ.get("VAULTDR_DRILL_STARTED") or finished.isoformat()
+    )
     engine, shape = stack_shape(os.environ.get("VAULTDR_DRILL_CONFIG"))
-    journals = sorted(str(p.relative_to(run_dir)) for p in run_dir.glob("chaos/**/journal.json"))
-    passed = bool(scenarios) and all(s["verdict"] == "passed" for s in scenarios)
-    evidence = {
-        "schema": SCHEMA,
-        "run_id": os.environ.get("VAULTDR_DRILL_RUN_ID") or run_dir.name,
-        "started_at": started.isoformat(timespec="milliseconds"),
-        "finished_at": finished.isoformat(timespec="milliseconds"),
-        "duration_seconds": round((finished - started).total_seconds(), 3),
-        "verdict": "passed" if passed else "failed",
-        "environment": {
-            "name": os.environ.get("VAULTDR_DRILL_ENV", "local"),
-            "host": socket.gethostname(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
-        "vaultdr": {"version": __version__, "git_commit": git_commit()},
-        "engine": engine,
-        "stack": shape,
-        "scenarios": scenarios,
-        "artifacts": {
+    evidence = run_record(
+        run_id=os.environ.get("VAULTDR_DRILL_RUN_ID") or run_dir.name,
+        started=started,
+        scenarios=scenarios,
+        environment=os.environ.get("VAULTDR_DRILL_ENV", "local"),
+        engine=engine,
+        stack=shape,
+        artifacts={
             "junit": os.environ.get("VAULTDR_DRILL_JUNIT") or None,
             "allure_results": "allure-results" if (run_dir / "allure-results").is_dir() else None,
-            "journals": journals,
+            "journals": journals(run_dir),
         },
-    }
-    validate_evidence(evidence)
+    )
     path = run_dir / "evidence.json"
     write_json_atomic(path, evidence)
     return path

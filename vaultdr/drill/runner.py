@@ -20,11 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from vaultdr.config import Stack, load_stack
-from vaultdr.envs.local.state import write_json_atomic
+from vaultdr.drill.evidence import journals
 from vaultdr.errors import EXIT_DRILL_FAILED, EXIT_OK, ConfigError, VaultdrError
 from vaultdr.evidence.index import write_index
 from vaultdr.evidence.manifest import seal_run
-from vaultdr.evidence.schema import load_evidence, validate_evidence
+from vaultdr.evidence.record import run_record
+from vaultdr.evidence.schema import load_evidence
+from vaultdr.files import write_json_atomic
 
 FEATURES = Path(__file__).resolve().parent.parent.parent / "features"
 
@@ -60,40 +62,13 @@ def run_drill(
     run_id = new_run_id()
     run_dir = (report_dir / run_id).resolve()
     run_dir.mkdir(parents=True)
-    command = [sys.executable, "-m", "pytest", str(features), "-p", "vaultdr.drill.plugin"]
-    command += ["-p", "no:cacheprovider", "-q", "--no-header", "-rN", "--tb=short"]
-    command += ["-W", "ignore::pytest.PytestUnknownMarkWarning"]  # feature tags are marks
-    command += ["--alluredir", str(run_dir / "allure-results")]
-    command += ["-o", "testpaths=features", "--rootdir", str(features.parent)]
-    if tags:
-        command += ["-m", tags]
-    if junit:
-        command += ["--junitxml", str(run_dir / "junit.xml")]
-    environ = {
-        **os.environ,
-        "VAULTDR_DRILL_DIR": str(run_dir),
-        "VAULTDR_DRILL_RUN_ID": run_id,
-        "VAULTDR_DRILL_CONFIG": str(config.resolve()),
-        "VAULTDR_DRILL_ENV": env_name,
-        "VAULTDR_DRILL_STARTED": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
-        "VAULTDR_DRILL_JUNIT": "junit.xml" if junit else "",
-    }
     print(f"vaultdr drill {run_id}: evidence in {run_dir}", flush=True)
-    with open(run_dir / "pytest.log", "w") as log:
-        process = subprocess.Popen(
-            command,
-            cwd=features.parent,
-            env=environ,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        assert process.stdout is not None
-        for line in process.stdout:  # progress lines come from the drill plugin
-            log.write(line)
-            if line.startswith("["):
-                print(line, end="", flush=True)
-        code = process.wait()
+    code = _play_features(
+        pytest_command(features, run_dir, tags=tags, junit=junit),
+        cwd=features.parent,
+        environ=drill_environment(run_dir, run_id, config=config, env_name=env_name, junit=junit),
+        log_path=run_dir / "pytest.log",
+    )
     if not (run_dir / "evidence.json").exists():
         raise VaultdrError(
             f"the drill wrote no evidence (pytest exit {code})",
@@ -111,6 +86,56 @@ def run_drill(
     return DrillResult(run_dir, evidence["verdict"], len(scenarios), passed, exit_code)
 
 
+def pytest_command(features: Path, run_dir: Path, *, tags: str | None, junit: bool) -> list[str]:
+    """pytest over ``features`` with the drill plugin, Allure results and (``junit``) JUnit XML."""
+    command = [sys.executable, "-m", "pytest", str(features), "-p", "vaultdr.drill.plugin"]
+    command += ["-p", "no:cacheprovider", "-q", "--no-header", "-rN", "--tb=short"]
+    command += ["-W", "ignore::pytest.PytestUnknownMarkWarning"]  # feature tags are marks
+    command += ["--alluredir", str(run_dir / "allure-results")]
+    command += ["-o", "testpaths=features", "--rootdir", str(features.parent)]
+    if tags:
+        command += ["-m", tags]
+    if junit:
+        command += ["--junitxml", str(run_dir / "junit.xml")]
+    return command
+
+
+def drill_environment(
+    run_dir: Path, run_id: str, *, config: Path, env_name: str, junit: bool
+) -> dict[str, str]:
+    """The process environment the drill plugin reads its run from (``VAULTDR_DRILL_*``)."""
+    return {
+        **os.environ,
+        "VAULTDR_DRILL_DIR": str(run_dir),
+        "VAULTDR_DRILL_RUN_ID": run_id,
+        "VAULTDR_DRILL_CONFIG": str(config.resolve()),
+        "VAULTDR_DRILL_ENV": env_name,
+        "VAULTDR_DRILL_STARTED": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+        "VAULTDR_DRILL_JUNIT": "junit.xml" if junit else "",
+    }
+
+
+def _play_features(
+    command: list[str], *, cwd: Path, environ: dict[str, str], log_path: Path
+) -> int:
+    """Run pytest, keeping its output in ``log_path`` and showing the plugin's progress lines."""
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=environ,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert process.stdout is not None
+        for line in process.stdout:  # progress lines come from the drill plugin
+            log.write(line)
+            if line.startswith("["):
+                print(line, end="", flush=True)
+        return process.wait()
+
+
 def add_chaos_drills(
     run_dir: Path, evidence: dict[str, Any], stack: Stack, config: Path
 ) -> dict[str, Any]:
@@ -123,18 +148,15 @@ def add_chaos_drills(
         elapsed = (dt.datetime.now(dt.UTC) - started).total_seconds()
         print(f"[{elapsed:7.1f}s] {text}", flush=True)
 
-    evidence["scenarios"] += run_chaos_drills(run_dir, stack, config, say=say)
-    scenarios = evidence["scenarios"]
-    passed = bool(scenarios) and all(s["verdict"] == "passed" for s in scenarios)
-    evidence["verdict"] = "passed" if passed else "failed"
-    evidence["artifacts"]["journals"] = sorted(
-        str(p.relative_to(run_dir)) for p in run_dir.glob("chaos/**/journal.json")
+    played = run_chaos_drills(run_dir, stack, config, say=say)
+    evidence = run_record(
+        run_id=evidence["run_id"],
+        started=dt.datetime.fromisoformat(evidence["started_at"]),
+        scenarios=[*evidence["scenarios"], *played],
+        environment=evidence["environment"]["name"],
+        engine=evidence["engine"],
+        stack=evidence["stack"],
+        artifacts={**evidence["artifacts"], "journals": journals(run_dir)},
     )
-    finished = dt.datetime.now(dt.UTC)
-    evidence["finished_at"] = finished.isoformat(timespec="milliseconds")
-    evidence["duration_seconds"] = round(
-        (finished - dt.datetime.fromisoformat(evidence["started_at"])).total_seconds(), 3
-    )
-    validate_evidence(evidence)
     write_json_atomic(run_dir / "evidence.json", evidence)
     return evidence

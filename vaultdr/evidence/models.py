@@ -55,6 +55,7 @@ __all__ = [
     "EngineInfo",
     "Environment",
     "Evidence",
+    "Flap",
     "LostWrite",
     "Measurements",
     "Objectives",
@@ -192,6 +193,11 @@ class Phases(_Closed):
         default=None,
         description="a kubernetes-auth login plus a read works again (0 if never stopped)",
     )
+    writing: NumberOrNull = Field(
+        default=None,
+        description="the write ledger's writes are acknowledged again (0 if they never stopped; "
+        "null without a write load)",
+    )
     healthy: NumberOrNull = Field(
         default=None, description="every node unsealed, a leader, reads working"
     )
@@ -232,11 +238,21 @@ class UpgradedNode(_Open):
     error: str | None = Field(default=None, description="what went wrong, or null")
 
 
+class Flap(_Open):
+    """A check apps feel that came back after the fault, failed again, and came back later."""
+
+    check: Literal["read", "login", "write"] = Field(description="read, login or write")
+    failed_at: Number = Field(description="seconds after the fault it failed again")
+    back_at: NumberOrNull = Field(description="seconds after the fault it was back; null: never")
+    seconds: NumberOrNull = Field(description="how long it was down; null when never back")
+
+
 class Measurements(_Open):
     """What was measured: RTO and its phases, RPO, the write ledger, the snapshot used."""
 
     rto_seconds: NumberOrNull = Field(
-        description="the later of serving and auth_ready (or the one phase the objective is about)"
+        description="the later of serving, auth_ready and writing (or the one phase the "
+        "objective is about)"
     )
     phases: Phases = Field(description="seconds after the fault, per recovery phase")
     rpo_seconds: NumberOrNull = Field(
@@ -252,6 +268,11 @@ class Measurements(_Open):
         description="acknowledged writes that did not read back (expected losses excluded)"
     )
     snapshot: SnapshotRecord | None = Field(description="the snapshot a restore used, or null")
+    flaps: Absent[list[Flap]] = Field(
+        default=None,
+        description="failures of reads, logins or writes after they had come back (each moves "
+        "its phase to the end of the flap); present when a recovery was measured",
+    )
     unavailable_seconds: Absent[Number] = Field(
         default=None, description="upgrade-check rolling upgrade: total time writes were refused"
     )

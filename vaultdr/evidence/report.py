@@ -19,7 +19,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
-from vaultdr.evidence.models import Evidence, Measurements, ScenarioRecord
+from vaultdr.evidence.models import Evidence, Measurements, Phases, ScenarioRecord
 from vaultdr.evidence.schema import load_evidence_model, parse_evidence
 
 __all__ = ["CSS", "MARKERS", "render_html", "timeline_picture", "write_report"]
@@ -57,10 +57,11 @@ MARKERS = [
     ("restored", "restored", "#0f766e"),
     ("serving", "serving", "#1f7a3a"),
     ("auth_ready", "auth ready", "#15803d"),
+    ("writing", "writing", "#0e7490"),
     ("healthy", "healthy", "#166534"),
 ]
-#: The phases as the measurements table lists them.
-PHASE_ORDER = ("detected", "unsealed", "leader", "restored", "serving", "auth_ready", "healthy")
+#: The phases as the measurements table lists them: the model's, which are the timeline's.
+PHASE_ORDER = tuple(Phases.model_fields)
 
 
 def fmt(value: Any, unit: str = "s") -> str:

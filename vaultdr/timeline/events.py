@@ -95,6 +95,11 @@ class Recovery:
     def recovered(self) -> bool:
         return all(getattr(self, name) is not None for name in self.required)
 
+    @property
+    def missing(self) -> list[str]:
+        """The required phases not reached (yet)."""
+        return [name for name in self.required if getattr(self, name) is None]
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["required"] = list(self.required)

@@ -26,37 +26,32 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import platform
 import secrets
-import socket
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from vaultdr import __version__, checks, statedir
+from vaultdr import checks, statedir
 from vaultdr.config import Stack, load_stack, parse_stack
-from vaultdr.drill.evidence import git_commit
 from vaultdr.drill.runner import new_run_id
 from vaultdr.envs.local.env import LocalEnvironment
 from vaultdr.envs.local.processes import wait_for
-from vaultdr.envs.local.state import write_json_atomic
 from vaultdr.errors import EXIT_DRILL_FAILED, ConfigError, VaultdrError
 from vaultdr.evidence.index import write_index
 from vaultdr.evidence.manifest import seal_run
-from vaultdr.evidence.schema import SCHEMA, empty_measurements, validate_evidence
-from vaultdr.ledger import WriteLedger
-from vaultdr.timeline import Timeline, local_events_source
+from vaultdr.evidence.models import UpgradedNode
+from vaultdr.evidence.record import ScenarioDraft, run_record, snapshot_record
+from vaultdr.files import write_json_atomic
+from vaultdr.session import APP_SECRET, DrillSession
 from vaultdr.upgrade import engines
 from vaultdr.upgrade.engines import Engine
 from vaultdr.upgrade.rolling import NodeUpgrade, UpgradeFailed, preflight, rolling_upgrade
 
 Say = Callable[[str], None]
 SEEDED = 50
-APP_SECRET = ("secret", "apps/web/config")
 
 
 @dataclass
@@ -88,80 +83,8 @@ class UpgradeResult:
         return 0 if self.verdict == "passed" else EXIT_DRILL_FAILED
 
 
-# --- steps, as evidence records them ---------------------------------------------------------
-@dataclass
-class Scenario:
-    """One scenario of the check, in the evidence schema's shape."""
-
-    id: str
-    name: str
-    feature: str = "Upgrade check"
-    steps: list[dict[str, Any]] = field(default_factory=list)
-    measurements: dict[str, Any] = field(default_factory=dict)
-    objectives: dict[str, float] = field(default_factory=dict)
-    comparisons: list[dict[str, Any]] = field(default_factory=list)
-    timeline: list[dict[str, Any]] = field(default_factory=list)
-    error: str | None = None
-    started: float = field(default_factory=time.monotonic)
-    started_at: str = field(default_factory=lambda: _now_iso())
-
-    @contextlib.contextmanager
-    def step(self, keyword: str, text: str, say: Say) -> Iterator[None]:
-        say(f"  {keyword} {text}")
-        begun = time.monotonic()
-        record: dict[str, Any] = {
-            "keyword": keyword,
-            "text": text,
-            "status": "running",
-            "started_at": _now_iso(),
-        }
-        self.steps.append(record)
-        try:
-            yield
-        except VaultdrError as exc:
-            record["status"] = "failed"
-            record["error"] = exc.message
-            self.error = self.error or exc.message
-            raise
-        finally:
-            record["duration_seconds"] = round(time.monotonic() - begun, 3)
-            if record["status"] == "running":
-                record["status"] = "passed"
-
-    def compare(self, name: str, measured: float | None, objective: float, unit: str) -> None:
-        met = measured is not None and measured <= objective
-        self.comparisons.append(
-            {"name": name, "measured": measured, "objective": objective, "unit": unit, "met": met}
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        failed = any(s["status"] == "failed" for s in self.steps) or any(
-            not c["met"] for c in self.comparisons
-        )
-        verdict = "failed" if failed or self.error else "passed"
-        return {
-            "id": self.id,
-            "feature": self.feature,
-            "name": self.name,
-            "tags": ["upgrade"],
-            "verdict": verdict,
-            "started_at": self.started_at,
-            "duration_seconds": round(time.monotonic() - self.started, 3),
-            "steps": self.steps,
-            "objectives": self.objectives,
-            "measurements": {**empty_measurements(), **self.measurements},
-            "comparisons": self.comparisons,
-            "timeline": self.timeline,
-            "error": self.error,
-        }
-
-
 def _display(engine: Engine) -> str:
     return f"{'OpenBao' if engine.kind == 'openbao' else 'Vault'} {engine.version}"
-
-
-def _now_iso() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
 
 # --- engines and stack files ------------------------------------------------------------------
@@ -237,7 +160,7 @@ class UpgradeCheck:
     def __init__(self, options: UpgradeCheckOptions, *, say: Say = print) -> None:
         self.options = options
         self.say = say
-        self.scenarios: list[Scenario] = []
+        self.scenarios: list[ScenarioDraft] = []
         self.drill_scenarios: list[dict[str, Any]] = []
         self.seeded: dict[str, dict[str, Any]] = {}
         self.snapshot: dict[str, Any] = {}
@@ -291,89 +214,107 @@ class UpgradeCheck:
             self._drills(stack_to, run_dir)
         return self._finish(run_dir, run_id, started, previous, target, stack)
 
+    # --- steps, as evidence records them -----------------------------------------------------
+    def _scenario(self, scenario_id: str, name: str) -> ScenarioDraft:
+        s = ScenarioDraft(id=scenario_id, feature="Upgrade check", name=name, tags=["upgrade"])
+        self.scenarios.append(s)
+        self.say(f"[{scenario_id}] {name}")
+        return s
+
+    @contextlib.contextmanager
+    def _step(self, s: ScenarioDraft, keyword: str, text: str) -> Iterator[None]:
+        self.say(f"  {keyword} {text}")
+        with s.step(keyword, text):
+            yield
+
     # --- 2 and 3 ---------------------------------------------------------------------------
     def _rolling(self, env: LocalEnvironment, previous: Engine, target: Engine, work: Path) -> bool:
-        s = Scenario("rolling-upgrade", f"rolling upgrade {previous.version} -> {target.version}")
-        self.scenarios.append(s)
-        stack = env.stack_config()
-        objective = stack.objectives.rto.get("rolling-upgrade") or stack.objectives.rto.get(
-            "leader-loss", 15.0
+        s = self._scenario(
+            "rolling-upgrade", f"rolling upgrade {previous.version} -> {target.version}"
         )
+        objectives = env.stack_config().objectives.rto
+        objective = objectives.get("rolling-upgrade") or objectives.get("leader-loss", 15.0)
         s.objectives = {"unavailable_seconds": objective, "lost_writes": 0.0}
-        say = self.say
-        say(f"[rolling-upgrade] {s.name}")
-        with s.step("Given", f"a {_display(previous)} cluster is up and configured", say):
-            env.up()
-        token = env.root_token()
-        with s.step("And", f"{SEEDED} secrets are written and a snapshot is taken", say):
-            self._seed(env, token)
-            record = env.snapshot_agent().take()
-            self.snapshot = {"key": record.key, "sha256": record.sha256}
         try:
-            with s.step("When", f"{target.version} starts on a throwaway node with this seal", say):
-                preflight(env, target, work)
-        except UpgradeFailed as exc:
-            return self._failed(env, s, exc, previous, target, token)
-        timeline = Timeline(env, token, interval=0.1, read_path=APP_SECRET)
-        timeline.add_source(local_events_source(env.state_dir))
-        ledger = WriteLedger(env, token, rate=10.0)
-        upgrades: list[NodeUpgrade] = []
+            with self._step(s, "Given", f"a {_display(previous)} cluster is up and configured"):
+                env.up()
+            token = env.root_token()
+            with self._step(s, "And", f"{SEEDED} secrets are written and a snapshot is taken"):
+                self._seed(env, token)
+                record = env.snapshot_agent().take()
+                self.snapshot = {"key": record.key, "sha256": record.sha256}
+            session = DrillSession(env, token=token)
+            try:
+                with self._step(
+                    s, "When", f"{target.version} starts on a throwaway node with this seal"
+                ):
+                    preflight(env, target, work)
+                upgrades = self._upgrade_under_load(env, session, s, previous, target)
+            except UpgradeFailed as exc:
+                return self._failed(env, s, exc, previous, target, token)
+            self._judge_rolling(session, s, upgrades, target)
+            return True
+        finally:
+            s.finish()
+
+    def _upgrade_under_load(
+        self,
+        env: LocalEnvironment,
+        session: DrillSession,
+        s: ScenarioDraft,
+        previous: Engine,
+        target: Engine,
+    ) -> list[NodeUpgrade]:
+        """The rolling upgrade, the timeline and the write ledger running (a second's worth of
+        acknowledged writes before the first node goes down)."""
 
         def progress(message: str) -> None:
-            say(f"    {message}")
+            self.say(f"    {message}")
 
+        text = "the nodes are upgraded one at a time under write load, the leader last"
+        session.start_timeline(login=None)
         try:
-            timeline.start()
-            ledger.start()
-            # acknowledged writes before the first node goes down (a second's worth)
-            if not ledger.wait_acknowledged(max(1, int(ledger.rate))):
-                raise VaultdrError("the write ledger had no write acknowledged within 30 s")
-            text = "the nodes are upgraded one at a time under write load, the leader last"
-            with s.step("And", text, say):
+            session.start_ledger(rate=10.0)
+            with self._step(s, "And", text):
                 upgrades = rolling_upgrade(
-                    env,
-                    target,
-                    previous,
-                    token,
-                    say=progress,
-                    mark=lambda kind, node: timeline.mark(kind, node),
+                    env, target, previous, session.token, say=progress, mark=session.mark
                 )
         except UpgradeFailed as exc:
-            s.measurements["nodes"] = [u.to_dict() for u in exc.upgrades]
-            return self._failed(env, s, exc, previous, target, token)
+            s.measurements.nodes = [_node(u) for u in exc.upgrades]
+            raise
         finally:
-            ledger.stop()
-            timeline.stop()
-        s.timeline = _timeline(timeline)
-        with s.step("Then", "every acknowledged write reads back", say):
-            report = ledger.verify(timeout=60.0)
-            windows = ledger.unavailable_windows()
+            session.stop()
+        s.timeline = session.timeline_for_evidence()
+        return upgrades
+
+    def _judge_rolling(
+        self, session: DrillSession, s: ScenarioDraft, upgrades: list[NodeUpgrade], target: Engine
+    ) -> None:
+        env = session.env
+        with self._step(s, "Then", "every acknowledged write reads back"):
+            report = session.verify_ledger(timeout=60.0)
+            assert session.ledger is not None
+            windows = session.ledger.unavailable_windows()
             self.unavailable = report.unavailable_seconds
             self.lost = len(report.lost)
-            s.measurements.update(
-                {
-                    "unavailable_seconds": report.unavailable_seconds,
-                    "longest_unavailable_seconds": round(
-                        max((b - a for a, b in windows), default=0.0), 3
-                    ),
-                    "acknowledged_writes": report.acknowledged,
-                    "unacknowledged_writes": report.unacknowledged,
-                    "lost_writes": report.lost,
-                    "nodes": [u.to_dict() for u in upgrades],
-                }
-            )
-            s.compare("unavailable during the upgrade", report.unavailable_seconds, objective, "s")
+            s.measurements = session.measurements()
+            s.measurements.unavailable_seconds = report.unavailable_seconds
+            longest = max((b - a for a, b in windows), default=0.0)
+            s.measurements.longest_unavailable_seconds = round(longest, 3)
+            s.measurements.unacknowledged_writes = report.unacknowledged
+            s.measurements.nodes = [_node(u) for u in upgrades]
+            objective = s.objectives["unavailable_seconds"]
+            s.compare("unavailable during the upgrade", report.unavailable_seconds, objective)
             s.compare("lost acknowledged writes", float(len(report.lost)), 0.0, "writes")
             if report.lost:
                 raise VaultdrError(f"{len(report.lost)} acknowledged writes were lost")
-        with s.step("And", f"every node runs {target.version}, unsealed, a voter", say):
+        with self._step(s, "And", f"every node runs {target.version}, unsealed, a voter"):
             versions = {n.name: n.version for n in env.status().nodes}
             if set(versions.values()) != {target.version}:
                 raise VaultdrError(f"not every node is on {target.version}: {versions}")
-            result = checks.cluster_healthy(env, token)
+            result = checks.cluster_healthy(env, session.token)
             if not result.ok:
                 raise VaultdrError(result.detail)
-        return True
 
     def _seed(self, env: LocalEnvironment, token: str) -> None:
         client = env.client(token=token)
@@ -386,7 +327,7 @@ class UpgradeCheck:
     def _failed(
         self,
         env: LocalEnvironment,
-        s: Scenario,
+        s: ScenarioDraft,
         failure: UpgradeFailed,
         previous: Engine,
         target: Engine,
@@ -397,7 +338,7 @@ class UpgradeCheck:
             failure, seal=env.stack_config().seal.type, previous=previous, target=target
         )
         s.error = self.explanation
-        with s.step("Then", f"the cluster is still serving on {previous.version}", self.say):
+        with self._step(s, "Then", f"the cluster is still serving on {previous.version}"):
             serving = wait_for(
                 lambda: (
                     checks.cluster_healthy(env, token).ok
@@ -416,70 +357,67 @@ class UpgradeCheck:
 
     # --- 4 -------------------------------------------------------------------------------
     def _restore_compatibility(self, env: LocalEnvironment, target: Engine) -> None:
-        from vaultdr.agents.restore import RestoreRecord, cluster_is_empty
-        from vaultdr.envs.local.healing import LocalRestoreTarget, run_restore
-
-        s = Scenario(
+        s = self._scenario(
             "restore-compatibility", f"the pre-upgrade snapshot restores into {target.version}"
         )
-        self.scenarios.append(s)
-        say = self.say
-        say(f"[restore-compatibility] {s.name}")
-        stack = env.stack_config()
-        objective = stack.objectives.rto.get("total-loss", 60.0)
-        s.objectives = {"rto_seconds": objective}
-        key = str(self.snapshot.get("key"))
+        s.objectives = {"rto_seconds": env.stack_config().objectives.rto.get("total-loss", 60.0)}
         try:
-            with s.step("Given", f"every node of the {target.version} cluster loses its data", say):
-                env.delete_all_volumes()
-                if not wait_for(lambda: cluster_is_empty(LocalRestoreTarget(env)), timeout=60):
-                    raise VaultdrError("the nodes did not come back empty")
-            with s.step("When", f"the pre-upgrade snapshot {key} is restored", say):
-                record = run_restore(env, key=key)
-                assert isinstance(record, RestoreRecord)
-                s.measurements["rto_seconds"] = round(record.total_seconds, 3)
-                s.measurements["restore_phases"] = record.phases
-                s.measurements["snapshot"] = {
-                    "key": record.snapshot_key,
-                    "sha256": self.snapshot.get("sha256"),
-                    "age_seconds": record.snapshot_age_seconds,
-                    "skipped": [],
-                }
-                s.compare("restore time", record.total_seconds, objective, "s")
-            token = env.root_token()
-            with s.step("Then", f"the {SEEDED} secrets written before the upgrade read back", say):
-                result = checks.data_intact(env, token, self.seeded)
-                if not result.ok:
-                    raise VaultdrError(result.detail)
-            with s.step("And", "the configuration matches stack.yaml (0 changes)", say):
-                changes = env.configure(dry_run=True)
-                if changes:
-                    raise VaultdrError(
-                        f"{len(changes)} configuration changes needed after the restore: "
-                        + ", ".join(str(c) for c in changes[:5])
-                    )
-            with s.step(
-                "And", "the web app logs in with kubernetes auth and reads its secret", say
-            ):
-                web = checks.kubernetes_login(
-                    env,
-                    namespace="apps",
-                    service_account="web",
-                    role="web",
-                    read="/".join(APP_SECRET),
-                )
-                if not web.ok:
-                    raise VaultdrError(web.detail)
-            with s.step("And", "a service account no role binds is refused", say):
-                intruder = checks.kubernetes_login(
-                    env, namespace="apps", service_account="intruder", role="web"
-                )
-                if intruder.ok:
-                    raise VaultdrError("apps/intruder logged in with role web")
+            self._restore_pre_upgrade_snapshot(env, s, target)
+            self._check_restored(env, s)
         except VaultdrError as exc:
             self.explanation = self.explanation or (
                 f"the pre-upgrade snapshot does not restore into {target.version}: {exc.message}"
             )
+        finally:
+            s.finish()
+
+    def _restore_pre_upgrade_snapshot(
+        self, env: LocalEnvironment, s: ScenarioDraft, target: Engine
+    ) -> None:
+        from vaultdr.agents.restore import RestoreRecord, cluster_is_empty
+        from vaultdr.envs.local.healing import LocalRestoreTarget, run_restore
+
+        key = str(self.snapshot.get("key"))
+        with self._step(s, "Given", f"every node of the {target.version} cluster loses its data"):
+            env.delete_all_volumes()
+            if not wait_for(lambda: cluster_is_empty(LocalRestoreTarget(env)), timeout=60):
+                raise VaultdrError("the nodes did not come back empty")
+        with self._step(s, "When", f"the pre-upgrade snapshot {key} is restored"):
+            record = run_restore(env, key=key)
+            assert isinstance(record, RestoreRecord)
+            s.measurements.rto_seconds = round(record.total_seconds, 3)
+            s.measurements.restore_phases = record.phases
+            s.measurements.snapshot = snapshot_record(
+                {**record.to_dict(), "snapshot_sha256": self.snapshot.get("sha256"), "skipped": []}
+            )
+            s.compare("restore time", record.total_seconds, s.objectives["rto_seconds"])
+
+    def _check_restored(self, env: LocalEnvironment, s: ScenarioDraft) -> None:
+        token = env.root_token()
+        with self._step(s, "Then", f"the {SEEDED} secrets written before the upgrade read back"):
+            result = checks.data_intact(env, token, self.seeded)
+            if not result.ok:
+                raise VaultdrError(result.detail)
+        with self._step(s, "And", "the configuration matches stack.yaml (0 changes)"):
+            changes = env.configure(dry_run=True)
+            if changes:
+                raise VaultdrError(
+                    f"{len(changes)} configuration changes needed after the restore: "
+                    + ", ".join(str(c) for c in changes[:5])
+                )
+        login = "the web app logs in with kubernetes auth and reads its secret"
+        with self._step(s, "And", login):
+            web = checks.kubernetes_login(
+                env, namespace="apps", service_account="web", role="web", read="/".join(APP_SECRET)
+            )
+            if not web.ok:
+                raise VaultdrError(web.detail)
+        with self._step(s, "And", "a service account no role binds is refused"):
+            intruder = checks.kubernetes_login(
+                env, namespace="apps", service_account="intruder", role="web"
+            )
+            if intruder.ok:
+                raise VaultdrError("apps/intruder logged in with role web")
 
     # --- 5 -------------------------------------------------------------------------------
     def _drills(self, stack_to: Path, run_dir: Path) -> None:
@@ -514,68 +452,43 @@ class UpgradeCheck:
         target: Engine,
         stack: Stack,
     ) -> UpgradeResult:
-        scenarios = [s.to_dict() for s in self.scenarios] + self.drill_scenarios
+        scenarios = [s.record().to_dict() for s in self.scenarios] + self.drill_scenarios
         passed = bool(scenarios) and all(s["verdict"] == "passed" for s in scenarios)
-        if passed:
-            drills = (
-                f", and {len(self.drill_scenarios)} drill scenarios pass on it"
-                if self.drill_scenarios
-                else " (the drills were not run)"
-            )
-            explanation = (
-                f"{_display(target)} is a safe upgrade from {previous.version} for this stack: "
-                f"the rolling upgrade lost no acknowledged write (writes refused for "
-                f"{self.unavailable or 0.0:.2f} s in all), the pre-upgrade snapshot restores "
-                f"into it{drills}."
-            )
-        else:
-            failed = [s["name"] for s in scenarios if s["verdict"] != "passed"]
-            explanation = self.explanation or f"failed: {', '.join(failed)}"
-        finished = dt.datetime.now(dt.UTC)
-        evidence = {
-            "schema": SCHEMA,
-            "run_id": run_id,
-            "started_at": started.isoformat(timespec="milliseconds"),
-            "finished_at": finished.isoformat(timespec="milliseconds"),
-            "duration_seconds": round((finished - started).total_seconds(), 3),
-            "verdict": "passed" if passed else "failed",
-            "environment": {
-                "name": "local",
-                "host": socket.gethostname(),
-                "platform": platform.platform(),
-                "python": platform.python_version(),
-            },
-            "vaultdr": {"version": __version__, "git_commit": git_commit()},
-            "engine": {
+        verdict = "passed" if passed else "failed"
+        explanation = self._explanation(scenarios, passed, previous, target)
+        evidence = run_record(
+            run_id=run_id,
+            started=started,
+            scenarios=scenarios,
+            environment="local",
+            engine={
                 "kind": target.kind,
                 "version": target.version,
                 "from_version": previous.version,
             },
-            "stack": {
+            stack={
                 "cluster": stack.cluster,
                 "nodes": stack.nodes,
                 "seal": stack.seal.type,
                 "storage": "raft",
                 "config_file": str(self.options.config),
             },
-            "upgrade": {
+            artifacts={"junit": None, "allure_results": None, "journals": []},
+            upgrade={
                 "from": previous.to_dict(),
                 "to": target.to_dict(),
-                "verdict": "passed" if passed else "failed",
+                "verdict": verdict,
                 "explanation": explanation,
                 "server_error": self.server_line or None,
                 "original_serving": self.original_serving,
             },
-            "scenarios": scenarios,
-            "artifacts": {"junit": None, "allure_results": None, "journals": []},
-        }
-        validate_evidence(evidence)
+        )
         write_json_atomic(run_dir / "evidence.json", evidence)
         seal_run(run_dir)
         write_index(run_dir.parent)
         return UpgradeResult(
             run_dir=run_dir,
-            verdict="passed" if passed else "failed",
+            verdict=verdict,
             explanation=explanation,
             previous=previous.version,
             target=target.version,
@@ -584,11 +497,28 @@ class UpgradeCheck:
             lost_writes=self.lost,
         )
 
+    def _explanation(
+        self, scenarios: list[dict[str, Any]], passed: bool, previous: Engine, target: Engine
+    ) -> str:
+        """The plain verdict: why the upgrade is safe, or what failed and what to change."""
+        if not passed:
+            failed = [s["name"] for s in scenarios if s["verdict"] != "passed"]
+            return self.explanation or f"failed: {', '.join(failed)}"
+        drills = (
+            f", and {len(self.drill_scenarios)} drill scenarios pass on it"
+            if self.drill_scenarios
+            else " (the drills were not run)"
+        )
+        return (
+            f"{_display(target)} is a safe upgrade from {previous.version} for this stack: "
+            f"the rolling upgrade lost no acknowledged write (writes refused for "
+            f"{self.unavailable or 0.0:.2f} s in all), the pre-upgrade snapshot restores "
+            f"into it{drills}."
+        )
 
-def _timeline(timeline: Timeline) -> list[dict[str, Any]]:
-    events = [e for e in timeline.events if not e.detail.get("initial")]
-    base = events[0].mono if events else 0.0
-    return [{"t": round(e.mono - base, 3), "kind": e.kind, "node": e.node} for e in events]
+
+def _node(upgrade: NodeUpgrade) -> UpgradedNode:
+    return UpgradedNode.model_validate(upgrade.to_dict())
 
 
 def run_upgrade_check(options: UpgradeCheckOptions, *, say: Say = print) -> UpgradeResult:
