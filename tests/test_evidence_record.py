@@ -13,6 +13,7 @@ from tests.test_evidence import json_schema
 from vaultdr.errors import VaultdrError
 from vaultdr.evidence.models import Phases
 from vaultdr.evidence.record import ScenarioDraft, measurements_from, run_record
+from vaultdr.evidence.report import render_html
 from vaultdr.ledger import LedgerReport
 from vaultdr.timeline import PHASES, Recovery
 
@@ -98,9 +99,10 @@ def test_a_recovery_with_the_writing_phase_and_its_flaps_reaches_the_measurement
     assert data["lost_writes"] == []
 
 
-def test_an_rto_about_one_phase_reports_that_phase() -> None:
+def test_an_rto_objective_about_one_phase_reports_that_phase_beside_the_rto() -> None:
     measured = measurements_from(recovery=recovery_with_a_flap().to_dict(), rto_phase="unsealed")
-    assert measured.rto_seconds == 10.2
+    assert measured.judged_seconds() == 10.2
+    assert measured.rto_seconds == 11.9  # still what apps feel
 
 
 def test_no_rpo_is_reported_when_the_ledger_was_not_read_against_a_snapshot() -> None:
@@ -172,3 +174,25 @@ def test_a_verdict_judged_elsewhere_is_the_scenarios() -> None:
     assert draft.compare("RTO", 15.2, 15, met=True).met is True
     assert draft.verdict == "passed"
     assert draft.record(verdict="failed").verdict == "failed"
+
+
+def test_an_objective_about_another_phase_keeps_the_rto_apps_feel_and_names_the_phase() -> None:
+    """KMS revoked is judged on "unsealed": the RTO column still says when apps could log
+    in, read and write again, and the judged phase is shown by name beside it."""
+    recovery = recovery_with_a_flap()
+    measured = measurements_from(recovery=recovery.to_dict(), rto_phase="unsealed")
+    assert measured.rto_seconds == 11.9
+    assert measured.objective_phase == "unsealed"
+    assert measured.judged_seconds() == 10.2
+    draft = ScenarioDraft(id="kms-revoked", feature="KMS", name="n", tags=["kms-revoked"])
+    draft.measurements = measured
+    draft.objectives["rto_seconds"] = 20.0
+    draft.compare("RTO (unsealed)", measured.judged_seconds(), 20.0)
+    draft.finish()
+    evidence = evidence_of(draft)
+    jsonschema.validate(evidence, json_schema())
+    page = render_html(evidence)
+    assert "unsealed 10.20 s" in page and "11.90 s" in page
+    assert "objective judged on: unsealed" in page
+    plain = measurements_from(recovery=recovery.to_dict())
+    assert plain.objective_phase is None and plain.judged_seconds() == 11.9

@@ -20,6 +20,7 @@ from vaultdr.envs.local.env import LocalEnvironment
 from vaultdr.errors import VaultdrError
 from vaultdr.evidence.models import ScenarioRecord, Step
 from vaultdr.evidence.record import ScenarioDraft, measurements_from
+from vaultdr.timeline import PHASES
 
 __all__ = ["DRILLS", "journal_scenario", "run_chaos_drills"]
 
@@ -89,6 +90,7 @@ def journal_scenario(
         recovery=measured.get("recovery"),
         ledger=measured.get("ledger"),
         restore=measured.get("restore"),
+        rto_phase=_judged_phase(measured.get("checks") or []),
     )
     for check in measured.get("checks") or []:
         if check.get("name") == "recovered-within" and "objective" in str(check.get("detail")):
@@ -111,6 +113,17 @@ def _activity_step(run: dict[str, Any]) -> Step:
         duration_seconds=float(run.get("duration") or 0.0),
         error=None if succeeded else str(run.get("status")),
     )
+
+
+def _judged_phase(checks: list[dict[str, Any]]) -> str:
+    """The phase the drill's ``recovered_within`` probe judged (``rto`` unless it named one):
+    its detail reads ``RTO 1.23 s (...)`` or ``unsealed 1.23 s (...)``."""
+    for check in checks:
+        if check.get("name") == "recovered-within":
+            label = str(check.get("detail", "")).split(" ", 1)[0]
+            if label and label != "RTO" and label in PHASES:
+                return label
+    return "rto"
 
 
 def _comparison(draft: ScenarioDraft, detail: str, ok: bool) -> float:

@@ -80,9 +80,7 @@ def write_index(reports_dir: Path) -> Path:
         objective = None
         for ev in oldest_first:
             match = next((s for s in ev["scenarios"] if s["id"] == sid), None)
-            points.append(
-                (match or {}).get("measurements", {}).get("rto_seconds") if match else None
-            )
+            points.append(_judged(match["measurements"]) if match else None)
             if match and match["objectives"].get("rto_seconds"):
                 objective = float(match["objectives"]["rto_seconds"])
         latest = next((p for p in reversed(points) if p is not None), None)
@@ -104,3 +102,12 @@ def write_index(reports_dir: Path) -> Path:
     path = reports_dir / "index.html"
     path.write_text(page)
     return path
+
+
+def _judged(measurements: dict[str, Any]) -> float | None:
+    """The figure a scenario's RTO objective is judged on (its objective phase, or the RTO)."""
+    phase = measurements.get("objective_phase")
+    value = (
+        (measurements.get("phases") or {}).get(phase) if phase else measurements.get("rto_seconds")
+    )
+    return None if value is None else float(value)

@@ -251,10 +251,15 @@ class Measurements(_Open):
     """What was measured: RTO and its phases, RPO, the write ledger, the snapshot used."""
 
     rto_seconds: NumberOrNull = Field(
-        description="the later of serving, auth_ready and writing (or the one phase the "
-        "objective is about)"
+        description="what apps feel: the later of serving, auth_ready and writing, each back "
+        "and staying back"
     )
     phases: Phases = Field(description="seconds after the fault, per recovery phase")
+    objective_phase: Absent[str] = Field(
+        default=None,
+        description="the phase the RTO objective is judged on, when it is not the RTO itself "
+        "(unsealed for KMS revoked); its value is in phases",
+    )
     rpo_seconds: NumberOrNull = Field(
         description="after a restore: from the snapshot to the fault; null when nothing was restored"
     )
@@ -289,6 +294,13 @@ class Measurements(_Open):
         default=None,
         description="upgrade-check restore: seconds into the restore each phase was reached at",
     )
+
+    def judged_seconds(self) -> float | None:
+        """The figure the RTO objective is judged on: ``objective_phase``'s, or the RTO."""
+        if self.objective_phase:
+            value = self.phases.to_dict().get(self.objective_phase)
+            return None if value is None else float(value)
+        return None if self.rto_seconds is None else float(self.rto_seconds)
 
     @classmethod
     def empty(cls) -> Measurements:

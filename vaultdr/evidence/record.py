@@ -85,14 +85,17 @@ def measurements_from(
 ) -> Measurements:
     """A scenario's measurements from its recovery, write-ledger report and restore record.
 
-    ``rto_phase`` is the figure reported as ``rto_seconds``: the RTO itself, or the one
-    phase a scenario's objective is about (``unsealed`` for KMS revoked). The RPO is
+    ``rto_seconds`` is always what apps feel (the later of reads, logins and writes back);
+    ``rto_phase`` names the phase the scenario's objective is about when it is another one
+    (``unsealed`` for KMS revoked), recorded as ``objective_phase`` beside it. The RPO is
     reported only when the ledger was verified against a restored snapshot.
     """
     measured = Measurements.empty()
     if recovery is not None:
         measured.phases = Phases.model_validate({p: recovery[p] for p in PHASES if p in recovery})
-        measured.rto_seconds = recovery.get(rto_phase)
+        measured.rto_seconds = recovery.get("rto")
+        if rto_phase != "rto":
+            measured.objective_phase = rto_phase
         measured.flaps = [Flap.model_validate(f) for f in recovery.get("flaps") or []]
     if ledger is not None:
         measured.acknowledged_writes = ledger.get("acknowledged")

@@ -167,8 +167,11 @@ def timeline_picture(scenario: ScenarioRecord) -> TimelinePicture | None:
 def measurement_rows(measurements: Measurements) -> list[tuple[str, str]]:
     """(what, value) rows of a scenario's measurements table."""
     m = measurements
-    rows = [
-        ("RTO", fmt(m.rto_seconds)),
+    rows = [("RTO", fmt(m.rto_seconds))]  # reads, logins and writes back (and staying)
+    if m.objective_phase:
+        name = m.objective_phase.replace("_", " ")
+        rows.append((f"objective judged on: {name}", fmt(m.judged_seconds())))
+    rows += [
         ("RPO", fmt(m.rpo_seconds)),
         ("writes after the snapshot (RPO)", fmt(m.rpo_writes, "")),
         ("acknowledged writes", fmt(m.acknowledged_writes, "")),
