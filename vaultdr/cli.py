@@ -27,12 +27,19 @@ from dataclasses import asdict
 from pathlib import Path
 from types import FrameType
 
-from vaultdr import __version__, statedir
+from vaultdr import __version__, faults, statedir
+from vaultdr.agents import snapshot as snap
+from vaultdr.agents.restore import RestorePlan
+from vaultdr.chaos.runner import run_experiment
 from vaultdr.config import Stack, load_stack, load_stack_for
+from vaultdr.drill.plan import plan_drill
+from vaultdr.drill.runner import FEATURES, run_drill
 from vaultdr.envs.base import Environment, StackStatus
 from vaultdr.envs.factory import open_environment
 from vaultdr.envs.kube.clusters import kube_environment_for
+from vaultdr.envs.kube.commands import register as register_kube
 from vaultdr.envs.local.env import LocalEnvironment
+from vaultdr.envs.local.healing import run_restore
 from vaultdr.errors import (
     EXIT_BAD_INPUT,
     EXIT_CODES,
@@ -44,8 +51,10 @@ from vaultdr.errors import (
     StackStateError,
     VaultdrError,
 )
+from vaultdr.evidence.commands import register as register_evidence
 from vaultdr.faults import RolledBack
 from vaultdr.statedir import resolve_state_dir
+from vaultdr.upgrade.commands import register as register_upgrade
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -228,7 +237,6 @@ def cmd_configure(args: argparse.Namespace) -> int:
 
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
-    from vaultdr.agents import snapshot as snap
 
     _local_only(args)
     env = _any_environment(args)
@@ -258,8 +266,6 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    from vaultdr.agents.restore import RestorePlan
-    from vaultdr.envs.local.healing import run_restore
 
     env = _local_environment(args)
     with _holding(env.state_dir, "restore"):
@@ -279,7 +285,6 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 
 def cmd_fault(args: argparse.Namespace) -> int:
-    from vaultdr import faults
 
     if args.action == "list":
         for spec in faults.CATALOGUE.values():
@@ -309,7 +314,6 @@ def cmd_fault(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from vaultdr import faults
 
     env = _any_environment(args)
     journal = faults.RollbackJournal(env.state_dir).path
@@ -336,7 +340,6 @@ def _print_rolled_back(results: list[RolledBack]) -> None:
 
 
 def cmd_chaos(args: argparse.Namespace) -> int:
-    from vaultdr.chaos.runner import run_experiment
 
     state_dir = resolve_state_dir(args.state_dir)
     if args.env in ("kind", "eks"):  # the experiment's activities find the cluster through these
@@ -378,13 +381,10 @@ def cmd_chaos(args: argparse.Namespace) -> int:
 
 
 def cmd_drill(args: argparse.Namespace) -> int:
-    from vaultdr.drill.runner import FEATURES, run_drill
 
     _, stack_file = _stack(args)
     config = Path(stack_file)
     if args.dry_run:
-        from vaultdr.drill.plan import plan_drill
-
         env = kube_environment(args, dry_run=True) if args.env in ("kind", "eks") else None
         for line in plan_drill(load_stack(config), args.env, FEATURES, tags=args.tags, env=env):
             print(line)
@@ -422,9 +422,6 @@ Add = Callable[[str, Handler, str], argparse.ArgumentParser]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from vaultdr.envs.kube.commands import register as register_kube
-    from vaultdr.evidence.commands import register as register_evidence
-    from vaultdr.upgrade.commands import register as register_upgrade
 
     codes = "\n".join(f"  {code:>3}  {meaning}" for code, meaning in EXIT_CODES)
     parser = argparse.ArgumentParser(

@@ -6,6 +6,7 @@ and returns JSON-able data that lands in the journal. A failure raises
 """
 
 import time
+import uuid
 from typing import Any
 
 from chaoslib.exceptions import ActivityFailed
@@ -214,7 +215,6 @@ def ensure_app_secret(
     """Make sure the kv-v2 secret the app login check reads exists (a canary if absent).
 
     The vaultdr control calls it before the steady state is checked."""
-    import uuid
 
     current = drill(configuration)
     mount, _, rest = path.partition("/")

@@ -10,6 +10,7 @@ import logging
 from typing import Any
 
 from vaultdr import faults
+from vaultdr.chaos.actions import ensure_app_secret
 from vaultdr.chaos.session import end_drill, environment
 from vaultdr.errors import VaultdrError
 
@@ -25,7 +26,6 @@ def before_experiment_control(
     **kwargs: Any,
 ) -> None:
     """Make sure the app secret the login probes read exists (a canary when absent)."""
-    from vaultdr.chaos.actions import ensure_app_secret
 
     path = str((configuration or {}).get("vaultdr_app_secret") or "secret/apps/web/config")
     try:

@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from vaultdr.config import load_stack
 from vaultdr.evidence.models import ScenarioRecord
 from vaultdr.evidence.record import git_commit, run_record
 from vaultdr.files import write_json_atomic
@@ -18,7 +19,6 @@ __all__ = ["git_commit", "journals", "stack_shape", "write_evidence"]
 
 def stack_shape(config_file: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """(engine, stack) sections from the stack file the drill used."""
-    from vaultdr.config import load_stack
 
     if not config_file:
         return {"kind": None, "version": None}, {}

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from vaultdr import faults
 from vaultdr.config import Stack
+from vaultdr.envs.kube.deploy import plan_up
 from vaultdr.errors import ConfigError
 
 #: The When steps of features/conftest.py and the catalogue fault each injects.
@@ -107,8 +108,6 @@ def plan_drill(
     if env_name == "local":
         lines.append("per feature: start a fresh local stack (vaultdr up), stop it after (down)")
     else:
-        from vaultdr.envs.kube.deploy import plan_up
-
         lines.append(f"{env_name}: unless the stack is healthy, `vaultdr up --env {env_name}`:")
         lines += [f"  {step.show()}" for step in plan_up(env)]  # type: ignore[arg-type]
     for scenario in read_features(features):

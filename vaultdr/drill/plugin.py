@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from vaultdr.drill.evidence import write_evidence
 from vaultdr.drill.scenario import ScenarioRun
 from vaultdr.evidence.record import ScenarioDraft
 
@@ -131,7 +132,6 @@ class DrillRecorder:
         run_dir = os.environ.get("VAULTDR_DRILL_DIR")
         if not run_dir:
             return
-        from vaultdr.drill.evidence import write_evidence
 
         write_evidence(Path(run_dir), [d.record() for d in self.scenarios.values()])
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from vaultdr.config import Stack, load_stack
+from vaultdr.drill.chaos_drills import run_chaos_drills
 from vaultdr.drill.evidence import journals
 from vaultdr.errors import EXIT_DRILL_FAILED, EXIT_OK, ConfigError, VaultdrError
 from vaultdr.evidence.index import write_index
@@ -140,7 +141,6 @@ def add_chaos_drills(
     run_dir: Path, evidence: dict[str, Any], stack: Stack, config: Path
 ) -> dict[str, Any]:
     """Run drills/*.json too; their journals and verdicts join the evidence."""
-    from vaultdr.drill.chaos_drills import run_chaos_drills
 
     started = dt.datetime.now(dt.UTC)
 

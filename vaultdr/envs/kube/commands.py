@@ -22,6 +22,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vaultdr.config import load_stack
+from vaultdr.envs.kube import agents
+from vaultdr.envs.kube.aws_bootstrap import run_aws_bootstrap
+from vaultdr.envs.kube.clusters import kube_environment_for
+from vaultdr.envs.kube.env import ALLOW_ANNOTATION, CONFIRM_ENV_VAR, CONFIRM_FLAG
 from vaultdr.errors import ConfigError
 
 __all__ = ["cmd_agent", "cmd_kube_plan", "down_confirmation_note", "register"]
@@ -30,12 +34,9 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
-    from vaultdr.envs.kube import agents
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.agent == "aws-bootstrap":
-        from vaultdr.envs.kube.aws_bootstrap import run_aws_bootstrap
-
         return run_aws_bootstrap()
     stack = load_stack(Path(args.config or "/etc/vaultdr/stack.yaml"))
     if args.agent == "snapshot":
@@ -46,7 +47,6 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
 
 def cmd_kube_plan(args: argparse.Namespace) -> int:
-    from vaultdr.envs.kube.clusters import kube_environment_for
 
     if args.env not in ("kind", "eks"):
         raise ConfigError("kube plan is for --env kind or --env eks")
@@ -62,7 +62,6 @@ def cmd_kube_plan(args: argparse.Namespace) -> int:
 
 def down_confirmation_note(namespace: str) -> str:
     """What ``vaultdr down --env eks`` needs, as the refusal of an unconfirmed one says it."""
-    from vaultdr.envs.kube.env import ALLOW_ANNOTATION, CONFIRM_ENV_VAR, CONFIRM_FLAG
 
     return (
         f"without the dry run, `vaultdr down --env eks` is refused unless namespace {namespace} "
