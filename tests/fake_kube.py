@@ -304,7 +304,10 @@ class FakeCluster:
 
     def store_written(self, kind: str, ns: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
         """A created or replaced Secret/ConfigMap as the API server stores it (a Secret's
-        ``stringData`` merged into ``data``, base64-encoded); returns it."""
+        ``stringData`` merged into ``data``, base64-encoded); returns it.
+
+        Real source: kubernetes pkg/apis/core/v1/conversion.go
+        (Convert_v1_Secret_To_core_Secret merges stringData over data; it is write-only)."""
         obj = copy.deepcopy(body)
         meta = obj.get("metadata") or {}
         obj["metadata"] = _meta(name, ns, labels=dict(meta.get("labels") or {}))
@@ -422,7 +425,11 @@ def _matches(labels: dict[str, str], selector: str) -> bool:
     return True
 
 
-#: What may be created (POST) and replaced (PUT) whole.
+#: What may be created (POST) and replaced (PUT) whole. As the real API server does
+#: (k8s.io/apiserver pkg/registry/generic/registry/store.go): Create of an existing name
+#: is 409 AlreadyExists; Update of a missing one is 404 NotFound, because the Secret and
+#: ConfigMap strategies (pkg/registry/core/secret/strategy.go, .../configmap/strategy.go)
+#: return AllowCreateOnUpdate() == false. Other kinds are not writable here at all.
 _WRITABLE = frozenset({"secrets", "configmaps"})
 
 _KINDS = {
