@@ -60,6 +60,10 @@ def _errors(exc: Exception) -> str:
     return type(exc).__name__
 
 
+#: Seconds ``sys/init`` may take before the client gives up.
+INIT_TIMEOUT = 60.0
+
+
 class VaultClient:
     """One node's API at ``address``, verifying TLS against ``ca_file``."""
 
@@ -152,10 +156,16 @@ class VaultClient:
         """GET /v1/sys/leader (unauthenticated): is_self, leader_address, ha_enabled."""
         return dict(self._request("GET", "/v1/sys/leader", what="leader") or {})
 
+    def _init_client(self) -> VaultClient:
+        """This client with room for ``sys/init``: the server generates its keys and, on raft,
+        bootstraps storage before it answers (seconds on a busy machine). A timed-out init
+        cannot be retried (the server may have initialized), so it gets a long timeout."""
+        return self.with_timeout(max(self.timeout, INIT_TIMEOUT))
+
     def initialize(self, *, recovery_shares: int, recovery_threshold: int) -> InitResult:
         """PUT /v1/sys/init with recovery keys (auto-unseal)."""
         body = {"recovery_shares": recovery_shares, "recovery_threshold": recovery_threshold}
-        result = self._request("PUT", "/v1/sys/init", json=body, what="init") or {}
+        result = self._init_client()._request("PUT", "/v1/sys/init", json=body, what="init") or {}
         return InitResult(
             root_token=result["root_token"],
             recovery_keys=list(result.get("recovery_keys_b64") or result.get("recovery_keys", [])),
@@ -165,7 +175,7 @@ class VaultClient:
     def initialize_shamir(self, *, shares: int, threshold: int) -> InitResult:
         """PUT /v1/sys/init with Shamir unseal keys (a server without auto-unseal)."""
         body = {"secret_shares": shares, "secret_threshold": threshold}
-        result = self._request("PUT", "/v1/sys/init", json=body, what="init") or {}
+        result = self._init_client()._request("PUT", "/v1/sys/init", json=body, what="init") or {}
         return InitResult(
             root_token=result["root_token"],
             recovery_keys=[],
