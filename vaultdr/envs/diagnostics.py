@@ -67,11 +67,17 @@ _PEM_KEY = re.compile(
 )
 
 
+_PATH_SEGMENT = re.compile(r"^[a-z_-]{0,24}$")
+
+
 def _long_run(match: re.Match[str]) -> str:
+    """A long run is kept only when it cannot be a key: a git commit or a sha256 (hex of
+    40 or 64), or a path of short lowercase words (``/v1/sys/storage/raft/...``)."""
     run = match.group(0)
-    if _HEX.match(run) and len(run) in (40, 64):  # a git commit, a sha256: not secret
+    bare = run.lstrip("/")  # containerd://<sha256>
+    if _HEX.match(bare) and len(bare) in (40, 64):
         return run
-    if not any(c.isdigit() for c in run) or "//" in run:  # words and paths, not keys
+    if "/" in run and all(_PATH_SEGMENT.match(part) for part in run.split("/")):
         return run
     return REDACTED
 
