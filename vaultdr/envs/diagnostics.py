@@ -67,7 +67,7 @@ _PEM_KEY = re.compile(
 )
 
 
-_PATH_SEGMENT = re.compile(r"^[a-z_-]{0,24}$")
+_PATH_SEGMENT = re.compile(r"^[a-z0-9_.-]{0,32}$")
 
 
 def _long_run(match: re.Match[str]) -> str:

@@ -35,6 +35,7 @@ import kubernetes.client
 import kubernetes.config
 import kubernetes.stream
 import kubernetes.utils
+import urllib3.exceptions
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
@@ -46,6 +47,10 @@ T = TypeVar("T")
 
 #: ``kubernetes.config``'s loaders are untyped; the models are read as Any below.
 _config: Any = kubernetes.config
+
+#: A request that never got an answer: urllib3's errors (a refused connection ends as
+#: MaxRetryError, which is *not* an OSError), sockets', and a bad answer's ValueError.
+_TRANSPORT_ERRORS = (OSError, ValueError, urllib3.exceptions.HTTPError)
 
 #: How long one API request may take (connect, read) before it fails.
 REQUEST_TIMEOUT = (5.0, 30.0)
@@ -154,7 +159,7 @@ class KubeApi:
             return call()
         except ApiException as exc:
             raise self._refused(what, exc) from None
-        except (OSError, ValueError) as exc:  # urllib3 errors are OSErrors; bad answers ValueErrors
+        except _TRANSPORT_ERRORS as exc:
             raise self._unreachable(what, exc) from None
 
     def _optional(self, what: str, call: Callable[[], T]) -> T | None:
@@ -165,7 +170,7 @@ class KubeApi:
             if exc.status == 404:
                 return None
             raise self._refused(what, exc) from None
-        except (OSError, ValueError) as exc:
+        except _TRANSPORT_ERRORS as exc:
             raise self._unreachable(what, exc) from None
 
     def _refused(self, what: str, exc: ApiException) -> KubeApiError:
@@ -465,7 +470,7 @@ class KubeApi:
             if exc.status != 409:
                 raise self._refused(f"create {what}", exc) from None
             self._call(f"replace {what}", replace)
-        except (OSError, ValueError) as exc:
+        except _TRANSPORT_ERRORS as exc:
             raise self._unreachable(f"create {what}", exc) from None
 
     def create_from_manifest(self, path: str, namespace: str) -> None:
@@ -477,6 +482,8 @@ class KubeApi:
             other = [e for e in exc.api_exceptions if e.status != 409]
             if other:
                 raise self._refused(f"create the objects of {path}", other[0]) from None
+        except urllib3.exceptions.HTTPError as exc:
+            raise self._unreachable(f"create the objects of {path}", exc) from None
         except (OSError, ValueError) as exc:
             raise KubeApiError(
                 f"cannot apply {path} ({type(exc).__name__})",
@@ -531,7 +538,7 @@ class KubeApi:
             if exc.status == 400:
                 return None
             raise self._refused(what, exc) from None
-        except (OSError, ValueError) as exc:
+        except _TRANSPORT_ERRORS as exc:
             raise self._unreachable(what, exc) from None
         return str(text)
 
