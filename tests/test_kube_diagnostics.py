@@ -427,3 +427,38 @@ def test_a_failed_collection_changes_neither_the_verdict_nor_the_exit_status(
     errors = failed["diagnostics"]["errors"]
     assert errors and all("500" in e for e in errors if "failed" in e)
     assert os.path.isfile(run_dir / failed["diagnostics"]["directory"] / "errors.txt")
+
+
+# --- the kind workflow and cluster ---------------------------------------------------------------
+#: kind v0.29.0's default node image: kubernetes-sigs/kind pkg/apis/config/defaults/image.go at
+#: the v0.29.0 tag.
+KIND_V0_29_NODE_IMAGE = (
+    "kindest/node:v1.33.1@sha256:050072256b9a903bd914c0b2866828150cb229cea0efe5892e2b644d5dd3b34f"
+)
+
+
+def load_yaml(path: Path) -> Any:
+    import yaml
+
+    return yaml.safe_load(path.read_text())
+
+
+def test_a_failed_kind_job_exports_the_clusters_logs_into_the_uploaded_reports() -> None:
+    steps = load_yaml(REPO / ".github/workflows/drill-kind.yml")["jobs"]["drill"]["steps"]
+    runs = [step.get("run", "") for step in steps]
+    export = next(i for i, run in enumerate(runs) if run.startswith("kind export logs"))
+    drill = next(i for i, run in enumerate(runs) if "vaultdr drill --env kind" in run)
+    upload = next(i for i, s in enumerate(steps) if s.get("uses", "").startswith("actions/upload-"))
+    teardown = next(i for i, run in enumerate(runs) if "vaultdr down --env kind" in run)
+    assert drill < export < upload < teardown  # before the cluster is gone
+    assert steps[export]["if"] == "failure()"
+    assert runs[export].split()[3].startswith(steps[upload]["with"]["path"])  # reports/...
+    assert "--name vaultdr" in runs[export]
+    assert steps[upload]["if"] == "always()"
+    kind = next(s for s in steps if s.get("uses", "").startswith("helm/kind-action"))
+    assert kind["with"]["version"] == "v0.29.0"
+
+
+def test_every_kind_node_runs_the_pinned_node_image_of_that_kind_release() -> None:
+    nodes = load_yaml(REPO / "environments/kind/kind-config.yaml")["nodes"]
+    assert nodes and all(node.get("image") == KIND_V0_29_NODE_IMAGE for node in nodes)
