@@ -406,6 +406,7 @@ def test_a_failed_kube_scenario_leaves_its_diagnostics_in_the_sealed_evidence(
     manifest = seal_run(run_dir).read_text()
     assert all(f"  {name}\n" in manifest for name in diagnostics["files"])
     assert verify_manifest(run_dir) == []
+    assert "<code>diagnostics/leader-loss/</code>" in (run_dir / "report.html").read_text()
     assert not [name for name, value in SECRETS.items() if value in every_text(run_dir)]
 
 
@@ -462,3 +463,13 @@ def test_a_failed_kind_job_exports_the_clusters_logs_into_the_uploaded_reports()
 def test_every_kind_node_runs_the_pinned_node_image_of_that_kind_release() -> None:
     nodes = load_yaml(REPO / "environments/kind/kind-config.yaml")["nodes"]
     assert nodes and all(node.get("image") == KIND_V0_29_NODE_IMAGE for node in nodes)
+
+
+def test_logs_left_when_the_collection_runs_out_of_time_are_skipped_and_noted(
+    tmp_path: Path,
+) -> None:
+    writer = DiagnosticsWriter(tmp_path / "diag", deadline=0.0)
+    assert writer.out_of_time("log server/openbao-0/openbao.log")
+    assert writer.finish().errors == [
+        "log server/openbao-0/openbao.log: skipped: the collection ran out of its 0 s"
+    ]

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ from typing import Any
 from vaultdr.files import write_bytes_atomic
 
 __all__ = [
+    "DEADLINE_SECONDS",
     "MAX_FILE_BYTES",
     "REDACTED",
     "Diagnostics",
@@ -45,6 +47,8 @@ __all__ = [
 
 #: The most any one diagnostics file keeps (the end of it).
 MAX_FILE_BYTES = 512 * 1024
+#: How long one collection may take; what is left after it is skipped (and noted).
+DEADLINE_SECONDS = 120.0
 REDACTED = "<redacted>"
 
 #: Vault/OpenBao tokens: service (``hvs.``, ``s.``), batch (``hvb.``, ``b.``) and
@@ -124,11 +128,25 @@ class DiagnosticsWriter:
     """Writes one collection's files into ``directory``: redacted, bounded, and listed."""
 
     def __init__(
-        self, directory: Path, *, known_secrets: Sequence[str] = (), max_bytes: int = MAX_FILE_BYTES
+        self,
+        directory: Path,
+        *,
+        known_secrets: Sequence[str] = (),
+        max_bytes: int = MAX_FILE_BYTES,
+        deadline: float = DEADLINE_SECONDS,
     ) -> None:
         self.result = Diagnostics(directory)
         self._known = [s for s in known_secrets if s]
         self._max = max_bytes
+        self._deadline = time.monotonic() + deadline
+        self._budget = deadline
+
+    def out_of_time(self, what: str) -> bool:
+        """True (and ``what`` noted as skipped) once the collection's deadline has passed."""
+        if time.monotonic() < self._deadline:
+            return False
+        self.error(what, f"skipped: the collection ran out of its {self._budget:.0f} s")
+        return True
 
     @property
     def directory(self) -> Path:

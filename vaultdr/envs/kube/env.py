@@ -579,6 +579,8 @@ class KubeEnvironment(EnvironmentBase):
     def _pod_log(
         self, writer: DiagnosticsWriter, name: str, pod: str, container: str, *, previous: bool
     ) -> None:
+        if writer.out_of_time(f"log {name}"):
+            return
         text = self.api.read_pod_log(
             self.namespace,
             pod,
