@@ -81,6 +81,12 @@ class FakeCluster:
     objects: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
     #: Where a port-forward to a pod really goes: pod name -> (host, port) on loopback.
     forward_to: dict[str, tuple[str, int]] = field(default_factory=dict)
+    #: What each container logged: (pod, container) -> text; the previous container's
+    #: under ``previous_logs`` (set by :meth:`restart_container`).
+    logs: dict[tuple[str, str], str] = field(default_factory=dict)
+    previous_logs: dict[tuple[str, str], str] = field(default_factory=dict)
+    #: When set, GET of a pod's log and of events answers this status (a failing API).
+    diagnostics_failure: int | None = None
 
     # --- building objects -----------------------------------------------------------------------
     def populate(self, *, annotations: dict[str, str] | None = None) -> None:
@@ -401,6 +407,61 @@ class FakeCluster:
         pod["metadata"]["labels"][self.active_label] = "false"
         self.put("pods", ns, name, pod)
 
+    # --- logs and events (diagnostics) ---------------------------------------------------------
+    def restart_container(self, pod: str, container: str, previous_log: str) -> None:
+        """The kubelet restarted ``container`` of ``pod``: restartCount + 1, the old
+        container in ``lastState.terminated`` (with its containerID, which a
+        ``previous=true`` log request needs), its log kept as the previous one."""
+        obj = self.get("pods", self.namespace, pod)
+        assert obj is not None, f"no pod {pod}"
+        for status in obj["status"]["containerStatuses"]:
+            if status["name"] == container:
+                status["restartCount"] += 1
+                status["lastState"] = {
+                    "terminated": {
+                        "exitCode": 1,
+                        "reason": "Error",
+                        "startedAt": _now(),
+                        "finishedAt": _now(),
+                        "containerID": status["containerID"],
+                    }
+                }
+                status["containerID"] = "containerd://" + uuid.uuid4().hex
+        self.previous_logs[(pod, container)] = previous_log
+
+    def add_event(
+        self,
+        name: str,
+        *,
+        kind: str,
+        obj: str,
+        reason: str,
+        message: str,
+        at: str,
+        type_: str = "Normal",
+    ) -> None:
+        """A core/v1 Event about ``kind/obj`` last seen ``at`` (RFC 3339)."""
+        self.put(
+            "events",
+            self.namespace,
+            name,
+            {
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": _meta(name, self.namespace),
+                "involvedObject": {"kind": kind, "name": obj, "namespace": self.namespace},
+                "reason": reason,
+                "message": message,
+                "type": type_,
+                "count": 1,
+                "firstTimestamp": at,
+                "lastTimestamp": at,
+                "source": {"component": "kubelet" if kind == "Pod" else "statefulset-controller"},
+                "reportingComponent": "",
+                "reportingInstance": "",
+            },
+        )
+
 
 def _status(
     code: int, reason: str, message: str, details: dict[str, Any] | None = None
@@ -469,6 +530,8 @@ class _Handler(BaseHTTPRequestHandler):
                 )
             self._port_forward(parts.path.split("/")[-2], int(parse_qs(parts.query)["ports"][0]))
             return
+        if self.command == "GET" and self._diagnostics(parts.path, parse_qs(parts.query)):
+            return
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         body = json.loads(raw) if raw else None
@@ -530,6 +593,98 @@ class _Handler(BaseHTTPRequestHandler):
                     upstream.sendall(payload[1:])
         with contextlib.suppress(OSError):
             upstream.close()
+
+    # --- pod logs and events: read-only, what the diagnostics of a failed drill read ------------
+    def _diagnostics(self, path: str, query: dict[str, list[str]]) -> bool:
+        """GET .../pods/NAME/log and GET .../events; False for any other request."""
+        seg = path.strip("/").split("/")
+        is_log = (
+            len(seg) == 7
+            and seg[:3] == ["api", "v1", "namespaces"]
+            and seg[4::2] == ["pods", "log"]
+        )
+        is_events = len(seg) == 5 and seg[:3] == ["api", "v1", "namespaces"] and seg[4] == "events"
+        if not (is_log or is_events):
+            return False
+        c = self.cluster
+        with c.lock:
+            c.requests.append(Request("GET", path, query, None))
+            failure = c.diagnostics_failure
+            if failure is not None:
+                self._send(failure, _status(failure, "InternalError", "an error on the server"))
+            elif is_events:
+                self._send(200, self._events(seg[3]))
+            else:
+                self._pod_log(seg[3], seg[5], query)
+        return True
+
+    def _events(self, ns: str) -> dict[str, Any]:
+        items = [
+            o
+            for (k, o_ns, _), o in sorted(self.cluster.objects.items())
+            if k == "events" and o_ns == ns
+        ]
+        return {
+            "apiVersion": "v1",
+            "kind": "EventList",
+            "metadata": {"resourceVersion": "100"},
+            "items": items,
+        }
+
+    def _pod_log(self, ns: str, name: str, query: dict[str, list[str]]) -> None:
+        """As the API server and kubelet answer a log request:
+
+        * no such pod: 404 NotFound;
+        * a container the pod does not have: 400 BadRequest ``container C is not valid for
+          pod P`` (kubernetes pkg/registry/core/pod/strategy.go, LogLocation);
+        * ``previous=true`` for a container whose ``lastState.terminated`` has no
+          containerID (it never restarted): 400 BadRequest ``previous terminated container
+          "C" in pod "P" not found`` (kubernetes pkg/kubelet/kubelet_pods.go,
+          validateContainerLogStatus; pkg/kubelet/server/server.go getContainerLogs
+          answers the error as 400, which the API server passes on);
+        * else the text (``text/plain``, pkg/registry/core/pod/rest/log.go), the last
+          ``tailLines`` lines, then at most ``limitBytes`` bytes of them.
+        """
+        pod = self.cluster.get("pods", ns, name)
+        if pod is None:
+            self._send(
+                404,
+                _status(
+                    404, "NotFound", f'pods "{name}" not found', {"name": name, "kind": "pods"}
+                ),
+            )
+            return
+        containers = [ct["name"] for ct in pod["spec"]["containers"]]
+        container = (query.get("container") or [containers[0]])[0]
+        if container not in containers:
+            self._send(
+                400,
+                _status(400, "BadRequest", f"container {container} is not valid for pod {name}"),
+            )
+            return
+        previous = (query.get("previous") or ["false"])[0] == "true"
+        if previous:
+            status = next(s for s in pod["status"]["containerStatuses"] if s["name"] == container)
+            terminated = (status.get("lastState") or {}).get("terminated") or {}
+            if not terminated.get("containerID"):
+                message = f'previous terminated container "{container}" in pod "{name}" not found'
+                self._send(400, _status(400, "BadRequest", message))
+                return
+        logs = self.cluster.previous_logs if previous else self.cluster.logs
+        text = logs.get((name, container), "")
+        if "tailLines" in query:
+            lines = text.splitlines(keepends=True)
+            text = (
+                "".join(lines[-int(query["tailLines"][0]) :]) if int(query["tailLines"][0]) else ""
+            )
+        data = text.encode()
+        if "limitBytes" in query:
+            data = data[: int(query["limitBytes"][0])]
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
     def _route(
         self, seg: list[str], query: dict[str, list[str]], body: Any

@@ -17,7 +17,9 @@ the same way, through a :class:`DrillSession`:
    restore the restored snapshot's time (from the environment's restore record,
    :meth:`~DrillSession.read_restore`) is the RPO base;
 5. :meth:`~DrillSession.measurements` and :meth:`~DrillSession.timeline_for_evidence`
-   are what the scenario's evidence records.
+   are what the scenario's evidence records; when it failed,
+   :meth:`~DrillSession.collect_diagnostics` keeps the stack's logs, events and status
+   beside it (before :meth:`~DrillSession.close` rolls the faults back).
 
 Hazards: the root token is read from the environment (SSM) once and kept in memory
 only: never written, logged or put in a repr. :meth:`~DrillSession.close` rolls back
@@ -27,14 +29,17 @@ every fault still in force, so a session must be closed even when the drill fail
 from __future__ import annotations
 
 import datetime as dt
+import re
+from pathlib import Path
 from typing import Any
 
 from vaultdr import checks, faults
 from vaultdr.agents.snapshot import parse_key_time
 from vaultdr.config import Stack
+from vaultdr.envs.diagnostics import redact
 from vaultdr.envs.factory import AnyEnvironment
 from vaultdr.errors import VaultdrError
-from vaultdr.evidence.models import Measurements, TimelineEvent
+from vaultdr.evidence.models import DiagnosticsRecord, Measurements, TimelineEvent
 from vaultdr.evidence.record import measurements_from, now_iso
 from vaultdr.ledger import LedgerReport, WriteLedger
 from vaultdr.polling import wait_for
@@ -262,6 +267,37 @@ class DrillSession:
             "ledger": self.ledger_report.to_dict() if self.ledger_report else None,
             "restore": self.restore,
         }
+
+    def collect_diagnostics(self, run_dir: Path, scenario: str) -> DiagnosticsRecord:
+        """The environment's diagnostics of a failed scenario, into
+        ``<run_dir>/diagnostics/<scenario>/`` (``-2``, ``-3``... when that is taken), as the
+        evidence records them. Never raises: a failed collection is recorded as an error
+        and changes no verdict. The root token, when this session read it, is redacted
+        from every file besides everything shaped like a secret."""
+        base = run_dir / "diagnostics"
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "-", scenario).strip("-.") or "scenario"
+        name, n = stem, 1
+        while (base / name).exists():
+            n += 1
+            name = f"{stem}-{n}"
+        directory = f"diagnostics/{name}"
+        known = [self._token] if self._token else []
+        try:
+            found = self.env.diagnostics(base / name, known_secrets=known)
+        except Exception as exc:  # noqa: BLE001 - diagnostics never change a drill's verdict
+            reason = (
+                exc.message if isinstance(exc, VaultdrError) else f"{type(exc).__name__}: {exc}"
+            )
+            return DiagnosticsRecord(
+                directory=directory,
+                files=[],
+                errors=[redact(f"the collection failed: {reason}", known)],
+            )
+        return DiagnosticsRecord(
+            directory=directory,
+            files=[f"{directory}/{f}" for f in found.files],
+            errors=list(found.errors),
+        )
 
 
 def fault_summary(entry: faults.JournalEntry) -> dict[str, Any]:

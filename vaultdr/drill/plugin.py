@@ -5,7 +5,10 @@ started), records every step's status, start and duration in a
 :class:`~vaultdr.evidence.record.ScenarioDraft`, takes each scenario's
 measurements and objectives from its :class:`ScenarioRun`, and at the end
 writes ``evidence.json`` (schema ``vaultdr.evidence/v1``, see
-``docs/evidence-schema.md``) into the run directory.
+``docs/evidence-schema.md``) into the run directory. When a scenario fails, its
+session collects the stack's diagnostics (logs, events, status) into
+``diagnostics/<scenario>/`` before the faults are rolled back; a failure to collect
+them is recorded and changes nothing else.
 
 The runner passes the run directory, run id, stack file and environment name
 in ``VAULTDR_DRILL_*`` environment variables.
@@ -112,6 +115,33 @@ class DrillRecorder:
         draft.finish()
 
     # --- pytest hooks -----------------------------------------------------------------------------
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: Any) -> Any:
+        """A scenario that failed while it was played: its diagnostics, before its session
+        is closed (the faults rolled back) in teardown."""
+        outcome = yield
+        report = outcome.get_result()
+        if report.when == "call" and report.failed:
+            self.collect_diagnostics(item)
+
+    def collect_diagnostics(self, item: pytest.Item) -> None:
+        run_dir = os.environ.get("VAULTDR_DRILL_DIR")
+        run = item.stash.get(RUN_KEY, None)
+        draft = self.scenarios.get(item.nodeid)
+        if not run_dir or run is None or draft is None or draft.diagnostics is not None:
+            return
+        self.say("  collecting diagnostics")
+        try:
+            collected = run.collect_diagnostics(Path(run_dir), draft.id)
+        except Exception as exc:  # noqa: BLE001 - never let it break the run's report
+            self.say(f"    not collected: {type(exc).__name__}")
+            return
+        draft.diagnostics = collected
+        self.say(
+            f"    {len(collected.files)} files in {collected.directory}"
+            + (f" ({len(collected.errors)} not collected)" if collected.errors else "")
+        )
+
     @pytest.hookimpl
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         draft = self.scenarios.get(report.nodeid)

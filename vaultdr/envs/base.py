@@ -10,6 +10,7 @@ same way is written once in :mod:`vaultdr.envs.common`.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from vaultdr.agents.configure import Change
 from vaultdr.agents.snapshot import SnapshotAgent
 from vaultdr.aws import Aws
 from vaultdr.config import Stack
+from vaultdr.envs.diagnostics import Diagnostics
 from vaultdr.principals import break_glass_prefix
 from vaultdr.vault import VaultClient
 
@@ -228,4 +230,15 @@ class Environment(FaultPrimitives, Protocol):
 
     def snapshot_agent(self) -> SnapshotAgent:
         """The snapshot agent, run from here as its schedule runs it."""
+        ...
+
+    # --- diagnostics ---------------------------------------------------------------------------
+    def diagnostics(self, dest: Path, *, known_secrets: Sequence[str] = ()) -> Diagnostics:
+        """What a failed drill keeps of the stack, written into ``dest``: the parts' logs
+        and status where the backend has them (kube: pod logs, events, StatefulSet and PVC
+        status; local: the node and supervisor logs), bounded and redacted
+        (``known_secrets`` and anything shaped like a secret; see
+        :mod:`vaultdr.envs.diagnostics`). An optional capability: a backend with nothing
+        to offer writes nothing. Never raises for what it cannot read: that is noted in
+        the result."""
         ...

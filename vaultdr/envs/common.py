@@ -20,6 +20,7 @@ Hazards:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
 
 from vaultdr.agents.configure import SNAPSHOT_ROLE, Change, KubernetesTarget, reconcile
@@ -27,6 +28,7 @@ from vaultdr.agents.snapshot import SnapshotAgent, SnapshotSettings
 from vaultdr.aws import Aws
 from vaultdr.config import Stack
 from vaultdr.envs.base import NodeStatus, read_recovery_keys, read_root_token
+from vaultdr.envs.diagnostics import Diagnostics, DiagnosticsWriter
 from vaultdr.errors import VaultdrError
 from vaultdr.principals import REVOKE_KMS_POLICY, revoke_kms_policy
 from vaultdr.vault import VaultClient
@@ -161,6 +163,21 @@ class EnvironmentBase(ABC):
         return SnapshotAgent(
             settings or self.snapshot_settings(), aws=self.aws("snapshot"), jwt_source=jwt_source
         )
+
+    # --- diagnostics -------------------------------------------------------------------------
+    def log_files(self) -> dict[str, Path]:
+        """The log files a failed drill keeps the end of, by the name they are kept under
+        (none by default; the local environment has its nodes' and supervisor's)."""
+        return {}
+
+    def diagnostics(self, dest: Path, *, known_secrets: Sequence[str] = ()) -> Diagnostics:
+        """The end of each of :meth:`log_files` into ``dest``, redacted and bounded (see
+        :meth:`vaultdr.envs.base.Environment.diagnostics`); nothing when there are none."""
+        writer = DiagnosticsWriter(dest, known_secrets=known_secrets)
+        for name, path in sorted(self.log_files().items()):
+            if path.is_file():
+                writer.copy_tail(name, path)
+        return writer.finish()
 
 
 # --- the revoke-KMS fault: one IAM policy, on an IAM user or role -------------------------

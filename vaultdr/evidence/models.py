@@ -51,6 +51,7 @@ __all__ = [
     "SCHEMA",
     "Artifacts",
     "Comparison",
+    "DiagnosticsRecord",
     "EngineBinary",
     "EngineInfo",
     "Environment",
@@ -334,6 +335,20 @@ class TimelineEvent(_Open):
     node: str | None = Field(default=None, description="the node it concerns, or null")
 
 
+class DiagnosticsRecord(_Open):
+    """What was collected of the stack when the scenario failed: logs, events, status."""
+
+    directory: str = Field(
+        description="the scenario's diagnostics directory, relative to the run directory"
+    )
+    files: list[str] = Field(
+        description="every file collected, relative to the run directory (in MANIFEST.sha256)"
+    )
+    errors: list[str] = Field(
+        description="what could not be collected, and why (the verdict does not depend on it)"
+    )
+
+
 class ScenarioRecord(_Open):
     """One scenario played: its steps, objectives, measurements, comparisons and timeline."""
 
@@ -352,6 +367,10 @@ class ScenarioRecord(_Open):
     comparisons: list[Comparison] = Field(description="every figure judged against an objective")
     timeline: list[TimelineEvent] = Field(description="every observed change")
     error: str | None = Field(description="why the scenario failed, or null")
+    diagnostics: Absent[DiagnosticsRecord] = Field(
+        default=None,
+        description="a failed scenario: the stack's logs, events and status collected then",
+    )
 
 
 # --- the run --------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from vaultdr.errors import VaultdrError
 from vaultdr.evidence.models import (
     SCHEMA,
     Comparison,
+    DiagnosticsRecord,
     Flap,
     LostWrite,
     Measurements,
@@ -125,6 +126,7 @@ class ScenarioDraft:
     timeline: list[TimelineEvent] = field(default_factory=list)
     error: str | None = None
     duration_seconds: float | None = None  # set by finish(); until then, the time so far
+    diagnostics: DiagnosticsRecord | None = None  # collected when it failed
     _began: float = field(default_factory=time.monotonic, repr=False)
     _step_began: float = field(default=0.0, repr=False)
 
@@ -224,6 +226,9 @@ class ScenarioDraft:
     def record(self, *, verdict: Literal["passed", "failed"] | None = None) -> ScenarioRecord:
         """The scenario as ``evidence.json`` keeps it (``verdict`` given, or :attr:`verdict`)."""
         duration = self.duration_seconds
+        extra: dict[str, Any] = {}
+        if self.diagnostics is not None:
+            extra["diagnostics"] = self.diagnostics
         return ScenarioRecord(
             id=self.id,
             feature=self.feature,
@@ -240,6 +245,7 @@ class ScenarioDraft:
             comparisons=list(self.comparisons),
             timeline=list(self.timeline),
             error=self.error,
+            **extra,
         )
 
 

@@ -35,6 +35,7 @@ import kubernetes.client
 import kubernetes.config
 import kubernetes.stream
 import kubernetes.utils
+import urllib3.exceptions
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
@@ -46,6 +47,10 @@ T = TypeVar("T")
 
 #: ``kubernetes.config``'s loaders are untyped; the models are read as Any below.
 _config: Any = kubernetes.config
+
+#: A request that never got an answer: urllib3's errors (a refused connection ends as
+#: MaxRetryError, which is *not* an OSError), sockets', and a bad answer's ValueError.
+_TRANSPORT_ERRORS = (OSError, ValueError, urllib3.exceptions.HTTPError)
 
 #: How long one API request may take (connect, read) before it fails.
 REQUEST_TIMEOUT = (5.0, 30.0)
@@ -154,7 +159,7 @@ class KubeApi:
             return call()
         except ApiException as exc:
             raise self._refused(what, exc) from None
-        except (OSError, ValueError) as exc:  # urllib3 errors are OSErrors; bad answers ValueErrors
+        except _TRANSPORT_ERRORS as exc:
             raise self._unreachable(what, exc) from None
 
     def _optional(self, what: str, call: Callable[[], T]) -> T | None:
@@ -165,7 +170,7 @@ class KubeApi:
             if exc.status == 404:
                 return None
             raise self._refused(what, exc) from None
-        except (OSError, ValueError) as exc:
+        except _TRANSPORT_ERRORS as exc:
             raise self._unreachable(what, exc) from None
 
     def _refused(self, what: str, exc: ApiException) -> KubeApiError:
@@ -465,7 +470,7 @@ class KubeApi:
             if exc.status != 409:
                 raise self._refused(f"create {what}", exc) from None
             self._call(f"replace {what}", replace)
-        except (OSError, ValueError) as exc:
+        except _TRANSPORT_ERRORS as exc:
             raise self._unreachable(f"create {what}", exc) from None
 
     def create_from_manifest(self, path: str, namespace: str) -> None:
@@ -477,6 +482,8 @@ class KubeApi:
             other = [e for e in exc.api_exceptions if e.status != 409]
             if other:
                 raise self._refused(f"create the objects of {path}", other[0]) from None
+        except urllib3.exceptions.HTTPError as exc:
+            raise self._unreachable(f"create the objects of {path}", exc) from None
         except (OSError, ValueError) as exc:
             raise KubeApiError(
                 f"cannot apply {path} ({type(exc).__name__})",
@@ -497,6 +504,156 @@ class KubeApi:
             ),
         )
         return forward.socket(port)
+
+    # --- diagnostics (read only; what a failed drill keeps as evidence) -------------------------
+    def read_pod_log(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        container: str | None = None,
+        previous: bool = False,
+        tail_lines: int | None = None,
+        limit_bytes: int | None = None,
+    ) -> str | None:
+        """GET /api/v1/namespaces/{namespace}/pods/{name}/log?container=&previous=&tailLines=&limitBytes=
+
+        The log as text; None when the kubelet has none to give, which the API server
+        answers 400 BadRequest: with ``previous``, a container that never restarted
+        (kubernetes pkg/kubelet/kubelet_pods.go, validateContainerLogStatus:
+        ``previous terminated container "C" in pod "P" not found``); without it, a
+        container still waiting to start. Logs can quote anything: redact before keeping."""
+        what = f"read the {'previous ' if previous else ''}log of pod {namespace}/{name}"
+        try:
+            text = self.core.read_namespaced_pod_log(
+                name,
+                namespace,
+                container=container,
+                previous=previous,
+                tail_lines=tail_lines,
+                limit_bytes=limit_bytes,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        except ApiException as exc:
+            if exc.status == 400:
+                return None
+            raise self._refused(what, exc) from None
+        except _TRANSPORT_ERRORS as exc:
+            raise self._unreachable(what, exc) from None
+        return str(text)
+
+    def list_events(self, namespace: str) -> list[dict[str, Any]]:
+        """GET /api/v1/namespaces/{namespace}/events: every event, oldest first, as
+        ``time, type, reason, object, message, count, source`` (the time is the last
+        occurrence, else the event time, the first occurrence, the creation)."""
+        answer: Any = self._call(
+            f"list events in {namespace}",
+            lambda: self.core.list_namespaced_event(namespace, _request_timeout=REQUEST_TIMEOUT),
+        )
+        events = [_event_summary(e) for e in answer.items or []]
+        return sorted(events, key=lambda e: (e["time"] or "", e["object"]))
+
+    def read_statefulset_status(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """GET /apis/apps/v1/namespaces/{namespace}/statefulsets/{name}: its replicas,
+        update strategy and status (the pod template, which may carry env values, left
+        out); None when there is none."""
+        sts: Any = self._optional(
+            f"read statefulset {namespace}/{name}",
+            lambda: self.apps.read_namespaced_stateful_set(
+                name, namespace, _request_timeout=REQUEST_TIMEOUT
+            ),
+        )
+        if sts is None:
+            return None
+        spec = sts.spec
+        return {
+            "name": str(sts.metadata.name),
+            "generation": sts.metadata.generation,
+            "deleting": sts.metadata.deletion_timestamp is not None,
+            "spec": {
+                "replicas": spec.replicas if spec else None,
+                "podManagementPolicy": spec.pod_management_policy if spec else None,
+                "updateStrategy": self._plain(spec.update_strategy) if spec else None,
+                "serviceName": spec.service_name if spec else None,
+            },
+            "status": self._plain(sts.status) or {},
+        }
+
+    def list_pvcs(self, namespace: str, selector: str = "") -> list[dict[str, Any]]:
+        """GET /api/v1/namespaces/{namespace}/persistentvolumeclaims?labelSelector=...:
+        each claim's name, uid, phase, deletion, finalizers, capacity and volume."""
+        answer: Any = self._call(
+            f"list pvcs {selector!r} in {namespace}",
+            lambda: self.core.list_namespaced_persistent_volume_claim(
+                namespace, label_selector=selector, _request_timeout=REQUEST_TIMEOUT
+            ),
+        )
+        claims = []
+        for pvc in answer.items or []:
+            meta, spec, status = pvc.metadata, pvc.spec, pvc.status
+            claims.append(
+                {
+                    "name": str(meta.name),
+                    "uid": str(meta.uid or ""),
+                    "created": self._plain(meta.creation_timestamp),
+                    "deleting": meta.deletion_timestamp is not None,
+                    "finalizers": list(meta.finalizers or []),
+                    "phase": (status.phase if status else None) or "Unknown",
+                    "capacity": dict((status.capacity if status else None) or {}),
+                    "storageClassName": spec.storage_class_name if spec else None,
+                    "volumeName": spec.volume_name if spec else None,
+                }
+            )
+        return sorted(claims, key=lambda c: c["name"])
+
+    def list_pod_statuses(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        """GET /api/v1/namespaces/{namespace}/pods?labelSelector=...: each pod's name, uid,
+        labels, node, deletion, container names and status (phase, conditions, container
+        states, restarts). The spec, which may carry env values, is left out."""
+        answer: Any = self._call(
+            f"list pods {selector!r} in {namespace}",
+            lambda: self.core.list_namespaced_pod(
+                namespace, label_selector=selector, _request_timeout=REQUEST_TIMEOUT
+            ),
+        )
+        pods = []
+        for pod in answer.items or []:
+            spec = pod.spec
+            pods.append(
+                {
+                    "name": str(pod.metadata.name),
+                    "uid": str(pod.metadata.uid or ""),
+                    "labels": dict(pod.metadata.labels or {}),
+                    "node": spec.node_name if spec else None,
+                    "deleting": pod.metadata.deletion_timestamp is not None,
+                    "containers": [str(c.name) for c in (spec.containers if spec else None) or []],
+                    "init_containers": [
+                        str(c.name) for c in (spec.init_containers if spec else None) or []
+                    ],
+                    "status": self._plain(pod.status) or {},
+                }
+            )
+        return sorted(pods, key=lambda p: p["name"])
+
+    def _plain(self, model: Any) -> Any:
+        """A client model as the API's JSON (camelCase keys, times as ISO 8601)."""
+        return self._api.sanitize_for_serialization(model)
+
+
+def _event_summary(event: Any) -> dict[str, Any]:
+    when = event.last_timestamp or event.event_time or event.first_timestamp
+    when = when or (event.metadata.creation_timestamp if event.metadata else None)
+    involved = event.involved_object
+    source = event.source
+    return {
+        "time": when.isoformat() if when is not None else None,
+        "type": event.type,
+        "reason": event.reason,
+        "object": f"{involved.kind or ''}/{involved.name or ''}" if involved else "",
+        "message": event.message or "",
+        "count": event.count,
+        "source": (source.component if source else None) or event.reporting_component,
+    }
 
 
 def _pod_info(pod: Any) -> PodInfo:

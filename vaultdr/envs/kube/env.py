@@ -42,7 +42,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,7 @@ from vaultdr.config import Kube, Stack
 from vaultdr.envs import common
 from vaultdr.envs.base import NodeStatus, StackStatus
 from vaultdr.envs.common import SA_AUDIENCE, EnvironmentBase
+from vaultdr.envs.diagnostics import Diagnostics, DiagnosticsWriter
 from vaultdr.envs.kube import deploy
 from vaultdr.envs.kube.agents import RESTORE_ANNOTATION
 from vaultdr.envs.kube.api import KubeApi, PortForwarder
@@ -71,6 +72,11 @@ CONFIRM_FLAG = "--i-know-this-breaks"
 #: Faults that change nothing or undo a change: never refused, never confirmed.
 HARMLESS_FAULTS = frozenset({"restore-kms", "thaw-node"})
 VOLUME_WAIT = 120.0
+#: The ops chart's name: its pods' ``app.kubernetes.io/name`` label.
+OPS_CHART_NAME = "vaultdr-ops"
+#: Diagnostics keep, of each container's log, at most these last lines and bytes.
+DIAGNOSTICS_TAIL_LINES = 2000
+DIAGNOSTICS_LIMIT_BYTES = 256 * 1024
 
 
 class DestructiveFaultRefused(Refused):
@@ -519,3 +525,83 @@ class KubeEnvironment(EnvironmentBase):
         statedir.claim(self.state_dir, what="state directory", purpose=f"{self.name} stack")
         with statedir.locked(self.state_dir, command="up"):
             yield
+
+    # --- diagnostics -------------------------------------------------------------------------------
+    def agent_selector(self) -> str:
+        """The ops chart's agent pods (snapshot, restore, configure): the selector labels of
+        environments/chart/vaultdr-ops/templates/_helpers.tpl (``vaultdr-ops.selectorLabels``)."""
+        return f"app.kubernetes.io/name={OPS_CHART_NAME},app.kubernetes.io/instance={self.kube.ops_release}"
+
+    def diagnostics(self, dest: Path, *, known_secrets: Sequence[str] = ()) -> Diagnostics:
+        """What a failed drill keeps of the cluster, into ``dest``: each server pod's and ops
+        agent's log (the current container and, where one restarted, the previous: the
+        last :data:`DIAGNOSTICS_TAIL_LINES` lines, at most :data:`DIAGNOSTICS_LIMIT_BYTES`),
+        the namespace's events oldest first, and the StatefulSet, PVC and pod status.
+
+        Read only. Every text is redacted (``known_secrets`` and anything shaped like a
+        secret); what cannot be read is noted in the result (and ``errors.txt``), never
+        raised: diagnostics never change a drill's verdict."""
+        writer = DiagnosticsWriter(dest, known_secrets=known_secrets)
+        ns, api = self.namespace, self.api
+        with self._collecting(writer, "events"):
+            writer.text("events.txt", _events_text(ns, api.list_events(ns)))
+        with self._collecting(writer, "statefulset"):
+            writer.json("statefulset.json", api.read_statefulset_status(ns, self.statefulset()))
+        with self._collecting(writer, "pvcs"):
+            writer.json("pvcs.json", api.list_pvcs(ns))
+        for group, selector in (("server", self.pod_selector()), ("agents", self.agent_selector())):
+            with self._collecting(writer, f"{group} pods"):
+                self._pod_diagnostics(writer, group, selector)
+        return writer.finish()
+
+    @contextlib.contextmanager
+    def _collecting(self, writer: DiagnosticsWriter, what: str) -> Iterator[None]:
+        """Within the block a failure is noted as ``what`` could not be collected."""
+        try:
+            yield
+        except VaultdrError as exc:
+            writer.error(what, exc.message)
+        except Exception as exc:  # noqa: BLE001 - diagnostics never fail a drill
+            writer.error(what, f"{type(exc).__name__}: {exc}")
+
+    def _pod_diagnostics(self, writer: DiagnosticsWriter, group: str, selector: str) -> None:
+        """``<group>/pods.json`` and ``<group>/<pod>/<container>[.previous].log``."""
+        ns = self.namespace
+        pods = self.api.list_pod_statuses(ns, selector)
+        writer.json(f"{group}/pods.json", pods)
+        for pod in pods:
+            for container in [*pod["init_containers"], *pod["containers"]]:
+                for previous in (False, True):
+                    name = f"{group}/{pod['name']}/{container}{'.previous' if previous else ''}.log"
+                    with self._collecting(writer, f"log {name}"):
+                        self._pod_log(writer, name, pod["name"], container, previous=previous)
+
+    def _pod_log(
+        self, writer: DiagnosticsWriter, name: str, pod: str, container: str, *, previous: bool
+    ) -> None:
+        if writer.out_of_time(f"log {name}"):
+            return
+        text = self.api.read_pod_log(
+            self.namespace,
+            pod,
+            container=container,
+            previous=previous,
+            tail_lines=DIAGNOSTICS_TAIL_LINES,
+            limit_bytes=DIAGNOSTICS_LIMIT_BYTES,
+        )
+        if text is not None:
+            writer.text(name, text)
+        elif not previous:
+            writer.error(f"log {name}", "the container has not started (400 BadRequest)")
+
+
+def _events_text(namespace: str, events: list[dict[str, Any]]) -> str:
+    """The events as ``kubectl get events --sort-by`` would show them, one a line."""
+    lines = [f"# events of namespace {namespace}, oldest first ({len(events)})"]
+    for e in events:
+        count = f" (x{e['count']})" if e.get("count") and e["count"] > 1 else ""
+        lines.append(
+            f"{e['time'] or '-'}  {e['type'] or '-':<8} {e['reason'] or '-':<20} "
+            f"{e['object']}  [{e['source'] or '-'}]{count}  {e['message']}"
+        )
+    return "\n".join(lines) + "\n"

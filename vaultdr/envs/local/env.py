@@ -562,6 +562,14 @@ class LocalEnvironment(EnvironmentBase):
         wait_for(lambda: not any(port_in_use(p) for p in ports), timeout=10)
         write_json_atomic(self.state_dir / "stopped.json", {"t": time.time()})
 
+    def log_files(self) -> dict[str, Path]:
+        """Each node's server log and the supervisor's (and its events), for diagnostics."""
+        state = LocalState.load(self.state_dir)
+        files = {f"{node.name}/server.log": node.log_file for node in state.nodes} if state else {}
+        files["supervisor.log"] = self.state_dir / "supervisor.log"
+        files["events.jsonl"] = self.state_dir / EVENTS_FILE
+        return files
+
 
 def alive_pids(records: list[ProcessRecord]) -> list[int]:
     return [r.pid for r in records if pid_alive(r.pid, r.start_time)]
