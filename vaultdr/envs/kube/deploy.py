@@ -8,7 +8,10 @@ running them. :func:`deploy` checks the tools, then runs the plan:
 kind: create the kind cluster unless it exists (recorded, so ``down`` deletes it
 only if vaultdr created it); ``docker build`` the agent image and ``kind load``
 it; create the namespace and the nodes' TLS Secret (a CA generated into the state
-directory); apply the in-cluster AWS emulator and wait for its bootstrap Secrets;
+directory); create the namespaces and service accounts stack.yaml declares (only in
+namespaces vaultdr owns: one it creates carries the ``vaultdr.io/owner`` annotation;
+in anyone else's a missing account is an error and nothing is created; the release
+namespace's accounts are left to the charts and checked after them); apply the in-cluster AWS emulator and wait for its bootstrap Secrets;
 ``helm upgrade --install`` the official chart; initialize with recovery keys (the
 root token and recovery keys go to SSM, never printed); apply the configuration;
 ``helm upgrade --install`` the ops chart (snapshot agent, restore watcher,
