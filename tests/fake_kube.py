@@ -3,16 +3,41 @@
 It holds complete, realistic objects (pods of a StatefulSet with their labels,
 conditions and container statuses; PVCs with the ``kubernetes.io/pvc-protection``
 finalizer; the StatefulSet; namespaces with annotations; Secrets, ConfigMaps,
-Services, ServiceAccounts) so the strict generated client accepts every answer,
-and records every request (method, path, query, body) in order.
+Services, ServiceAccounts, RBAC objects) so the strict generated client accepts
+every answer, and records every request (method, path, query, body, user) in order.
 
-Semantics it mimics, because the faults depend on them:
+It refuses what a real API server refuses. Each behaviour is taken from the
+Kubernetes source (github.com/kubernetes/kubernetes, path named at the code):
 
-* DELETE of a PVC whose pod still exists only sets ``deletionTimestamp`` (the
-  protection finalizer); the PVC goes when its pod is deleted.
-* DELETE of a pod returns the pod; the StatefulSet controller then recreates it
-  (new uid) and, if its claim is gone, a new empty PVC (new uid).
-* Errors are ``Status`` objects with the right code and reason.
+* **Authentication**: a request carries a bearer token. The kubeconfig's token
+  is the cluster admin (kind's ``kubernetes-admin``, group ``kubeadm:cluster-admins``
+  bound to ``cluster-admin``); a token minted by TokenRequest is its service
+  account's, valid while that account exists with the same uid and the token has
+  not expired; any other token is a 401.
+* **Authorization**: every request is checked by RBAC against the Roles,
+  RoleBindings, ClusterRoles and ClusterRoleBindings in the store (load the ops
+  chart's with :mod:`tests.kube_rbac`); a denied one is a 403 with the real message.
+* **Admission** (NamespaceLifecycle): creating in a namespace that does not exist
+  is a 404, in a Terminating one a 403.
+* **TokenRequest** for a service account that does not exist is a 404; an
+  ``expirationSeconds`` under 10 minutes is a 422.
+* **Graceful deletion**: a pod DELETE without ``gracePeriodSeconds`` uses the pod's
+  ``terminationGracePeriodSeconds``; the pod stays (``deletionTimestamp`` set)
+  for that long or until its container exits, then goes. ``gracePeriodSeconds=0``
+  removes it at once (a force delete).
+* **Controllers**, run on every request and by a reaper thread: pvc-protection
+  lets a claim go only when no pod uses it; the StatefulSet controller recreates
+  a missing pod (after the old one is really gone), creates a missing claim only
+  when it creates the pod, and does not create a pod whose claim is terminating;
+  the namespace controller empties a Terminating namespace, then removes it.
+
+Time: pods' grace is whole seconds (``termination_grace``, 1 s by default here);
+:meth:`FakeCluster.advance` makes time pass at once. Hooks
+(``on_pod_started``, ``on_pod_stopping``, ``on_pod_gone``) let a fake kubelet run
+real processes behind the pods; they are called outside the cluster's lock.
+
+Not modelled: watches, resourceVersion conflicts, server-side apply, the
+port-forward's own authorization (its websocket is served as before).
 """
 
 from __future__ import annotations
@@ -26,7 +51,9 @@ import json
 import socket
 import struct
 import threading
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -36,10 +63,21 @@ from urllib.parse import parse_qs, urlsplit
 import yaml
 
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: The kubeconfig's token: kind's cluster admin.
+ADMIN_TOKEN = "fake-admin-token"
+ADMIN_USER = "kubernetes-admin"
+ADMIN_GROUP = "kubeadm:cluster-admins"
+PVC_PROTECTION = "kubernetes.io/pvc-protection"
+#: pkg/apis/authentication/validation/validation.go MinTokenAgeSec.
+MIN_TOKEN_SECONDS = 10 * 60
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _stamp(dt.datetime.now(dt.UTC))
+
+
+def _stamp(moment: dt.datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _meta(name: str, namespace: str | None, **extra: Any) -> dict[str, Any]:
@@ -61,10 +99,60 @@ class Request:
     path: str
     query: dict[str, list[str]]
     body: Any
+    #: Who sent it (the authenticated user name), "" when unauthenticated.
+    user: str = ""
 
     @property
     def mutating(self) -> bool:
         return self.method in MUTATING
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    groups: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Attributes:
+    """What RBAC decides on: staging/src/k8s.io/apiserver/pkg/endpoints/request/requestinfo.go
+    (RequestInfoFactory.NewRequestInfo)."""
+
+    verb: str
+    group: str
+    namespace: str
+    resource: str
+    subresource: str
+    name: str
+
+    @property
+    def combined(self) -> str:
+        return f"{self.resource}/{self.subresource}" if self.subresource else self.resource
+
+
+class ApiError(Exception):
+    """An answer that is a Status object."""
+
+    def __init__(self, code: int, reason: str, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.code, self.reason, self.message, self.details = code, reason, message, details
+
+
+def not_found(resource: str, name: str, group: str = "") -> ApiError:
+    """k8s.io/apimachinery/pkg/api/errors NewNotFound: '<resource>[.group] "<name>" not found'."""
+    qualified = f"{resource}.{group}" if group else resource
+    return ApiError(
+        404, "NotFound", f'{qualified} "{name}" not found', name=name, group=group, kind=resource
+    )
+
+
+def forbidden(resource: str, name: str, group: str, why: str) -> ApiError:
+    """apimachinery errors.NewForbidden: '<resource>[.group] ["<name>" ]is forbidden: <why>'."""
+    qualified = f"{resource}.{group}" if group else resource
+    subject = f'{qualified} "{name}"' if name else qualified
+    return ApiError(
+        403, "Forbidden", f"{subject} is forbidden: {why}", name=name, group=group, kind=resource
+    )
 
 
 @dataclass
@@ -76,6 +164,18 @@ class FakeCluster:
     replicas: int = 3
     active_label: str = "openbao-active"
     leader: int = 0
+    #: The pods' spec.terminationGracePeriodSeconds (the chart's is 10; short here).
+    termination_grace: int = 1
+    #: How long the namespace controller takes to empty a Terminating namespace.
+    namespace_finalize_seconds: float = 0.2
+    #: The service accounts populate() creates in ``namespace``.
+    service_accounts: tuple[str, ...] = (
+        "openbao",
+        "vaultdr-snapshot",
+        "vaultdr-restore",
+        "vaultdr-configure",
+        "web",
+    )
     lock: threading.Lock = field(default_factory=threading.Lock)
     requests: list[Request] = field(default_factory=list)
     objects: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
@@ -87,27 +187,28 @@ class FakeCluster:
     previous_logs: dict[tuple[str, str], str] = field(default_factory=dict)
     #: When set, GET of a pod's log and of events answers this status (a failing API).
     diagnostics_failure: int | None = None
+    #: Minted tokens: token -> (namespace, service account, its uid, expiry as epoch seconds).
+    tokens: dict[str, tuple[str, str, str, float]] = field(default_factory=dict)
+    #: What the controllers did or refused to do, in words (for assertions).
+    controller_log: list[str] = field(default_factory=list)
+    #: A fake kubelet's hooks: (namespace, pod name, pod) when a pod is created;
+    #: (namespace, pod name, grace seconds) when its deletion starts; (namespace,
+    #: pod name) when the object is gone.
+    on_pod_started: Callable[[str, str, dict[str, Any]], None] | None = None
+    on_pod_stopping: Callable[[str, str, int], None] | None = None
+    on_pod_gone: Callable[[str, str], None] | None = None
+    _skew: float = 0.0
+    _pod_deadlines: dict[tuple[str, str], float] = field(default_factory=dict)
+    _ns_deadlines: dict[str, float] = field(default_factory=dict)
+    _pending: list[Callable[[], None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._bootstrap_rbac()
 
     # --- building objects -----------------------------------------------------------------------
     def populate(self, *, annotations: dict[str, str] | None = None) -> None:
         ns = self.namespace
-        self.put(
-            "namespaces",
-            "",
-            ns,
-            {
-                "apiVersion": "v1",
-                "kind": "Namespace",
-                "metadata": _meta(
-                    ns,
-                    None,
-                    labels={"kubernetes.io/metadata.name": ns},
-                    annotations=dict(annotations or {}),
-                ),
-                "spec": {"finalizers": ["kubernetes"]},
-                "status": {"phase": "Active"},
-            },
-        )
+        self.add_namespace(ns, annotations=annotations)
         self.put("statefulsets", ns, self.release, self.statefulset())
         for i in range(self.replicas):
             self.put("persistentvolumeclaims", ns, f"data-{self.pod_name(i)}", self.pvc(i))
@@ -125,13 +226,45 @@ class FakeCluster:
                 },
             },
         )
-        for sa in ("openbao", "vaultdr-snapshot", "web"):
-            self.put(
-                "serviceaccounts",
-                ns,
-                sa,
-                {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(sa, ns)},
-            )
+        for sa in self.service_accounts:
+            self.add_service_account(ns, sa)
+
+    def add_namespace(
+        self,
+        name: str,
+        *,
+        labels: dict[str, str] | None = None,
+        annotations: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """A Namespace as the API server stores it (pkg/registry/core/namespace/strategy.go
+        PrepareForCreate: the ``kubernetes`` finalizer, phase Active; the
+        ``kubernetes.io/metadata.name`` label is added by the NamespaceDefaultLabelName
+        defaulting in pkg/apis/core/v1/defaults.go)."""
+        obj = {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": _meta(
+                name,
+                None,
+                labels={**(labels or {}), "kubernetes.io/metadata.name": name},
+                annotations=dict(annotations or {}),
+            ),
+            "spec": {"finalizers": ["kubernetes"]},
+            "status": {"phase": "Active"},
+        }
+        self.put("namespaces", "", name, obj)
+        return obj
+
+    def add_service_account(
+        self, namespace: str, name: str, *, labels: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        obj = {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": _meta(name, namespace, labels=dict(labels or {})),
+        }
+        self.put("serviceaccounts", namespace, name, obj)
+        return obj
 
     def pod_name(self, i: int) -> str:
         return f"{self.release}-{i}"
@@ -198,7 +331,7 @@ class FakeCluster:
                 "serviceAccountName": self.release,
                 "nodeName": "vaultdr-control-plane",
                 "restartPolicy": "Always",
-                "terminationGracePeriodSeconds": 10,
+                "terminationGracePeriodSeconds": self.termination_grace,
                 "dnsPolicy": "ClusterFirst",
                 "schedulerName": "default-scheduler",
             },
@@ -338,6 +471,13 @@ class FakeCluster:
     def get(self, kind: str, ns: str, name: str) -> dict[str, Any] | None:
         return self.objects.get((kind, ns, name))
 
+    def of_kind(self, kind: str, ns: str | None = None) -> list[dict[str, Any]]:
+        return [
+            obj
+            for (k, o_ns, _), obj in sorted(self.objects.items())
+            if k == kind and (ns is None or o_ns == ns)
+        ]
+
     def mutations(self) -> list[tuple[str, str]]:
         """(method, path) of every mutating request, in order."""
         return [(r.method, r.path) for r in self.requests if r.mutating]
@@ -346,10 +486,280 @@ class FakeCluster:
         obj = self.get(kind, self.namespace, name)
         return str(obj["metadata"]["uid"]) if obj else ""
 
-    # --- behaviour ------------------------------------------------------------------------------
+    # --- time -----------------------------------------------------------------------------------
+    def now(self) -> float:
+        """The cluster's clock (monotonic seconds), which :meth:`advance` moves on."""
+        return time.monotonic() + self._skew
+
+    def advance(self, seconds: float) -> None:
+        """Make ``seconds`` pass at once: graceful deletions due by then complete."""
+        with self.lock:
+            self._skew += seconds
+        self.tick()
+
+    def tick(self) -> None:
+        """Run the controllers once (the reaper thread and every request do)."""
+        with self.lock:
+            self.reconcile()
+        self.fire_hooks()
+
+    def container_exited(self, ns: str, name: str) -> None:
+        """The fake kubelet says the pod's container has exited: a terminating pod goes now
+        (pkg/kubelet/status/status_manager.go deletes it once its containers stopped)."""
+        with self.lock:
+            if (ns, name) in self._pod_deadlines:
+                self._pod_deadlines[(ns, name)] = self.now()
+            self.reconcile()
+        self.fire_hooks()
+
+    def fire_hooks(self) -> None:
+        """Call the queued kubelet hooks, outside the lock, in order."""
+        with self.lock:
+            pending, self._pending = self._pending, []
+        for hook in pending:
+            hook()
+
+    def _queue(self, hook: Callable[..., None] | None, *args: Any) -> None:
+        if hook is not None:
+            self._pending.append(lambda: hook(*args))
+
+    # --- authentication and RBAC ----------------------------------------------------------------
+    def _bootstrap_rbac(self) -> None:
+        """The API server's bootstrap policy (plugin/pkg/auth/authorizer/rbac/bootstrappolicy/
+        policy.go: cluster-admin, system:auth-delegator) and kind's admin binding
+        (kubeadm's ClusterRoleBinding kubeadm:cluster-admins, cmd/kubeadm/app/phases/kubeconfig)."""
+        self.put_rbac(
+            {
+                "kind": "ClusterRole",
+                "metadata": {"name": "cluster-admin"},
+                "rules": [
+                    {"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]},
+                    {"nonResourceURLs": ["*"], "verbs": ["*"]},
+                ],
+            }
+        )
+        self.put_rbac(
+            {
+                "kind": "ClusterRole",
+                "metadata": {"name": "system:auth-delegator"},
+                "rules": [
+                    {
+                        "apiGroups": ["authentication.k8s.io"],
+                        "resources": ["tokenreviews"],
+                        "verbs": ["create"],
+                    },
+                    {
+                        "apiGroups": ["authorization.k8s.io"],
+                        "resources": ["subjectaccessreviews"],
+                        "verbs": ["create"],
+                    },
+                ],
+            }
+        )
+        self.put_rbac(
+            {
+                "kind": "ClusterRoleBinding",
+                "metadata": {"name": ADMIN_GROUP},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": "cluster-admin",
+                },
+                "subjects": [
+                    {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": ADMIN_GROUP}
+                ],
+            }
+        )
+
+    def put_rbac(self, obj: dict[str, Any]) -> None:
+        """Store a Role, RoleBinding, ClusterRole or ClusterRoleBinding (as rendered)."""
+        kind = {
+            "Role": "roles",
+            "RoleBinding": "rolebindings",
+            "ClusterRole": "clusterroles",
+            "ClusterRoleBinding": "clusterrolebindings",
+        }[obj["kind"]]
+        meta = obj["metadata"]
+        ns = str(meta.get("namespace") or "") if kind in ("roles", "rolebindings") else ""
+        self.put(kind, ns, str(meta["name"]), copy.deepcopy(obj))
+
+    def mint_token(self, ns: str, name: str, *, seconds: int = 3600) -> str:
+        """A token of service account ``ns/name`` (what TokenRequest, or the kubelet's projected
+        token, gives a pod). The account must exist."""
+        sa = self.get("serviceaccounts", ns, name)
+        if sa is None:
+            raise not_found("serviceaccounts", name)
+        token = "eyJhbGciOiJSUzI1NiJ9.fake-sa-token-" + uuid.uuid4().hex
+        self.tokens[token] = (ns, name, str(sa["metadata"]["uid"]), time.time() + seconds)
+        return token
+
+    def authenticate(self, authorization: str | None) -> User | None:
+        """The user of a request; None for a token the server does not accept (401).
+
+        No token is ``system:anonymous`` (anonymous auth is on in kind). A service
+        account's token is valid only while the account exists with the uid the token
+        was minted for, until it expires (pkg/serviceaccount/claims.go validator.Validate)."""
+        if not authorization:
+            return User("system:anonymous", ("system:unauthenticated",))
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        if token == ADMIN_TOKEN:
+            return User(ADMIN_USER, (ADMIN_GROUP, "system:authenticated"))
+        minted = self.tokens.get(token)
+        if minted is None:
+            return None
+        ns, name, uid, expires = minted
+        sa = self.get("serviceaccounts", ns, name)
+        if sa is None or sa["metadata"]["uid"] != uid or time.time() >= expires:
+            return None
+        return User(
+            f"system:serviceaccount:{ns}:{name}",
+            ("system:serviceaccounts", f"system:serviceaccounts:{ns}", "system:authenticated"),
+        )
+
+    def authorize(self, user: User, attrs: Attributes) -> bool:
+        """RBAC as plugin/pkg/auth/authorizer/rbac/rbac.go decides: any rule of a role bound
+        to the user (cluster-wide, or in the request's namespace) that allows the request."""
+        for rules in self._bound_rules(user, attrs.namespace):
+            if any(_rule_allows(rule, attrs) for rule in rules):
+                return True
+        return False
+
+    def _bound_rules(self, user: User, namespace: str) -> list[list[dict[str, Any]]]:
+        found: list[list[dict[str, Any]]] = []
+        for binding in self.of_kind("clusterrolebindings"):
+            if _binds(binding, user, ""):
+                found.append(self._role_rules(binding["roleRef"], ""))
+        if namespace:
+            for binding in self.of_kind("rolebindings", namespace):
+                if _binds(binding, user, namespace):
+                    found.append(self._role_rules(binding["roleRef"], namespace))
+        return found
+
+    def _role_rules(self, ref: dict[str, Any], namespace: str) -> list[dict[str, Any]]:
+        if ref["kind"] == "ClusterRole":
+            role = self.get("clusterroles", "", ref["name"])
+        else:
+            role = self.get("roles", namespace, ref["name"])
+        return list((role or {}).get("rules") or [])
+
+    # --- namespaces -----------------------------------------------------------------------------
+    def namespace_phase(self, name: str) -> str | None:
+        obj = self.get("namespaces", "", name)
+        return None if obj is None else str(obj["status"]["phase"])
+
+    def admit(self, attrs: Attributes) -> None:
+        """NamespaceLifecycle (staging/src/k8s.io/apiserver/pkg/admission/plugin/namespace/
+        lifecycle/admission.go): deletes always pass; create/update in a namespace that
+        does not exist is its 404; a create in a Terminating one is a 403."""
+        if attrs.verb not in ("create", "update", "patch") or not attrs.namespace:
+            return
+        if attrs.resource == "namespaces":
+            return
+        phase = self.namespace_phase(attrs.namespace)
+        if phase is None:
+            raise not_found("namespaces", attrs.namespace)
+        if attrs.verb == "create" and phase == "Terminating":
+            raise forbidden(
+                attrs.resource,
+                attrs.name,
+                attrs.group,
+                f"unable to create new content in namespace {attrs.namespace} "
+                "because it is being terminated",
+            )
+
+    def delete_namespace(self, name: str) -> dict[str, Any]:
+        """pkg/registry/core/namespace/storage/storage.go REST.Delete: the first delete sets
+        deletionTimestamp and phase Terminating; another while its finalizers are pending
+        is a 409 Conflict. The namespace controller empties it, then it goes."""
+        obj = self.get("namespaces", "", name)
+        if obj is None:
+            raise not_found("namespaces", name)
+        if obj["metadata"].get("deletionTimestamp"):
+            raise ApiError(
+                409,
+                "Conflict",
+                f'Operation cannot be fulfilled on namespaces "{name}": The system is ensuring '
+                "all content is removed from this namespace.  Upon completion, this namespace "
+                "will automatically be purged by the system.",
+                name=name,
+                kind="namespaces",
+            )
+        obj["metadata"]["deletionTimestamp"] = _now()
+        obj["status"]["phase"] = "Terminating"
+        self._ns_deadlines[name] = self.now() + self.namespace_finalize_seconds
+        return copy.deepcopy(obj)
+
+    def _finalize_namespaces(self) -> None:
+        """pkg/controller/namespace/deletion/namespaced_resources_deleter.go: delete every
+        object in the namespace, then drop the ``kubernetes`` finalizer (it is gone)."""
+        for name, deadline in list(self._ns_deadlines.items()):
+            if self.now() < deadline:
+                continue
+            for key in [k for k in self.objects if k[1] == name and k[0] != "namespaces"]:
+                if key[0] == "pods":
+                    self._queue(self.on_pod_gone, name, key[2])
+                    self._pod_deadlines.pop((name, key[2]), None)
+                del self.objects[key]
+            self.objects.pop(("namespaces", "", name), None)
+            del self._ns_deadlines[name]
+            for token, (ns, *_rest) in list(self.tokens.items()):
+                if ns == name:
+                    del self.tokens[token]
+
+    # --- pods: graceful deletion ----------------------------------------------------------------
+    def delete_pod(self, ns: str, name: str, grace: int | None = None) -> dict[str, Any] | None:
+        """DELETE of a pod. ``grace`` None: the pod's own terminationGracePeriodSeconds.
+
+        pkg/registry/core/pod/strategy.go CheckGracefulDelete: the given period, else the
+        pod's spec.terminationGracePeriodSeconds; 0 when the pod is not scheduled or has
+        terminated; a negative one is 1. k8s.io/apiserver pkg/registry/rest/delete.go
+        BeforeDelete: a period > 0 only sets deletionTimestamp (now + period) and
+        deletionGracePeriodSeconds, a second delete may only shorten it; 0 removes the
+        object at once (a force delete)."""
+        pod = self.get("pods", ns, name)
+        if pod is None:
+            return None
+        spec, status = pod["spec"], pod.get("status") or {}
+        period = int(grace if grace is not None else spec.get("terminationGracePeriodSeconds") or 0)
+        if not spec.get("nodeName") or status.get("phase") in ("Failed", "Succeeded"):
+            period = 0
+        if period < 0:
+            period = 1
+        meta = pod["metadata"]
+        remaining = self._pod_deadlines.get((ns, name))
+        if period == 0:
+            answer = copy.deepcopy(pod)
+            answer["metadata"].setdefault("deletionTimestamp", _now())
+            answer["metadata"]["deletionGracePeriodSeconds"] = 0
+            self._remove_pod(ns, name)
+            return answer
+        if remaining is None or self.now() + period < remaining:
+            moment = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=period)
+            meta["deletionTimestamp"] = _stamp(moment)
+            meta["deletionGracePeriodSeconds"] = period
+            self._pod_deadlines[(ns, name)] = self.now() + period
+            self._queue(self.on_pod_stopping, ns, name, period)
+        return copy.deepcopy(pod)
+
+    def _remove_pod(self, ns: str, name: str) -> None:
+        self.objects.pop(("pods", ns, name), None)
+        self._pod_deadlines.pop((ns, name), None)
+        self._queue(self.on_pod_gone, ns, name)
+
+    def _reap_pods(self) -> None:
+        """The kubelet: a pod whose grace period is over (or whose container exited) goes."""
+        for (ns, name), deadline in list(self._pod_deadlines.items()):
+            if self.now() >= deadline:
+                self._remove_pod(ns, name)
+
+    # --- persistent volume claims ---------------------------------------------------------------
     def pod_uses(self, ns: str, claim: str) -> bool:
-        for (kind, pod_ns, _), pod in self.objects.items():
-            if kind != "pods" or pod_ns != ns:
+        """pkg/controller/volume/pvcprotection/pvc_protection_controller.go podUsesPVC: a pod
+        uses the claim until it is gone (or force-deleted: podIsShutDown)."""
+        for pod in self.of_kind("pods", ns):
+            if pod["metadata"].get("deletionGracePeriodSeconds") == 0:
                 continue
             for volume in pod["spec"].get("volumes", []):
                 if volume.get("persistentVolumeClaim", {}).get("claimName") == claim:
@@ -357,55 +767,103 @@ class FakeCluster:
         return False
 
     def delete_pvc(self, ns: str, name: str) -> dict[str, Any] | None:
+        """DELETE of a claim: with finalizers it only gets deletionTimestamp (k8s.io/apiserver
+        pkg/registry/generic/registry/store.go: an object with finalizers is not removed);
+        without, it goes at once."""
         pvc = self.get("persistentvolumeclaims", ns, name)
         if pvc is None:
             return None
-        pvc = copy.deepcopy(pvc)
         pvc["metadata"].setdefault("deletionTimestamp", _now())
         pvc["metadata"]["deletionGracePeriodSeconds"] = 0
-        if self.pod_uses(ns, name):
-            self.put("persistentvolumeclaims", ns, name, pvc)  # held by pvc-protection
-        else:
-            del self.objects[("persistentvolumeclaims", ns, name)]
-        return pvc
+        answer = copy.deepcopy(pvc)
+        self._protect_claims()
+        return answer
 
-    def delete_pod(self, ns: str, name: str) -> dict[str, Any] | None:
-        pod = self.objects.pop(("pods", ns, name), None)
-        if pod is None:
-            return None
-        pod = copy.deepcopy(pod)
-        pod["metadata"]["deletionTimestamp"] = _now()
-        pod["metadata"]["deletionGracePeriodSeconds"] = 0
-        # The pvc-protection controller lets go of claims no pod uses any more.
-        for (kind, pvc_ns, pvc_name), pvc in list(self.objects.items()):
-            held = kind == "persistentvolumeclaims" and pvc["metadata"].get("deletionTimestamp")
-            if held and not self.pod_uses(pvc_ns, pvc_name):
-                del self.objects[(kind, pvc_ns, pvc_name)]
-        self.recreate(ns, name)
-        return pod
+    def remove_finalizer(self, kind: str, ns: str, name: str, finalizer: str) -> None:
+        """What another controller does when it is done with an object it holds."""
+        with self.lock:
+            obj = self.get(kind, ns, name)
+            if obj is not None:
+                held = obj["metadata"].get("finalizers") or []
+                obj["metadata"]["finalizers"] = [f for f in held if f != finalizer]
+            self.reconcile()
+        self.fire_hooks()
 
+    def _protect_claims(self) -> None:
+        """pvcprotection: drop the finalizer of a deleted claim no pod uses; an object being
+        deleted whose finalizers are all gone is removed (store.go)."""
+        for (kind, ns, name), pvc in list(self.objects.items()):
+            meta = pvc["metadata"]
+            if kind != "persistentvolumeclaims" or not meta.get("deletionTimestamp"):
+                continue
+            finalizers = list(meta.get("finalizers") or [])
+            if PVC_PROTECTION in finalizers and not self.pod_uses(ns, name):
+                finalizers.remove(PVC_PROTECTION)
+                meta["finalizers"] = finalizers
+            if not finalizers:
+                del self.objects[(kind, ns, name)]
+
+    # --- the StatefulSet controller -------------------------------------------------------------
     def scale(self, ns: str, replicas: int) -> None:
-        """The StatefulSet controller after a scale: ordinals past ``replicas`` go, missing ones
-        below come back (their claims are kept, as a StatefulSet keeps them)."""
-        for i in range(max(replicas, self.replicas)):
-            name = self.pod_name(i)
-            if i >= replicas:
-                self.objects.pop(("pods", ns, name), None)
-            elif self.get("pods", ns, name) is None:
-                self.recreate(ns, name)
+        """After a scale: the StatefulSet controller deletes ordinals past ``replicas``
+        (gracefully) and creates missing ones below (their claims are kept)."""
+        self._reconcile_statefulsets()
 
     def recreate(self, ns: str, name: str) -> None:
-        """The StatefulSet controller: a missing pod of an ordinal within replicas comes back."""
+        """The StatefulSet controller for one ordinal (see :meth:`_reconcile_statefulsets`)."""
         index = int(name.rsplit("-", 1)[1])
         sts = self.get("statefulsets", ns, self.release)
-        if sts is None or index >= int(sts["spec"]["replicas"]):
+        if sts is None or index >= int(sts["spec"]["replicas"]) or self.get("pods", ns, name):
+            return
+        if self.namespace_phase(ns) != "Active":
             return
         claim = f"data-{name}"
-        if self.get("persistentvolumeclaims", ns, claim) is None:
+        pvc = self.get("persistentvolumeclaims", ns, claim)
+        if pvc is not None and pvc["metadata"].get("deletionTimestamp"):
+            # pkg/controller/statefulset/stateful_pod_control.go createPersistentVolumeClaims:
+            # "pvc %s is being deleted" fails CreateStatefulPod; the controller retries.
+            self.controller_log.append(
+                f"create Pod {name} in StatefulSet {self.release} failed: pvc {claim} is being deleted"
+            )
+            return
+        if pvc is None:  # created only together with its pod (CreateStatefulPod)
             self.put("persistentvolumeclaims", ns, claim, self.pvc(index))
+            self.controller_log.append(f"create Claim {claim} in StatefulSet {self.release}")
         pod = self.pod(index)
         pod["metadata"]["labels"][self.active_label] = "false"
         self.put("pods", ns, name, pod)
+        self.controller_log.append(f"create Pod {name} in StatefulSet {self.release}")
+        self._queue(self.on_pod_started, ns, name, copy.deepcopy(pod))
+
+    def _reconcile_statefulsets(self) -> None:
+        """pkg/controller/statefulset/stateful_set_control.go (Parallel pod management): every
+        ordinal below replicas gets a pod, created only once the old pod object is gone
+        (a terminating pod is waited for); ordinals past replicas are deleted."""
+        for (kind, ns, name), sts in list(self.objects.items()):
+            if kind != "statefulsets" or name != self.release:
+                continue
+            replicas = int(sts["spec"]["replicas"])
+            for i in range(replicas):
+                self.recreate(ns, self.pod_name(i))
+            for pod in self.of_kind("pods", ns):
+                pod_name = str(pod["metadata"]["name"])
+                index = pod_name.rsplit("-", 1)[-1]
+                if (
+                    pod_name.startswith(f"{self.release}-")
+                    and index.isdigit()
+                    and int(index) >= replicas
+                    and not pod["metadata"].get("deletionTimestamp")
+                ):
+                    self.delete_pod(ns, pod_name)
+
+    def reconcile(self) -> None:
+        """Every controller once, under the lock: the kubelet, pvc-protection, the
+        StatefulSet controller, the namespace controller."""
+        self._reap_pods()
+        self._protect_claims()
+        self._finalize_namespaces()
+        self._reconcile_statefulsets()
+        self._protect_claims()
 
     # --- logs and events (diagnostics) ---------------------------------------------------------
     def restart_container(self, pod: str, container: str, previous_log: str) -> None:
@@ -463,6 +921,70 @@ class FakeCluster:
         )
 
 
+def _binds(binding: dict[str, Any], user: User, namespace: str) -> bool:
+    """plugin/pkg/auth/authorizer/rbac/subject_locator.go appliesToUser."""
+    for subject in binding.get("subjects") or []:
+        kind, name = subject.get("kind"), subject.get("name")
+        if kind == "User" and name == user.name:
+            return True
+        if kind == "Group" and name in user.groups:
+            return True
+        if kind == "ServiceAccount":
+            sa_ns = subject.get("namespace") or namespace
+            if user.name == f"system:serviceaccount:{sa_ns}:{name}":
+                return True
+    return False
+
+
+def _rule_allows(rule: dict[str, Any], attrs: Attributes) -> bool:
+    """pkg/apis/rbac/v1/evaluation_helpers.go: VerbMatches, APIGroupMatches,
+    ResourceMatches (``*``, ``resource/subresource``, ``*/subresource``), ResourceNameMatches."""
+    verbs = rule.get("verbs") or []
+    groups = rule.get("apiGroups")
+    resources = rule.get("resources") or []
+    if groups is None:  # a nonResourceURLs rule
+        return False
+    if "*" not in verbs and attrs.verb not in verbs:
+        return False
+    if "*" not in groups and attrs.group not in groups:
+        return False
+    wanted = {attrs.combined, "*"}
+    if attrs.subresource:
+        wanted.add(f"*/{attrs.subresource}")
+    if not wanted & set(resources):
+        return False
+    names = rule.get("resourceNames") or []
+    return not names or attrs.name in names
+
+
+def request_attributes(method: str, seg: list[str], query: dict[str, list[str]]) -> Attributes:
+    """staging/src/k8s.io/apiserver/pkg/endpoints/request/requestinfo.go: the verb (GET of one
+    = get, of a collection = list, POST = create, PUT = update, PATCH = patch, DELETE of one
+    = delete, of a collection = deletecollection), group, namespace, resource/subresource."""
+    if seg[:1] == ["api"]:
+        group, rest = "", seg[2:]
+    else:
+        group, rest = seg[1], seg[3:]
+    namespace = ""
+    if rest[:1] == ["namespaces"] and len(rest) > 1:
+        namespace = rest[1]
+        if len(rest) > 2:
+            rest = rest[2:]
+    resource = rest[0] if rest else ""
+    name = rest[1] if len(rest) > 1 else ""
+    subresource = rest[2] if len(rest) > 2 else ""
+    verb = {
+        "POST": "create",
+        "PUT": "update",
+        "PATCH": "patch",
+    }.get(method, "")
+    if method == "GET":
+        verb = "get" if name else ("watch" if query.get("watch") else "list")
+    elif method == "DELETE":
+        verb = "delete" if name else "deletecollection"
+    return Attributes(verb, group, namespace, resource, subresource, name)
+
+
 def _status(
     code: int, reason: str, message: str, details: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -490,7 +1012,7 @@ def _matches(labels: dict[str, str], selector: str) -> bool:
 #: (k8s.io/apiserver pkg/registry/generic/registry/store.go): Create of an existing name
 #: is 409 AlreadyExists; Update of a missing one is 404 NotFound, because the Secret and
 #: ConfigMap strategies (pkg/registry/core/secret/strategy.go, .../configmap/strategy.go)
-#: return AllowCreateOnUpdate() == false. Other kinds are not writable here at all.
+#: return AllowCreateOnUpdate() == false. ServiceAccounts may be created and deleted.
 _WRITABLE = frozenset({"secrets", "configmaps"})
 
 _KINDS = {
@@ -501,7 +1023,17 @@ _KINDS = {
     "services": "Service",
     "serviceaccounts": "ServiceAccount",
     "statefulsets": "StatefulSet",
+    "namespaces": "Namespace",
 }
+
+
+def _grace(query: dict[str, list[str]], body: Any) -> int | None:
+    """gracePeriodSeconds of a DELETE: the DeleteOptions body, else the query parameter."""
+    if isinstance(body, dict) and body.get("gracePeriodSeconds") is not None:
+        return int(body["gracePeriodSeconds"])
+    if query.get("gracePeriodSeconds"):
+        return int(query["gracePeriodSeconds"][0])
+    return None
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -536,14 +1068,49 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length) if length else b""
         body = json.loads(raw) if raw else None
         cluster = self.cluster
+        query = parse_qs(parts.query)
+        seg = parts.path.strip("/").split("/")
         with cluster.lock:
-            cluster.requests.append(Request(self.command, parts.path, parse_qs(parts.query), body))
-            code, answer = self._route(
-                parts.path.strip("/").split("/"), parse_qs(parts.query), body
+            user = cluster.authenticate(self.headers.get("Authorization"))
+            cluster.requests.append(
+                Request(self.command, parts.path, query, body, user.name if user else "")
             )
+            try:
+                code, answer = self._serve(user, seg, query, body)
+            except ApiError as exc:
+                code, answer = exc.code, _status(exc.code, exc.reason, exc.message, exc.details)
+            cluster.reconcile()
+        cluster.fire_hooks()
         self._send(code, answer)
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+
+    def _serve(
+        self, user: User | None, seg: list[str], query: dict[str, list[str]], body: Any
+    ) -> tuple[int, dict[str, Any]]:
+        """Authentication, authorization, admission, then the storage: the order of the real
+        handler chain (staging/src/k8s.io/apiserver/pkg/server/config.go DefaultBuildHandlerChain)."""
+        if user is None:
+            # staging/src/k8s.io/apiserver/pkg/endpoints/handlers/responsewriters/errors.go
+            raise ApiError(401, "Unauthorized", "Unauthorized")
+        if not (seg[:2] == ["api", "v1"] or (seg[:1] == ["apis"] and len(seg) >= 3)):
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        attrs = request_attributes(self.command, seg, query)
+        if not self.cluster.authorize(user, attrs):
+            # responsewriters/errors.go forbiddenMessage, wrapped by errors.NewForbidden.
+            raise forbidden(
+                attrs.resource,
+                attrs.name,
+                attrs.group,
+                f'User "{user.name}" cannot {attrs.verb} resource "{attrs.combined}" in API '
+                + (
+                    f'group "{attrs.group}" in the namespace "{attrs.namespace}"'
+                    if attrs.namespace
+                    else f'group "{attrs.group}" at the cluster scope'
+                ),
+            )
+        self.cluster.admit(attrs)
+        return self._route(attrs, seg, query, body)
 
     # --- port-forward: the websocket protocol (channel 0 data, 1 errors) -------------------------
     def _port_forward(self, pod: str, port: int) -> None:
@@ -687,60 +1254,50 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def _route(
-        self, seg: list[str], query: dict[str, list[str]], body: Any
+        self, attrs: Attributes, seg: list[str], query: dict[str, list[str]], body: Any
     ) -> tuple[int, dict[str, Any]]:
-        c = self.cluster
-        if seg[:2] == ["api", "v1"]:
-            rest = seg[2:]
-        elif seg[:3] == ["apis", "apps", "v1"]:
-            rest = seg[3:]
-        else:
-            return 404, _status(404, "NotFound", "the server could not find the requested resource")
-        if rest[:1] == ["namespaces"] and len(rest) == 2:
-            ns_obj = c.get("namespaces", "", rest[1])
-            if ns_obj is None:
-                return 404, _status(404, "NotFound", f'namespaces "{rest[1]}" not found')
-            return 200, ns_obj
-        if rest[:1] != ["namespaces"] or len(rest) < 3:
-            return 404, _status(404, "NotFound", "the server could not find the requested resource")
-        ns, kind = rest[1], rest[2]
-        if len(rest) == 3 and self.command == "GET":
+        c, verb, kind = self.cluster, attrs.verb, attrs.resource
+        ns, name, sub = attrs.namespace, attrs.name, attrs.subresource
+        if kind == "namespaces":
+            return self._namespaces(verb, name, body)
+        if not ns:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        if verb == "list":
             selector = (query.get("labelSelector") or [""])[0]
             items = [
                 o
-                for (k, o_ns, _), o in sorted(c.objects.items())
-                if k == kind
-                and o_ns == ns
-                and _matches(o["metadata"].get("labels") or {}, selector)
+                for o in c.of_kind(kind, ns)
+                if _matches(o["metadata"].get("labels") or {}, selector)
             ]
-            api_version = "apps/v1" if kind == "statefulsets" else "v1"
             return 200, {
-                "apiVersion": api_version,
+                "apiVersion": "apps/v1" if kind == "statefulsets" else "v1",
                 "kind": f"{_KINDS.get(kind, 'Object')}List",
                 "metadata": {"resourceVersion": "100"},
                 "items": items,
             }
-        if len(rest) == 3 and self.command == "POST" and kind in _WRITABLE:
-            name = str(body["metadata"]["name"])
-            if c.get(kind, ns, name) is not None:
-                return 409, _status(409, "AlreadyExists", f'{kind} "{name}" already exists')
-            return 201, c.store_written(kind, ns, name, body)
-        name = rest[3] if len(rest) > 3 else ""
-        sub = rest[4] if len(rest) > 4 else ""
+        if verb == "create" and not name:
+            return self._create(kind, ns, body)
         obj = c.get(kind, ns, name)
         if obj is None:
-            return 404, _status(
-                404, "NotFound", f'{kind} "{name}" not found', {"name": name, "kind": kind}
-            )
-        if self.command == "GET" and not sub:
+            raise not_found(kind, name, attrs.group)
+        if verb == "get" and not sub:
             return 200, obj
-        if self.command == "PUT" and kind in _WRITABLE and not sub:
+        if verb == "update" and kind in _WRITABLE and not sub:
             return 200, c.store_written(kind, ns, name, body)
-        if self.command == "DELETE" and kind == "pods":
-            return 200, c.delete_pod(ns, name) or obj
-        if self.command == "DELETE" and kind == "persistentvolumeclaims":
+        if verb == "delete" and kind == "pods":
+            return 200, c.delete_pod(ns, name, _grace(query, body)) or obj
+        if verb == "delete" and kind == "persistentvolumeclaims":
             return 200, c.delete_pvc(ns, name) or obj
-        if self.command == "PATCH" and kind == "statefulsets" and sub == "scale":
+        if verb == "delete" and kind == "serviceaccounts":
+            del c.objects[(kind, ns, name)]
+            return 200, obj
+        if verb == "patch" and kind == "statefulsets" and not sub:
+            meta = (body or {}).get("metadata") or {}
+            for key in ("annotations", "labels"):
+                if meta.get(key):
+                    obj["metadata"].setdefault(key, {}).update(meta[key])
+            return 200, obj
+        if verb == "patch" and kind == "statefulsets" and sub == "scale":
             replicas = int(body["spec"]["replicas"])
             obj["spec"]["replicas"] = replicas
             c.scale(ns, replicas)
@@ -751,24 +1308,102 @@ class _Handler(BaseHTTPRequestHandler):
                 "spec": {"replicas": replicas},
                 "status": {"replicas": replicas, "selector": "app.kubernetes.io/instance=openbao"},
             }
-        if self.command == "POST" and kind == "serviceaccounts" and sub == "token":
-            seconds = int(body["spec"].get("expirationSeconds") or 3600)
-            expires = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)
-            return 201, {
-                "apiVersion": "authentication.k8s.io/v1",
-                "kind": "TokenRequest",
-                "metadata": {"name": name, "namespace": ns, "creationTimestamp": None},
-                "spec": {
-                    "audiences": body["spec"]["audiences"],
-                    "expirationSeconds": seconds,
-                    "boundObjectRef": None,
-                },
-                "status": {
-                    "token": "eyJhbGciOiJSUzI1NiJ9.fake-sa-token-" + uuid.uuid4().hex,
-                    "expirationTimestamp": expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                },
+        if verb == "create" and kind == "serviceaccounts" and sub == "token":
+            return self._token_request(ns, name, body)
+        raise ApiError(
+            405, "MethodNotAllowed", f"{self.command} {self.path} is not supported by the fake"
+        )
+
+    def _namespaces(self, verb: str, name: str, body: Any) -> tuple[int, dict[str, Any]]:
+        c = self.cluster
+        if verb == "list":
+            return 200, {
+                "apiVersion": "v1",
+                "kind": "NamespaceList",
+                "metadata": {"resourceVersion": "100"},
+                "items": c.of_kind("namespaces"),
             }
-        return 405, _status(405, "MethodNotAllowed", f"{self.command} {self.path} is not supported")
+        if verb == "create" and not name:
+            meta = (body or {}).get("metadata") or {}
+            new = str(meta.get("name") or "")
+            if c.get("namespaces", "", new) is not None:
+                raise ApiError(
+                    409,
+                    "AlreadyExists",
+                    f'namespaces "{new}" already exists',
+                    name=new,
+                    kind="namespaces",
+                )
+            created = c.add_namespace(
+                new, labels=meta.get("labels"), annotations=meta.get("annotations")
+            )
+            return 201, created
+        obj = c.get("namespaces", "", name)
+        if obj is None:
+            raise not_found("namespaces", name)
+        if verb == "get":
+            return 200, obj
+        if verb == "delete":
+            return 200, c.delete_namespace(name)
+        raise ApiError(405, "MethodNotAllowed", f"{self.command} {self.path} is not supported")
+
+    def _create(self, kind: str, ns: str, body: Any) -> tuple[int, dict[str, Any]]:
+        """POST to a collection: 409 AlreadyExists for a taken name (registry/store.go Create)."""
+        c = self.cluster
+        meta = (body or {}).get("metadata") or {}
+        name = str(meta.get("name") or "")
+        if kind not in _WRITABLE and kind != "serviceaccounts":
+            raise ApiError(405, "MethodNotAllowed", f"creating {kind} is not supported by the fake")
+        if c.get(kind, ns, name) is not None:
+            raise ApiError(
+                409, "AlreadyExists", f'{kind} "{name}" already exists', name=name, kind=kind
+            )
+        if kind == "serviceaccounts":
+            return 201, c.add_service_account(ns, name, labels=meta.get("labels"))
+        return 201, c.store_written(kind, ns, name, body)
+
+    def _token_request(self, ns: str, name: str, body: Any) -> tuple[int, dict[str, Any]]:
+        """pkg/registry/core/serviceaccount/storage/token.go TokenREST.Create: the service
+        account is looked up first (its 404), then the request is validated
+        (pkg/apis/authentication/validation/validation.go ValidateTokenRequest: at least
+        10 minutes, at most 2^32 s: a 422 Invalid); expirationSeconds defaults to 3600
+        (pkg/apis/authentication/v1/defaults.go)."""
+        c = self.cluster
+        if c.get("serviceaccounts", ns, name) is None:
+            raise not_found("serviceaccounts", name)
+        spec = (body or {}).get("spec") or {}
+        seconds = int(spec.get("expirationSeconds") or 3600)
+        problem = None
+        if seconds < MIN_TOKEN_SECONDS:
+            problem = "may not specify a duration less than 10 minutes"
+        elif seconds > 1 << 32:
+            problem = "may not specify a duration larger than 2^32 seconds"
+        if problem:
+            cause = f"Invalid value: {seconds}: {problem}"
+            raise ApiError(
+                422,
+                "Invalid",
+                f'TokenRequest.authentication.k8s.io "" is invalid: spec.expirationSeconds: {cause}',
+                group="authentication.k8s.io",
+                kind="TokenRequest",
+                causes=[
+                    {
+                        "reason": "FieldValueInvalid",
+                        "message": cause,
+                        "field": "spec.expirationSeconds",
+                    }
+                ],
+            )
+        audiences = list(spec.get("audiences") or ["https://kubernetes.default.svc.cluster.local"])
+        token = c.mint_token(ns, name, seconds=seconds)
+        expires = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)
+        return 201, {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "metadata": {"name": name, "namespace": ns, "creationTimestamp": _now()},
+            "spec": {"audiences": audiences, "expirationSeconds": seconds, "boundObjectRef": None},
+            "status": {"token": token, "expirationTimestamp": _stamp(expires)},
+        }
 
 
 def _ws_frame(payload: bytes, *, opcode: int = 0x2) -> bytes:
@@ -811,22 +1446,35 @@ def _ws_read(sock: socket.socket) -> tuple[int, bytes] | None:
 
 
 class FakeKubeApi:
-    """The fake cluster served on 127.0.0.1:<free port>, with a kubeconfig pointing at it."""
+    """The fake cluster served on 127.0.0.1:<free port>, with a kubeconfig pointing at it, and
+    the reaper thread that runs its controllers (graceful deletions end on time)."""
 
-    def __init__(self, cluster: FakeCluster) -> None:
+    def __init__(self, cluster: FakeCluster, *, reap_interval: float = 0.05) -> None:
         self.cluster = cluster
         handler = type("Handler", (_Handler,), {"cluster": cluster})
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
+        self._stop = threading.Event()
+        self._reaper = threading.Thread(
+            target=self._reap, args=(reap_interval,), name="fake-kube reaper", daemon=True
+        )
+        self._reaper.start()
 
-    def write_kubeconfig(self, path: Path, context: str) -> Path:
+    def _reap(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            # A test may change ``objects`` without the lock; the next round sees it settled.
+            with contextlib.suppress(RuntimeError):
+                self.cluster.tick()
+
+    def write_kubeconfig(self, path: Path, context: str, *, token: str = ADMIN_TOKEN) -> Path:
+        """A kubeconfig for ``context``: the cluster admin, or the user of ``token``."""
         config = {
             "apiVersion": "v1",
             "kind": "Config",
             "clusters": [{"name": context, "cluster": {"server": self.url}}],
-            "users": [{"name": context, "user": {"token": "fake-admin-token"}}],
+            "users": [{"name": context, "user": {"token": token}}],
             "contexts": [{"name": context, "context": {"cluster": context, "user": context}}],
             "current-context": context,
         }
@@ -834,5 +1482,7 @@ class FakeKubeApi:
         return path
 
     def stop(self) -> None:
+        self._stop.set()
         self.server.shutdown()
         self.server.server_close()
+        self._reaper.join(timeout=5)

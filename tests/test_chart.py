@@ -395,10 +395,10 @@ def test_the_restore_watcher_may_hold_nodes_back_in_its_namespace_only(render: R
     assert role["metadata"]["namespace"] == NAMESPACE
     rules = {(tuple(r["apiGroups"]), tuple(r["resources"])): set(r["verbs"]) for r in role["rules"]}
     assert rules == {
-        (("",), ("pods",)): {"get", "list", "delete"},
-        (("apps",), ("statefulsets",)): {"get", "patch", "update"},
-        (("apps",), ("statefulsets/scale",)): {"get", "patch", "update"},
-        (("",), ("persistentvolumeclaims",)): {"get", "list", "delete"},
+        (("",), ("pods",)): {"get", "delete"},
+        (("apps",), ("statefulsets",)): {"patch"},
+        (("apps",), ("statefulsets/scale",)): {"patch"},
+        (("",), ("persistentvolumeclaims",)): {"delete"},
     }
     binding = one(objects, "RoleBinding", f"{RELEASE}-restore")
     assert binding["roleRef"]["name"] == f"{RELEASE}-restore"

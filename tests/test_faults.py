@@ -24,6 +24,7 @@ def test_fault_list_names_the_whole_catalogue(cli: CliRunner, tmp_path: Path) ->
     assert names == [
         "kill-leader",
         "kill-node",
+        "force-delete-pod",
         "kill-quorum",
         "delete-volume",
         "delete-all-volumes",

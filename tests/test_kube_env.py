@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from tests.fake_kube import FakeCluster, FakeKubeApi
+from tests.kube_rbac import agent_api, install_ops_rbac
 from vaultdr import faults
 from vaultdr.agents import snapshot as snap
 from vaultdr.aws import Aws, AwsCredentials, AwsTarget
@@ -203,18 +204,21 @@ def delete_query(cluster: FakeCluster, path: str) -> dict[str, list[str]]:
 
 
 POD = f"/api/v1/namespaces/{NS}/pods"
+GRACEFUL = "graceful: the pod's termination grace"
 PVC = f"/api/v1/namespaces/{NS}/persistentvolumeclaims"
 
 
 # --- the faults ------------------------------------------------------------------------------------
-def test_kill_leader_deletes_the_pod_labelled_active_with_no_grace(
+def test_kill_leader_deletes_the_pod_labelled_active_gracefully(
     kind_env: Any, cluster: FakeCluster
 ) -> None:
     entry = faults.inject(kind_env, "kill-leader")
 
     assert entry.detail["nodes"] == ["openbao-0"]
     assert cluster.mutations() == [("DELETE", f"{POD}/openbao-0")]
-    assert delete_query(cluster, f"{POD}/openbao-0")["gracePeriodSeconds"] == ["0"]
+    assert "gracePeriodSeconds" not in delete_query(cluster, f"{POD}/openbao-0")
+    deleting = cluster.get("pods", NS, "openbao-0")  # the pod's own grace applies
+    assert deleting is not None and deleting["metadata"]["deletionGracePeriodSeconds"] == 1
     label_queries = [
         r.query["labelSelector"][0]
         for r in cluster.requests
@@ -257,7 +261,7 @@ def test_delete_volume_deletes_the_pvc_then_its_pod(kind_env: Any, cluster: Fake
         ("DELETE", f"{PVC}/data-openbao-1"),
         ("DELETE", f"{POD}/openbao-1"),
     ]
-    assert delete_query(cluster, f"{POD}/openbao-1")["gracePeriodSeconds"] == ["0"]
+    assert "gracePeriodSeconds" not in delete_query(cluster, f"{POD}/openbao-1")
     new_pvc = cluster.uid("persistentvolumeclaims", "data-openbao-1")
     assert new_pvc and new_pvc != old_pvc  # the StatefulSet made a new, empty claim
 
@@ -272,7 +276,10 @@ def test_a_pvc_deleted_under_its_pod_is_held_until_the_pod_goes(
     assert "kubernetes.io/pvc-protection" in held.finalizers
 
     api.delete_pod(NS, "openbao-2")
+    still = api.read_pvc(NS, "data-openbao-2")  # the pod is terminating: it still uses it
+    assert still is not None and still.uid == held.uid and still.deleting
 
+    cluster.advance(1)  # the pod's grace is over: it goes, and the claim with it
     again = api.read_pvc(NS, "data-openbao-2")
     assert again is not None and again.uid != held.uid and not again.deleting
 
@@ -284,7 +291,7 @@ def test_total_loss_deletes_every_pvc_before_any_pod(kind_env: Any, cluster: Fak
     assert mutations[:3] == [("DELETE", f"{PVC}/data-openbao-{i}") for i in range(3)]
     assert sorted(mutations[3:]) == [("DELETE", f"{POD}/openbao-{i}") for i in range(3)]
     for i in range(3):
-        assert delete_query(cluster, f"{POD}/openbao-{i}")["gracePeriodSeconds"] == ["0"]
+        assert "gracePeriodSeconds" not in delete_query(cluster, f"{POD}/openbao-{i}")
 
 
 def test_kill_quorum_deletes_the_leader_and_one_more(kind_env: Any, cluster: FakeCluster) -> None:
@@ -423,7 +430,7 @@ def test_a_dry_run_lists_every_change_and_sends_no_mutating_request(
     changes = faults.preview(env, "delete-all-volumes")
 
     assert changes[:3] == [f"delete pvc {NS}/data-openbao-{i}" for i in range(3)]
-    assert changes[3:6] == [f"delete pod {NS}/openbao-{i} (gracePeriodSeconds=0)" for i in range(3)]
+    assert changes[3:6] == [f"delete pod {NS}/openbao-{i} ({GRACEFUL})" for i in range(3)]
     assert "would be refused" in changes[6]
     assert cluster.mutations() == []
     assert not (env.state_dir / faults.JOURNAL_FILE).exists()
@@ -679,9 +686,9 @@ def test_the_kube_stack_files_load(tmp_path: Path) -> None:
 
 # --- the agents in the cluster ----------------------------------------------------------------------
 def pod_target(tmp_path: Path, kube_api: FakeKubeApi) -> PodRestoreTarget:
-    from vaultdr.envs.kube.api import KubeApi
-
-    kubeconfig = kube_api.write_kubeconfig(tmp_path / "agent-kubeconfig", "in-cluster")
+    """The restore watcher as in its pod: every request carries the vaultdr-restore service
+    account's token and is checked against the Role the ops chart renders."""
+    install_ops_rbac(kube_api.cluster)
     pod = PodSettings.from_environ(
         {
             "VAULTDR_VAULT_ADDR": "https://openbao-active.vaultdr.svc:8200",
@@ -693,7 +700,7 @@ def pod_target(tmp_path: Path, kube_api: FakeKubeApi) -> PodRestoreTarget:
             "VAULTDR_STATE_DIR": str(tmp_path / "agent"),
         }
     )
-    api = KubeApi.from_kubeconfig(kubeconfig=str(kubeconfig))
+    api = agent_api(kube_api, "vaultdr-restore", tmp_path / "agent-kubeconfig")
     return PodRestoreTarget(pod, kube_stack(), api, Aws(AwsTarget("us-east-1")))
 
 
@@ -719,11 +726,14 @@ def test_the_restore_agent_restarts_ordinal_zero_by_deleting_its_pod(
     tmp_path: Path, kube_api: FakeKubeApi, cluster: FakeCluster
 ) -> None:
     target = pod_target(tmp_path, kube_api)
+    old = cluster.uid("pods", "openbao-0")
 
-    target.hold_node("openbao-0")
+    target.hold_node("openbao-0")  # returns once the old pod is gone, not while it terminates
+    assert cluster.uid("pods", "openbao-0") not in ("", old)
     target.release_node("openbao-0")
 
     assert cluster.mutations() == [("DELETE", f"{POD}/openbao-0")]
+    assert "gracePeriodSeconds" not in delete_query(cluster, f"{POD}/openbao-0")
 
 
 def test_the_restore_agent_wipes_a_node_pvc_first(
@@ -731,12 +741,15 @@ def test_the_restore_agent_wipes_a_node_pvc_first(
 ) -> None:
     target = pod_target(tmp_path, kube_api)
 
+    old_claim = cluster.uid("persistentvolumeclaims", "data-openbao-0")
+
     target.wipe_node("openbao-0")
 
     assert cluster.mutations() == [
         ("DELETE", f"{PVC}/data-openbao-0"),
         ("DELETE", f"{POD}/openbao-0"),
     ]
+    assert cluster.uid("persistentvolumeclaims", "data-openbao-0") not in ("", old_claim)
 
 
 def test_an_agent_outside_the_ops_chart_names_the_missing_settings() -> None:
@@ -779,7 +792,7 @@ def test_fault_inject_dry_run_on_kind_prints_the_changes_and_makes_none(
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
         f"would delete pvc {NS}/data-openbao-2",
-        f"would delete pod {NS}/openbao-2 (gracePeriodSeconds=0)",
+        f"would delete pod {NS}/openbao-2 ({GRACEFUL})",
         "dry run: nothing was changed",
     ]
     assert cluster.mutations() == []
@@ -824,11 +837,11 @@ def test_drill_dry_run_on_kind_lists_each_scenarios_changes_and_makes_none(
     lines = result.stdout.splitlines()
     assert any(line.strip().startswith("kind create cluster --name vaultdr") for line in lines)
     assert "  When every volume is deleted: fault delete-all-volumes" in lines
-    first_pod = lines.index(f"    delete pod {NS}/openbao-0 (gracePeriodSeconds=0)")
+    first_pod = lines.index(f"    delete pod {NS}/openbao-0 ({GRACEFUL})")
     assert lines[first_pod - 3 : first_pod] == [
         f"    delete pvc {NS}/data-openbao-{i}" for i in range(3)
     ]
-    assert f"    delete pod {NS}/<leader> (gracePeriodSeconds=0)" in lines
+    assert f"    delete pod {NS}/<leader> ({GRACEFUL})" in lines
     assert "Lost volume" not in result.stdout  # not selected by the tags
     assert lines[-1] == "dry run: nothing was changed"
     assert cluster.mutations() == []
@@ -865,7 +878,9 @@ def test_up_dry_run_on_kind_prints_the_steps_without_any_tool(tmp_path: Path) ->
 def test_status_reads_the_pods_and_asks_each_running_node(
     kind_env: Any, cluster: FakeCluster
 ) -> None:
-    cluster.objects.pop(("pods", NS, "openbao-2"))
+    pod = cluster.get("pods", NS, "openbao-2")
+    assert pod is not None
+    pod["status"]["phase"] = "Pending"  # scheduled, its container not started
 
     status = kind_env.status(quick=True)
 

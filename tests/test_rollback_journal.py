@@ -97,6 +97,9 @@ class EmulatorTarget:
     def kill_nodes(self, names: list[str]) -> None:
         self._call("kill_nodes", tuple(names))
 
+    def force_delete_node(self, node: str) -> None:
+        self._call("force_delete_node", node)
+
     def delete_volume(self, node: str) -> None:
         self._call("delete_volume", node)
 

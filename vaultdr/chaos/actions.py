@@ -21,6 +21,7 @@ __all__ = [
     "delete_all_volumes",
     "delete_volume",
     "ensure_app_secret",
+    "force_delete_pod",
     "freeze_node",
     "inject_fault",
     "kill_leader",
@@ -40,6 +41,7 @@ __all__ = [
 FAULT_ACTIONS: dict[str, str] = {
     "kill-leader": "kill_leader",
     "kill-node": "kill_node",
+    "force-delete-pod": "force_delete_pod",
     "kill-quorum": "kill_quorum",
     "delete-volume": "delete_volume",
     "delete-all-volumes": "delete_all_volumes",
@@ -95,6 +97,15 @@ def kill_node(
     """SIGKILL one node (delete its pod). ``node``: a name, an index (``0``),
     ``leader`` or ``follower`` (resolved when the action runs)."""
     return _inject("kill-node", [node], configuration)
+
+
+def force_delete_pod(
+    node: str = "follower", configuration: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Delete one node's pod with no grace (``gracePeriodSeconds=0``): its replacement may
+    start while the old container still holds the data. Locally a SIGKILL, as
+    ``kill_node``. ``node``: a name, an index, ``leader`` or ``follower``."""
+    return _inject("force-delete-pod", [node], configuration)
 
 
 def kill_quorum(configuration: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -104,7 +104,16 @@ class FaultPrimitives(Protocol):
         """The node that is active now, or None."""
         ...
 
-    def kill_node(self, node: str) -> None: ...
+    def kill_node(self, node: str) -> None:
+        """Stop the node the way an outage does; it comes back by itself (local: SIGKILL of
+        its process; kube: a graceful DELETE of its pod, the pod's termination grace applying)."""
+        ...
+
+    def force_delete_node(self, node: str) -> None:
+        """Kill the node with no grace at all (kube: DELETE of its pod with
+        gracePeriodSeconds=0, so its replacement may start while the old container still
+        runs; local: SIGKILL, as kill_node)."""
+        ...
 
     def kill_nodes(self, names: list[str]) -> None:
         """Kill several nodes at the same moment."""

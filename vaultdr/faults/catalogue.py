@@ -1,7 +1,8 @@
 """The faults of processes, volumes and KMS access: what real outages do to the stack.
 
 Blast radius, fault by fault: the kill faults end server processes the
-supervisor (or the StatefulSet) starts again; the volume faults delete a node's
+supervisor (or the StatefulSet) starts again (on Kubernetes gracefully, as an
+outage's eviction does; force-delete-pod with no grace at all); the volume faults delete a node's
 data, which the cluster (or the auto-restore, on total loss) must bring back;
 revoke-kms denies the seal's principal its key until restore-kms or rollback;
 freeze-node stops a process without ending it until thaw-node or rollback.
@@ -45,12 +46,29 @@ class KillLeader(Fault):
 @register
 class KillNode(Fault):
     name = "kill-node"
-    summary = "SIGKILL one node"
+    summary = "SIGKILL one node (kube: delete its pod, with its termination grace)"
     undo = "none: the node restarts"
     params: ClassVar[tuple[Param, ...]] = (NODE,)
 
     def act(self, env: FaultTarget, nodes: list[str], entry: Journaled) -> dict[str, Any]:
         env.kill_node(nodes[0])
+        return {}
+
+
+@register
+class ForceDeletePod(Fault):
+    """The node's pod deleted with no grace (``gracePeriodSeconds=0``, ``kubectl delete
+    --force --grace-period=0``): the pod object goes at once, so the StatefulSet starts
+    the replacement while the old container may still hold the raft database. Locally a
+    process has no grace to skip: SIGKILL, as kill-node."""
+
+    name = "force-delete-pod"
+    summary = "delete the node's pod with gracePeriodSeconds=0 (local: SIGKILL)"
+    undo = "none: the node restarts"
+    params: ClassVar[tuple[Param, ...]] = (NODE,)
+
+    def act(self, env: FaultTarget, nodes: list[str], entry: Journaled) -> dict[str, Any]:
+        env.force_delete_node(nodes[0])
         return {}
 
 

@@ -15,7 +15,14 @@ read it from outside the cluster.
 The restore target, in Kubernetes terms: *hold* a node = scale the StatefulSet
 down so that only ordinal 0 runs (holding ordinal 0 itself deletes its pod, which
 the StatefulSet restarts: the restore's "restart the first node"); *release* =
-scale back to ``nodes``; *wipe* = delete the node's PVC and then its pod.
+scale back to ``nodes``; *wipe* = delete the node's PVC and then its pod. Pods are
+deleted gracefully (the chart's termination grace) and waited for until the old pod
+is gone, so a new container never opens the raft database while the old one holds it.
+
+Kubernetes access is the restore service account's Role in the ops chart
+(templates/rbac.yaml): get and delete pods, patch the StatefulSet (its annotation) and
+its scale, delete claims; nothing else. The snapshot and configure agents make no
+Kubernetes API request.
 
 Interlock beyond the restore's own: the watcher acts only when SSM holds the
 break-glass root token of this cluster, i.e. after ``vaultdr up`` initialized it
@@ -40,7 +47,7 @@ from vaultdr.aws import Aws, AwsTarget
 from vaultdr.config import Stack
 from vaultdr.envs.base import read_recovery_keys, read_root_token, ssm_path
 from vaultdr.envs.kube.api import KubeApi
-from vaultdr.errors import ConfigError, VaultdrError
+from vaultdr.errors import ConfigError, StackStateError, VaultdrError
 from vaultdr.polling import wait_for
 from vaultdr.principals import seal_alias
 from vaultdr.vault import VaultClient
@@ -49,6 +56,8 @@ log = logging.getLogger("vaultdr.agent")
 
 #: The StatefulSet annotation the restore watcher records its last restore in (no secret).
 RESTORE_ANNOTATION = "vaultdr.io/last-restore"
+#: How long a deleted pod may take to go (the chart's termination grace, with room).
+POD_GONE_TIMEOUT = 120.0
 SERVICE_ACCOUNT_CA = Path("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt")
 
 
@@ -113,19 +122,42 @@ class PodRestoreTarget:
         return VaultClient(address, ca_file=self.pod.ca_file, token=token)
 
     def hold_node(self, name: str) -> None:
+        """Ordinal 0: restart it, i.e. delete its pod gracefully and wait until the old pod is
+        gone (the StatefulSet then starts a new one on the same claim; a force delete could
+        start it while the old container still holds the raft database). Any other: scale
+        the StatefulSet down to ordinal 0 and wait until the pod is gone."""
+        ns = self.pod.namespace
         if name == self.node_names()[0]:
-            self.api.delete_pod(self.pod.namespace, name, grace_seconds=0)
+            self._delete_and_wait(name)
             return
-        self.api.scale_statefulset(self.pod.namespace, self.pod.statefulset, 1)
-        wait_for(lambda: self.api.read_pod(self.pod.namespace, name) is None, timeout=60)
+        self.api.scale_statefulset(ns, self.pod.statefulset, 1)
+        if not wait_for(lambda: self.api.read_pod(ns, name) is None, timeout=POD_GONE_TIMEOUT):
+            raise StackStateError(
+                f"pod {ns}/{name} was still there {POD_GONE_TIMEOUT:.0f} s after the scale-down",
+                hint=f"look at it: kubectl -n {ns} describe pod {name}",
+            )
 
     def release_node(self, name: str) -> None:
         if name != self.node_names()[0]:
             self.api.scale_statefulset(self.pod.namespace, self.pod.statefulset, self.stack.nodes)
 
     def wipe_node(self, name: str) -> None:
+        """Delete the node's claim, then its pod (gracefully, waiting until it is gone): the
+        claim goes with the pod and the StatefulSet brings the node back empty."""
         self.api.delete_pvc(self.pod.namespace, f"data-{name}")
-        self.api.delete_pod(self.pod.namespace, name, grace_seconds=0)
+        self._delete_and_wait(name)
+
+    def _delete_and_wait(self, name: str) -> None:
+        ns = self.pod.namespace
+        before = self.api.read_pod(ns, name)
+        self.api.delete_pod(ns, name)
+        if before is not None and not self.api.wait_pod_gone(
+            ns, name, before.uid, timeout=POD_GONE_TIMEOUT
+        ):
+            raise StackStateError(
+                f"pod {ns}/{name} was still terminating {POD_GONE_TIMEOUT:.0f} s after its delete",
+                hint=f"look at it: kubectl -n {ns} describe pod {name}",
+            )
 
     def break_glass(self) -> tuple[str, list[str]]:
         cluster = self.stack.cluster

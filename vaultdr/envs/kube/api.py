@@ -27,6 +27,7 @@ import contextlib
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -75,6 +76,14 @@ class PodInfo:
     deleting: bool
     node_name: str | None = None
     ip: str | None = None
+
+
+@dataclass(frozen=True)
+class NamespaceInfo:
+    name: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    phase: str
 
 
 @dataclass(frozen=True)
@@ -218,19 +227,35 @@ class KubeApi:
             return None
         return _pod_info(pod)
 
-    def delete_pod(self, namespace: str, name: str, *, grace_seconds: int = 0) -> None:
-        """DELETE /api/v1/namespaces/{namespace}/pods/{name} (gracePeriodSeconds); gone already is fine."""
+    def delete_pod(self, namespace: str, name: str, *, grace_seconds: int | None = None) -> None:
+        """DELETE /api/v1/namespaces/{namespace}/pods/{name}; gone already is fine.
+
+        Without ``grace_seconds`` no gracePeriodSeconds is sent: the pod's own
+        terminationGracePeriodSeconds applies, as when a kubelet or an outage stops it
+        (the pod stays, terminating, until its container has exited). ``0`` is a force
+        delete: the object goes at once while its container may still be running."""
         body = kubernetes.client.V1DeleteOptions(grace_period_seconds=grace_seconds)
+        kwargs: dict[str, Any] = {}
+        if grace_seconds is not None:
+            kwargs["grace_period_seconds"] = grace_seconds
         self._delete(
             f"delete pod {namespace}/{name}",
             lambda: self.core.delete_namespaced_pod(
-                name,
-                namespace,
-                grace_period_seconds=grace_seconds,
-                body=body,
-                _request_timeout=REQUEST_TIMEOUT,
+                name, namespace, body=body, _request_timeout=REQUEST_TIMEOUT, **kwargs
             ),
         )
+
+    def wait_pod_gone(self, namespace: str, name: str, uid: str, *, timeout: float) -> bool:
+        """Poll GET .../pods/{name} until the pod with ``uid`` is gone (absent, or replaced by
+        a pod with another uid); False when it is still there after ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        while True:
+            pod = self.read_pod(namespace, name)
+            if pod is None or pod.uid != uid:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.2)
 
     # --- persistent volume claims ---------------------------------------------------------
     def read_pvc(self, namespace: str, name: str) -> PvcInfo | None:
@@ -364,6 +389,78 @@ class KubeApi:
         )
         selector = dict(svc.spec.selector or {})
         return ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+
+    def read_namespace(self, namespace: str) -> NamespaceInfo | None:
+        """GET /api/v1/namespaces/{namespace}; None when there is none."""
+        ns: Any = self._optional(
+            f"read namespace {namespace}",
+            lambda: self.core.read_namespace(namespace, _request_timeout=REQUEST_TIMEOUT),
+        )
+        if ns is None:
+            return None
+        return NamespaceInfo(
+            name=str(ns.metadata.name),
+            labels=dict(ns.metadata.labels or {}),
+            annotations=dict(ns.metadata.annotations or {}),
+            phase=str((ns.status.phase if ns.status else None) or "Active"),
+        )
+
+    def create_namespace(
+        self, namespace: str, *, labels: dict[str, str], annotations: dict[str, str]
+    ) -> None:
+        """POST /api/v1/namespaces (409 when it exists already)."""
+        body = kubernetes.client.V1Namespace(
+            api_version="v1",
+            kind="Namespace",
+            metadata=kubernetes.client.V1ObjectMeta(
+                name=namespace, labels=dict(labels), annotations=dict(annotations)
+            ),
+        )
+        self._call(
+            f"create namespace {namespace}",
+            lambda: self.core.create_namespace(body, _request_timeout=REQUEST_TIMEOUT),
+        )
+
+    def delete_namespace(self, namespace: str) -> None:
+        """DELETE /api/v1/namespaces/{namespace} (it turns Terminating, then goes with all it
+        holds); gone already is fine."""
+        self._delete(
+            f"delete namespace {namespace}",
+            lambda: self.core.delete_namespace(namespace, _request_timeout=REQUEST_TIMEOUT),
+        )
+
+    def service_account_exists(self, namespace: str, name: str) -> bool:
+        """GET /api/v1/namespaces/{namespace}/serviceaccounts/{name}: whether it exists."""
+        found = self._optional(
+            f"read service account {namespace}/{name}",
+            lambda: self.core.read_namespaced_service_account(
+                name, namespace, _request_timeout=REQUEST_TIMEOUT
+            ),
+        )
+        return found is not None
+
+    def create_service_account(self, namespace: str, name: str, *, labels: dict[str, str]) -> None:
+        """POST /api/v1/namespaces/{namespace}/serviceaccounts (409 when it exists already)."""
+        body = kubernetes.client.V1ServiceAccount(
+            api_version="v1",
+            kind="ServiceAccount",
+            metadata=kubernetes.client.V1ObjectMeta(name=name, labels=dict(labels)),
+        )
+        self._call(
+            f"create service account {namespace}/{name}",
+            lambda: self.core.create_namespaced_service_account(
+                namespace, body, _request_timeout=REQUEST_TIMEOUT
+            ),
+        )
+
+    def delete_service_account(self, namespace: str, name: str) -> None:
+        """DELETE /api/v1/namespaces/{namespace}/serviceaccounts/{name}; gone already is fine."""
+        self._delete(
+            f"delete service account {namespace}/{name}",
+            lambda: self.core.delete_namespaced_service_account(
+                name, namespace, _request_timeout=REQUEST_TIMEOUT
+            ),
+        )
 
     def ensure_namespace(self, namespace: str) -> bool:
         """POST /api/v1/namespaces unless it exists; True when it was created now."""

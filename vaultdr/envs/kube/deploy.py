@@ -8,7 +8,10 @@ running them. :func:`deploy` checks the tools, then runs the plan:
 kind: create the kind cluster unless it exists (recorded, so ``down`` deletes it
 only if vaultdr created it); ``docker build`` the agent image and ``kind load``
 it; create the namespace and the nodes' TLS Secret (a CA generated into the state
-directory); apply the in-cluster AWS emulator and wait for its bootstrap Secrets;
+directory); create the namespaces and service accounts stack.yaml declares (only in
+namespaces vaultdr owns: one it creates carries the ``vaultdr.io/owner`` annotation;
+in anyone else's a missing account is an error and nothing is created; the release
+namespace's accounts are left to the charts and checked after them); apply the in-cluster AWS emulator and wait for its bootstrap Secrets;
 ``helm upgrade --install`` the official chart; initialize with recovery keys (the
 root token and recovery keys go to SSM, never printed); apply the configuration;
 ``helm upgrade --install`` the ops chart (snapshot agent, restore watcher,
@@ -45,7 +48,7 @@ from vaultdr.config import Kube, Stack
 from vaultdr.envs.base import StackStatus, initialize_cluster
 from vaultdr.envs.kube.api import KubeApi
 from vaultdr.envs.tls import LocalCA
-from vaultdr.errors import EnvironmentStartError, VaultdrError
+from vaultdr.errors import EnvironmentStartError, StackStateError, VaultdrError
 from vaultdr.polling import wait_for
 from vaultdr.vault import VaultClient
 
@@ -275,6 +278,11 @@ def plan_up(env: DeployTarget) -> list[Step]:
     steps += [
         Step(f"create namespace {ns} (unless it exists)", action=lambda: ensure_namespace(env)),
         Step(
+            f"create the namespaces and service accounts stack.yaml declares outside {ns} "
+            "(only in namespaces vaultdr owns)",
+            action=lambda: ensure_service_accounts(env, release_namespace=False),
+        ),
+        Step(
             f"create secret {ns}/{env.kube.tls_secret} (CA and node certificates)",
             action=lambda: apply_tls_secret(env),
         ),
@@ -301,6 +309,10 @@ def plan_up(env: DeployTarget) -> list[Step]:
         ),
         Step(f"install the ops chart as {env.kube.ops_release}", helm_install_ops(env)),
         Step(
+            f"create the service accounts stack.yaml declares in {ns} that no chart created",
+            action=lambda: ensure_service_accounts(env, release_namespace=True),
+        ),
+        Step(
             "wait until every node is unsealed and a voter, one active",
             action=lambda: wait_healthy(env),
         ),
@@ -326,7 +338,7 @@ def plan_down(env: DeployTarget, *, keep_data: bool = False) -> list[Step]:
                     action=lambda claim=claim: env.api.delete_pvc(env.namespace, claim),  # type: ignore[misc]
                 )
             )
-    return steps
+    return steps + created_account_steps(env, record, keep_data=keep_data)
 
 
 # --- running ------------------------------------------------------------------------------------
@@ -421,8 +433,133 @@ def kind_cluster_exists(env: DeployTarget) -> bool:
 
 
 def ensure_namespace(env: DeployTarget) -> None:
-    if env.api.ensure_namespace(env.namespace):
+    """The release namespace, created (labelled and annotated as vaultdr's) unless it exists."""
+    if env.api.read_namespace(env.namespace) is None:
+        _create_owned_namespace(env, env.namespace)
         update_record(env, created_namespace=True)
+
+
+# --- namespaces and service accounts stack.yaml declares ------------------------------------------
+#: Marks a namespace as created by `vaultdr up` of the stack named in the value: only
+#: there does vaultdr create service accounts, and only such a namespace does `down` delete.
+OWNER_ANNOTATION = "vaultdr.io/owner"
+MANAGED_LABELS = {"app.kubernetes.io/managed-by": "vaultdr"}
+
+
+def _create_owned_namespace(env: DeployTarget, namespace: str) -> None:
+    env.api.create_namespace(
+        namespace,
+        labels=MANAGED_LABELS,
+        annotations={OWNER_ANNOTATION: env.stack.cluster},
+    )
+
+
+def owns_namespace(env: DeployTarget, namespace: str) -> bool:
+    """Whether ``namespace`` exists and is this stack's (created by its `up`)."""
+    info = env.api.read_namespace(namespace)
+    return info is not None and info.annotations.get(OWNER_ANNOTATION) == env.stack.cluster
+
+
+def declared_service_accounts(
+    env: DeployTarget, *, release_namespace: bool
+) -> dict[str, list[str]]:
+    """stack.yaml's service accounts (kubernetes.reviewer, kubernetes.service_accounts,
+    snapshots.service_account) by namespace: those in the release namespace, or the others.
+
+    The release namespace's are the charts' own (the official chart's server account,
+    the ops chart's agents), so `up` looks at them only after the charts are installed:
+    creating one first would make ``helm install`` refuse it (not owned by the release)."""
+    wanted: dict[str, list[str]] = {}
+    for account in env.stack.all_service_accounts():
+        if (account.namespace == env.namespace) == release_namespace:
+            wanted.setdefault(account.namespace, []).append(account.name)
+    return wanted
+
+
+def ensure_service_accounts(env: DeployTarget, *, release_namespace: bool) -> None:
+    """Create the declared namespaces and service accounts that are missing, where vaultdr
+    may: a namespace that does not exist is created as vaultdr's; accounts are created only
+    in namespaces vaultdr owns. In a namespace that exists and is not vaultdr's, a missing
+    account is a :class:`StackStateError` naming every one, and nothing is created at all.
+
+    Each creation is recorded at once (kube.json), so `down` deletes exactly what `up` made,
+    even after a failed `up`."""
+    api = env.api
+    wanted = declared_service_accounts(env, release_namespace=release_namespace)
+    infos = {ns: api.read_namespace(ns) for ns in wanted}
+    foreign: list[str] = []
+    for ns, names in wanted.items():
+        info = infos[ns]
+        if info is not None and info.phase == "Terminating":
+            raise StackStateError(
+                f"namespace {ns} (of stack.yaml's service accounts) is being deleted",
+                hint=f"wait until it is gone (`kubectl get namespace {ns}`), then run `up` again",
+            )
+        if info is not None and info.annotations.get(OWNER_ANNOTATION) != env.stack.cluster:
+            foreign += [f"{ns}/{n}" for n in names if not api.service_account_exists(ns, n)]
+    if foreign:
+        raise StackStateError(
+            f"stack.yaml declares service account(s) {', '.join(foreign)}, missing in "
+            "namespace(s) vaultdr did not create: vaultdr creates nothing there",
+            hint="create them (`kubectl -n NAMESPACE create serviceaccount NAME`), or name a "
+            "namespace that does not exist yet, which `up` then creates as vaultdr's",
+        )
+    for ns, names in wanted.items():
+        info = infos[ns]
+        if info is None:
+            _create_owned_namespace(env, ns)
+            _record_created(env, "created_namespaces", ns)
+        elif info.annotations.get(OWNER_ANNOTATION) != env.stack.cluster:
+            continue
+        for name in names:
+            if info is None or not api.service_account_exists(ns, name):
+                api.create_service_account(ns, name, labels=MANAGED_LABELS)
+                _record_created(env, "created_service_accounts", f"{ns}/{name}")
+
+
+def _record_created(env: DeployTarget, key: str, item: str) -> None:
+    items = list(read_record(env).get(key) or [])
+    if item not in items:
+        update_record(env, **{key: [*items, item]})
+
+
+def created_account_steps(
+    env: DeployTarget, record: dict[str, Any], *, keep_data: bool
+) -> list[Step]:
+    """`down`'s steps for what `up` created beyond the releases: its service accounts
+    (unless their namespace goes too), then its namespaces, each checked to be vaultdr's
+    again when deleted. The release namespace goes only without ``keep_data`` (its
+    claims go with it)."""
+    namespaces = list(record.get("created_namespaces") or [])
+    if record.get("created_namespace") and not keep_data:
+        namespaces.append(env.namespace)
+    steps: list[Step] = []
+    for item in record.get("created_service_accounts") or []:
+        ns, _, name = str(item).partition("/")
+        if ns not in namespaces:
+            steps.append(
+                Step(
+                    f"delete service account {ns}/{name} (created by up)",
+                    action=lambda ns=ns, name=name: env.api.delete_service_account(ns, name),  # type: ignore[misc]
+                )
+            )
+    for ns in namespaces:
+        steps.append(
+            Step(
+                f"delete namespace {ns} (created by up)",
+                action=lambda ns=ns: _delete_owned_namespace(env, ns),  # type: ignore[misc]
+            )
+        )
+    return steps
+
+
+def _delete_owned_namespace(env: DeployTarget, namespace: str) -> None:
+    if owns_namespace(env, namespace):
+        env.api.delete_namespace(namespace)
+    else:
+        print(
+            f"  namespace {namespace} is not vaultdr's (any more): left as it is", file=sys.stderr
+        )
 
 
 def node_hosts(env: DeployTarget) -> list[str]:

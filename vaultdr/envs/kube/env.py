@@ -8,8 +8,13 @@ internal service (``service``, from inside the cluster network).
 
 Faults act through the Kubernetes API (and IAM for KMS), with these blast radii:
 
-* kill-node / kill-leader: DELETE the pod with ``gracePeriodSeconds=0``; the
-  StatefulSet recreates it on the same PVC. The leader is the pod the engine's
+* kill-node / kill-leader: DELETE the pod without ``gracePeriodSeconds``, as an
+  outage's eviction or a kubelet stops it: the pod's own termination grace applies
+  (the chart's preStop, then SIGTERM), and the StatefulSet recreates it on the same
+  PVC only once the old pod is gone, so the old container has let go of the raft
+  database. force-delete-pod sends ``gracePeriodSeconds=0``: the pod object goes at
+  once and its replacement may start while the old container still holds the data
+  (OpenBao opens its bolt file with a 1 s lock timeout). The leader is the pod the engine's
   service registration labels active (``openbao-active=true``, ``vault-active=true``
   for HashiCorp Vault), confirmed with the engine's own ``sys/leader``.
 * delete-volume: DELETE the PVC ``data-<pod>`` and *then* the pod. The
@@ -362,16 +367,24 @@ class KubeEnvironment(EnvironmentBase):
 
     # --- fault primitives ------------------------------------------------------------------------
     def kill_node(self, node: str) -> None:
-        """DELETE the node's pod with gracePeriodSeconds=0; the StatefulSet recreates it."""
+        """DELETE the node's pod gracefully (its own termination grace); the StatefulSet
+        recreates it once the old pod is gone."""
         self.check_destructive("kill-node")
         self._delete_pod(node)
 
-    def _delete_pod(self, node: str) -> None:
-        if self._change(f"delete pod {self.namespace}/{node} (gracePeriodSeconds=0)"):
-            self.api.delete_pod(self.namespace, node, grace_seconds=0)
+    def force_delete_node(self, node: str) -> None:
+        """DELETE the node's pod with gracePeriodSeconds=0: the object goes at once, the
+        StatefulSet starts the replacement while the old container may still run."""
+        self.check_destructive("force-delete-pod")
+        self._delete_pod(node, force=True)
+
+    def _delete_pod(self, node: str, *, force: bool = False) -> None:
+        how = "gracePeriodSeconds=0: force" if force else "graceful: the pod's termination grace"
+        if self._change(f"delete pod {self.namespace}/{node} ({how})"):
+            self.api.delete_pod(self.namespace, node, grace_seconds=0 if force else None)
 
     def kill_nodes(self, names: list[str]) -> None:
-        """DELETE several pods at the same moment (grace 0)."""
+        """DELETE several pods at the same moment (each with its termination grace)."""
         self.check_destructive("kill-nodes")
         self._at_once(self._delete_pod, names)
 
@@ -427,7 +440,7 @@ class KubeEnvironment(EnvironmentBase):
         time.sleep(0.5)
         pod = self.api.read_pod(ns, node)
         if self.api.read_pvc(ns, claim) is None and pod is not None and pod.phase == "Pending":
-            self.api.delete_pod(ns, node, grace_seconds=0)
+            self.api.delete_pod(ns, node)
 
     def release_nodes(self, names: list[str]) -> None:
         """Scale the StatefulSet back to ``nodes`` replicas if a hold left it smaller."""

@@ -388,6 +388,10 @@ class LocalEnvironment(EnvironmentBase):
         if self._change(f"SIGKILL {node} (pid {record.pid}); the supervisor starts it again"):
             os.kill(record.pid, signal.SIGKILL)
 
+    def force_delete_node(self, node: str) -> None:
+        """SIGKILL, as kill_node: a process has no grace period to skip."""
+        self.kill_node(node)
+
     def delete_volume(self, node: str) -> None:
         """Delete the node's data dir and kill it; the supervisor brings it back empty."""
         target = self.state.node(node)
