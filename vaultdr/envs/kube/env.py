@@ -129,6 +129,7 @@ class KubeEnvironment(EnvironmentBase):
         self._lock = threading.Lock()
         self._allowed = False
         self._aws: dict[str, Aws] = {}
+        self._fullname: str | None = None
 
     # --- plumbing ---------------------------------------------------------------------------
     @property
@@ -177,22 +178,29 @@ class KubeEnvironment(EnvironmentBase):
 
     # --- nodes and addresses ----------------------------------------------------------------
     def node_names(self) -> list[str]:
-        return [f"{self.kube.release}-{i}" for i in range(self.stack.nodes)]
+        """The StatefulSet's pods, ``<fullname>-0`` .. ``<fullname>-N-1``."""
+        return [f"{self.statefulset()}-{i}" for i in range(self.stack.nodes)]
 
     def node_addresses(self) -> list[str]:
         return [self.node_address(n) for n in self.node_names()]
 
     def statefulset(self) -> str:
-        return self.kube.release
+        """The official chart's fullname (:func:`~vaultdr.envs.kube.deploy.chart_fullname`),
+        which names the StatefulSet, its pods and services; read once."""
+        if self._fullname is None:
+            self._fullname = deploy.chart_fullname(self)
+        return self._fullname
 
     def pod_selector(self) -> str:
+        """The server pods' labels: the chart sets ``app.kubernetes.io/instance`` to the
+        release name (not the fullname) and ``component: server``."""
         return f"app.kubernetes.io/instance={self.kube.release},component=server"
 
     def node_address(self, node: str) -> str:
         """The URL of ``node``'s API: a port-forward on 127.0.0.1, or the internal service."""
         if self.kube.access == "service":
-            release, ns = self.kube.release, self.namespace
-            return f"https://{node}.{release}-internal.{ns}.svc:{VAULT_PORT}"
+            fullname, ns = self.statefulset(), self.namespace
+            return f"https://{node}.{fullname}-internal.{ns}.svc:{VAULT_PORT}"
         return f"https://127.0.0.1:{self._forward(node, VAULT_PORT)}"
 
     def _forward(self, pod: str, port: int) -> int:
@@ -378,6 +386,8 @@ class KubeEnvironment(EnvironmentBase):
             list(pool.map(action, names))
 
     def pvc_name(self, node: str) -> str:
+        """The pod's claim from the chart's ``volumeClaimTemplates`` entry ``data``:
+        ``data-<pod>`` (the StatefulSet controller names claims ``<template>-<pod>``)."""
         return f"data-{node}"
 
     def delete_volume(self, node: str) -> None:
