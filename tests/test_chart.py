@@ -230,6 +230,56 @@ def test_the_chart_and_the_images_are_this_vaultdr_version(chart: helm_python.Ch
 # -- what the objects do -------------------------------------------------------------------
 
 
+LONG_RUNNING = ("snapshot", "restore")
+
+
+def probe_max_age(probe: dict[str, Any]) -> float:
+    """The --max-age of a `vaultdr agent health` exec probe, checked to parse as the CLI does."""
+    command = probe["exec"]["command"]
+    assert command[0] == "vaultdr"
+    args = build_parser().parse_args(command[1:])
+    assert args.agent == "health"
+    return float(args.max_age)
+
+
+@pytest.mark.parametrize("agent", LONG_RUNNING)
+def test_the_long_running_agents_are_probed_on_their_heartbeat(render: Render, agent: str) -> None:
+    from vaultdr.envs.kube.agents import BEAT_EVERY
+
+    container = pod_specs(render(kind_values()))[f"{RELEASE}-{agent}"]["containers"][0]
+    ready, live = container["readinessProbe"], container["livenessProbe"]
+    ready_age, live_age = probe_max_age(ready), probe_max_age(live)
+    for probe in (ready, live):
+        # The CLI starts in over a second on a CPU-limited pod: the 1 s default would fail it.
+        assert probe["timeoutSeconds"] >= 10
+        assert probe["failureThreshold"] >= 3
+    # An idle agent beats every BEAT_EVERY s, whatever its interval: even a probe period
+    # after a beat, and with the beat a little late, the heartbeat is well within max-age.
+    for age, probe in ((ready_age, ready), (live_age, live)):
+        assert age >= 4 * BEAT_EVERY + probe["periodSeconds"]
+    assert live_age >= ready_age
+    assert live["initialDelaySeconds"] >= 10
+
+
+def test_a_60s_snapshot_interval_leaves_a_healthy_snapshot_agent_alive(render: Render) -> None:
+    """The agent's wait for the next snapshot beats, so liveness does not depend on the
+    interval: with the kind stack's 60 s, and with an hour, the probe allows more than
+    the longest pause between beats of an idle agent."""
+    from vaultdr.envs.kube.agents import BEAT_EVERY
+
+    values = kind_values()
+    for interval in ("60s", "1h"):
+        values["stack"]["snapshots"]["interval"] = interval
+        spec = pod_specs(render(values))[f"{RELEASE}-snapshot"]
+        live = probe_max_age(spec["containers"][0]["livenessProbe"])
+        assert live > BEAT_EVERY * 2
+
+
+def test_the_configure_job_has_no_heartbeat_probe(render: Render) -> None:
+    container = pod_specs(render())[f"{RELEASE}-configure"]["containers"][0]
+    assert "livenessProbe" not in container and "readinessProbe" not in container
+
+
 def test_the_auth_delegator_binding_names_vaults_service_account(render: Render) -> None:
     objects = render({"vault": {"serviceAccount": "vault"}}, namespace=NAMESPACE)
     binding = next(o for o in objects if o["kind"] == "ClusterRoleBinding")
@@ -763,7 +813,9 @@ def chart_key_paths() -> Any:
     """scripts/chart_key_paths.py, the generator of the recorded keys, as a module."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("chart_key_paths", REPO / "scripts/chart_key_paths.py")
+    spec = importlib.util.spec_from_file_location(
+        "chart_key_paths", REPO / "scripts/chart_key_paths.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -803,7 +855,9 @@ def test_the_key_script_flattens_values_to_leaves_and_finds_undeclared_template_
 ) -> None:
     chart_dir = tmp_path / "demo"
     (chart_dir / "templates").mkdir(parents=True)
-    (chart_dir / "Chart.yaml").write_text("apiVersion: v2\nname: demo\nversion: 1.2.3\nappVersion: v9\n")
+    (chart_dir / "Chart.yaml").write_text(
+        "apiVersion: v2\nname: demo\nversion: 1.2.3\nappVersion: v9\n"
+    )
     (chart_dir / "values.yaml").write_text(
         "server:\n  image: {repository: r, tag: ''}\n  extraEnvironmentVars: {}\n"
         "  extraVolumes: []\n  ha:\n    raft:\n      config: |\n        ui = false\n"
