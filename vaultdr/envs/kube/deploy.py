@@ -500,7 +500,10 @@ def apply_tls_secret(env: DeployTarget) -> None:
 
 
 def apply_aws_emulator(env: DeployTarget, manifest: str) -> None:
-    env.api.create_from_manifest(manifest, env.namespace)
+    """Create the emulator's objects, its containers on the ops chart's agent image
+    (:func:`agent_image`, the image ``up`` built and loaded), whatever tag the manifest
+    names; then wait for the credentials Secrets its bootstrap Job writes."""
+    env.api.create_from_manifest(manifest, env.namespace, images={AGENT_IMAGE: agent_image(env)})
 
     def credentials_ready() -> bool:
         try:
