@@ -27,6 +27,7 @@ import contextlib
 import copy
 import json
 import logging
+import re
 import socket
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -584,13 +585,14 @@ class KubeApi:
 
     def _exec_refused(self, namespace: str, pod: str, exc: ApiException) -> KubeApiError:
         """The websocket client reports a refused upgrade as status 0 and the handshake
-        line ("Handshake status 404 Not Found ...") as the reason."""
+        line ("Handshake status 404 Not Found -+-+- {headers} ...") as the reason."""
         reason = str(exc.reason or "")
-        found = next((code for code in _HINTS if f"status {code}" in reason), None)
-        status = int(exc.status or 0) or found or 0
+        match = re.search(r"Handshake status (\d{3})( [^-]*)?", reason)
+        status = int(exc.status or 0) or (int(match.group(1)) if match else 0)
+        said = f"{match.group(1)}{(match.group(2) or '').rstrip()}" if match else str(status)
         hints = {**_HINTS, 400: "the container is not in the pod: is it the engine's pod?"}
         return KubeApiError(
-            f"exec in pod {namespace}/{pod} failed: {status or reason.split(' -+-')[0]}",
+            f"exec in pod {namespace}/{pod} failed: {said}",
             hint=hints.get(status, f"the Kubernetes API at {self.host} refused it"),
         )
 
