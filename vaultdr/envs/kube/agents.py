@@ -190,7 +190,7 @@ class PodSettings:
             sa_token_file=Path(env.get("VAULTDR_SA_TOKEN_FILE", "/var/run/secrets/vaultdr/token")),
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
             aws_endpoint=env.get("AWS_ENDPOINT_URL") or None,
-            work_dir=Path(env.get("VAULTDR_STATE_DIR") or Path(tempfile.gettempdir()) / "vaultdr"),
+            work_dir=agent_work_dir(env),
         )
 
     def aws(self) -> Aws:

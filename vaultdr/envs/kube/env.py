@@ -1,7 +1,10 @@
 """The kube environments: the stack on a real cluster, ``--env kind`` and ``--env eks``.
 
 The nodes are the pods of the official OpenBao (or HashiCorp Vault) chart's
-StatefulSet in ``kube.namespace``; each pod's volume is its PVC ``data-<pod>``.
+StatefulSet in ``kube.namespace``, named after the chart's fullname (``kube.release``
+when it contains the chart's name, else ``<release>-openbao``; the values file's
+``fullnameOverride`` wins: :func:`~vaultdr.envs.kube.deploy.chart_fullname`); each
+pod's volume is its PVC ``data-<pod>``.
 vaultdr reaches a node's API through a port-forward to the pod (``kube.access:
 port-forward``, the default, from a laptop or CI) or through the chart's
 internal service (``service``, from inside the cluster network).
