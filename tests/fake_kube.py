@@ -50,6 +50,7 @@ import hashlib
 import json
 import socket
 import struct
+import subprocess
 import threading
 import time
 import uuid
@@ -201,6 +202,13 @@ class FakeCluster:
     _pod_deadlines: dict[tuple[str, str], float] = field(default_factory=dict)
     _ns_deadlines: dict[str, float] = field(default_factory=dict)
     _pending: list[Callable[[], None]] = field(default_factory=list)
+    #: The kind cluster whose nodes the API lists (None: nodes that are not kind's).
+    kind_cluster: str | None = "vaultdr"
+    #: What a pods/exec runs in: pod name -> the PATH the command is found on (a
+    #: directory the test fills: ``sh``, ``pidof``); a pod absent here has no tools at all.
+    exec_path: dict[str, str] = field(default_factory=dict)
+    #: Every pods/exec: {"pod", "container", "command"}, in order.
+    execs: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._bootstrap_rbac()
@@ -226,6 +234,7 @@ class FakeCluster:
                 },
             },
         )
+        self.add_nodes()
         for sa in self.service_accounts:
             self.add_service_account(ns, sa)
 
@@ -265,6 +274,55 @@ class FakeCluster:
         }
         self.put("serviceaccounts", namespace, name, obj)
         return obj
+
+    def add_nodes(self, workers: int = 3) -> None:
+        """The cluster's nodes as kind v0.29.0 makes them (cluster-scoped, namespace "").
+
+        Real source: kubernetes-sigs/kind pkg/cluster/internal/providers/common/namer.go
+        (``<cluster>-control-plane``, ``<cluster>-worker``, ``-worker2``...),
+        pkg/cluster/internal/kubeadm/config.go (kubelet ``provider-id:
+        kind://<provider>/<cluster>/<node>``) and kubeadm's control-plane role label.
+        With ``kind_cluster`` None the nodes are an EKS cluster's (``aws:///...``)."""
+        names = ["control-plane"] + [f"worker{i + 1 if i else ''}" for i in range(workers)]
+        for role in names:
+            cluster = self.kind_cluster
+            name = f"{cluster}-{role}" if cluster else f"ip-10-0-0-{len(role)}.ec2.internal"
+            labels = {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux"}
+            if role == "control-plane" and cluster:
+                labels["node-role.kubernetes.io/control-plane"] = ""
+            provider = (
+                f"kind://docker/{cluster}/{name}"
+                if cluster
+                else f"aws:///us-east-1a/i-{uuid.uuid4().hex[:17]}"
+            )
+            self.put(
+                "nodes",
+                "",
+                name,
+                {
+                    "apiVersion": "v1",
+                    "kind": "Node",
+                    "metadata": _meta(name, None, labels=labels),
+                    "spec": {"providerID": provider, "podCIDR": "10.244.0.0/24"},
+                    "status": {
+                        "conditions": [
+                            {"type": "Ready", "status": "True", "reason": "KubeletReady"}
+                        ],
+                        "nodeInfo": {
+                            "kubeletVersion": "v1.33.1",
+                            "containerRuntimeVersion": "containerd://2.1.1",
+                            "architecture": "amd64",
+                            "bootID": "",
+                            "kernelVersion": "6.8.0",
+                            "kubeProxyVersion": "",
+                            "machineID": "",
+                            "operatingSystem": "linux",
+                            "osImage": "Debian GNU/Linux 12 (bookworm)",
+                            "systemUUID": "",
+                        },
+                    },
+                },
+            )
 
     def pod_name(self, i: int) -> str:
         return f"{self.release}-{i}"
@@ -1036,7 +1094,155 @@ def _grace(query: dict[str, list[str]], body: Any) -> int | None:
     return None
 
 
-class _Handler(BaseHTTPRequestHandler):
+#: Kinds a manifest (``kubectl apply``-style, as ``KubeApi.create_from_manifest`` posts
+#: them) may create here, by API prefix: stored as posted, 409 AlreadyExists when the
+#: name exists (k8s.io/apiserver pkg/registry/generic/registry/store.go, Create).
+_MANIFEST_KINDS = {
+    # (ServiceAccounts are the namespaced routes' own: they carry the tokens' uid.)
+    ("api", "v1"): {"services": "Service"},
+    ("apis", "apps", "v1"): {"deployments": "Deployment"},
+    ("apis", "rbac.authorization.k8s.io", "v1"): {"roles": "Role", "rolebindings": "RoleBinding"},
+    ("apis", "batch", "v1"): {"jobs": "Job"},
+}
+
+
+class _ExtraRoutes(BaseHTTPRequestHandler):
+    """Cluster-scoped nodes, manifest objects and the pods/exec websocket, beside the
+    namespaced routes of :class:`_Handler`."""
+
+    cluster: FakeCluster
+
+    def _route_extra(self, seg: list[str], body: Any) -> tuple[int, dict[str, Any]] | None:
+        """The answer of a route served here, or None (the request is :meth:`_route`'s)."""
+        c = self.cluster
+        if seg[:3] == ["api", "v1", "nodes"] and self.command == "GET":
+            if len(seg) == 3:
+                items = [o for (k, _, _), o in sorted(c.objects.items()) if k == "nodes"]
+                return 200, {
+                    "apiVersion": "v1",
+                    "kind": "NodeList",
+                    "metadata": {"resourceVersion": "100"},
+                    "items": items,
+                }
+            node = c.get("nodes", "", seg[3])
+            if node is None:
+                return 404, _status(404, "NotFound", f'nodes "{seg[3]}" not found')
+            return 200, node
+        for prefix, kinds in _MANIFEST_KINDS.items():
+            n = len(prefix)
+            rest = seg[n:]
+            if (
+                tuple(seg[:n]) == prefix
+                and self.command == "POST"
+                and len(rest) == 3
+                and rest[0] == "namespaces"
+                and rest[2] in kinds
+            ):
+                kind, name = rest[2], str(body["metadata"]["name"])
+                if c.get(kind, rest[1], name) is not None:
+                    return 409, _status(409, "AlreadyExists", f'{kind} "{name}" already exists')
+                obj = copy.deepcopy(body)
+                obj["metadata"] = {**obj["metadata"], **_meta(name, rest[1])}
+                c.put(kind, rest[1], name, obj)
+                return 201, obj
+        return None
+
+    def _upgrade_extra(self, parts: Any) -> bool:
+        """Serve a pods/exec websocket; True when this request was one."""
+        seg = parts.path.strip("/").split("/")
+        if not (
+            len(seg) == 7
+            and seg[:3] == ["api", "v1", "namespaces"]
+            and seg[4] == "pods"
+            and seg[6] == "exec"
+            and self.headers.get("Upgrade", "").lower() == "websocket"
+        ):
+            return False
+        query = parse_qs(parts.query)
+        ns, pod_name = seg[3], seg[5]
+        command = query.get("command", [])
+        with self.cluster.lock:
+            self.cluster.requests.append(Request(self.command, parts.path, query, None))
+            pod = self.cluster.get("pods", ns, pod_name)
+        if pod is None:
+            self._send_plain(404, _status(404, "NotFound", f'pods "{pod_name}" not found'))
+            return True
+        names = [c["name"] for c in pod["spec"]["containers"]]
+        container = (query.get("container") or [names[0]])[0]
+        if container not in names:
+            # pkg/registry/core/pod/strategy.go (ExecLocation -> validateContainer).
+            message = f"container {container} is not valid for pod {pod_name}"
+            self._send_plain(400, _status(400, "BadRequest", message))
+            return True
+        with self.cluster.lock:
+            self.cluster.execs.append({"pod": pod_name, "container": container, "command": command})
+        self._exec(pod_name, command)
+        return True
+
+    def _send_plain(self, code: int, obj: dict[str, Any]) -> None:
+        body = json.dumps(obj).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _exec(self, pod_name: str, command: list[str]) -> None:
+        """Run ``command`` with the pod's PATH and answer on the channel protocol.
+
+        Real sources: k8s.io/apiserver pkg/util/wsstream/conn.go (a binary frame's first
+        byte is its channel: 1 stdout, 2 stderr, 3 error) and the kubelet's
+        pkg/kubelet/cri/streaming/remotecommand (exec.go ServeExec, httpstream.go
+        v4WriteStatusFunc): at the end, on the error channel, a Status JSON, ``Success``,
+        or ``Failure`` with reason ``NonZeroExitCode`` and the exit code as the message
+        of the ``ExitCode`` cause; a command that cannot start is an InternalError."""
+        key = self.headers["Sec-WebSocket-Key"]
+        accept = base64.b64encode(
+            hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()
+        ).decode()
+        offered = [p.strip() for p in self.headers.get("Sec-WebSocket-Protocol", "").split(",")]
+        protocol = "v4.channel.k8s.io" if "v4.channel.k8s.io" in offered else offered[-1]
+        self.send_response(101, "Switching Protocols")
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", accept)
+        self.send_header("Sec-WebSocket-Protocol", protocol)
+        self.end_headers()
+        self.wfile.flush()
+        self.close_connection = True
+        path = self.cluster.exec_path.get(pod_name) or str(Path("/nonexistent-fake-kube-bin"))
+        status: dict[str, Any] = {"metadata": {}, "status": "Success"}
+        try:
+            done = subprocess.run(
+                command, env={"PATH": path}, capture_output=True, timeout=30, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            out, err = b"", b""
+            status = _status(500, "InternalError", f"error executing command in container: {exc}")
+        else:
+            out, err = done.stdout, done.stderr
+            if done.returncode != 0:
+                status = {
+                    "metadata": {},
+                    "status": "Failure",
+                    "message": "command terminated with non-zero exit code: error executing "
+                    f"command {command}, exit code {done.returncode}",
+                    "reason": "NonZeroExitCode",
+                    "details": {
+                        "causes": [{"reason": "ExitCode", "message": str(done.returncode)}]
+                    },
+                }
+        client = self.connection
+        with contextlib.suppress(OSError):
+            if out:
+                client.sendall(_ws_frame(b"\x01" + out))
+            if err:
+                client.sendall(_ws_frame(b"\x02" + err))
+            client.sendall(_ws_frame(b"\x03" + json.dumps(status).encode()))
+            client.sendall(_ws_frame(b"", opcode=0x8))
+
+
+class _Handler(_ExtraRoutes):
     cluster: FakeCluster
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -1063,6 +1269,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._port_forward(parts.path.split("/")[-2], int(parse_qs(parts.query)["ports"][0]))
             return
         if self.command == "GET" and self._diagnostics(parts.path, parse_qs(parts.query)):
+            return
+        if self._upgrade_extra(parts):
             return
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
@@ -1110,7 +1318,8 @@ class _Handler(BaseHTTPRequestHandler):
                 ),
             )
         self.cluster.admit(attrs)
-        return self._route(attrs, seg, query, body)
+        extra = self._route_extra(seg, body)
+        return extra or self._route(attrs, seg, query, body)
 
     # --- port-forward: the websocket protocol (channel 0 data, 1 errors) -------------------------
     def _port_forward(self, pod: str, port: int) -> None:

@@ -230,6 +230,56 @@ def test_the_chart_and_the_images_are_this_vaultdr_version(chart: helm_python.Ch
 # -- what the objects do -------------------------------------------------------------------
 
 
+LONG_RUNNING = ("snapshot", "restore")
+
+
+def probe_max_age(probe: dict[str, Any]) -> float:
+    """The --max-age of a `vaultdr agent health` exec probe, checked to parse as the CLI does."""
+    command = probe["exec"]["command"]
+    assert command[0] == "vaultdr"
+    args = build_parser().parse_args(command[1:])
+    assert args.agent == "health"
+    return float(args.max_age)
+
+
+@pytest.mark.parametrize("agent", LONG_RUNNING)
+def test_the_long_running_agents_are_probed_on_their_heartbeat(render: Render, agent: str) -> None:
+    from vaultdr.envs.kube.agents import BEAT_EVERY
+
+    container = pod_specs(render(kind_values()))[f"{RELEASE}-{agent}"]["containers"][0]
+    ready, live = container["readinessProbe"], container["livenessProbe"]
+    ready_age, live_age = probe_max_age(ready), probe_max_age(live)
+    for probe in (ready, live):
+        # The CLI starts in over a second on a CPU-limited pod: the 1 s default would fail it.
+        assert probe["timeoutSeconds"] >= 10
+        assert probe["failureThreshold"] >= 3
+    # An idle agent beats every BEAT_EVERY s, whatever its interval: even a probe period
+    # after a beat, and with the beat a little late, the heartbeat is well within max-age.
+    for age, probe in ((ready_age, ready), (live_age, live)):
+        assert age >= 4 * BEAT_EVERY + probe["periodSeconds"]
+    assert live_age >= ready_age
+    assert live["initialDelaySeconds"] >= 10
+
+
+def test_a_60s_snapshot_interval_leaves_a_healthy_snapshot_agent_alive(render: Render) -> None:
+    """The agent's wait for the next snapshot beats, so liveness does not depend on the
+    interval: with the kind stack's 60 s, and with an hour, the probe allows more than
+    the longest pause between beats of an idle agent."""
+    from vaultdr.envs.kube.agents import BEAT_EVERY
+
+    values = kind_values()
+    for interval in ("60s", "1h"):
+        values["stack"]["snapshots"]["interval"] = interval
+        spec = pod_specs(render(values))[f"{RELEASE}-snapshot"]
+        live = probe_max_age(spec["containers"][0]["livenessProbe"])
+        assert live > BEAT_EVERY * 2
+
+
+def test_the_configure_job_has_no_heartbeat_probe(render: Render) -> None:
+    container = pod_specs(render())[f"{RELEASE}-configure"]["containers"][0]
+    assert "livenessProbe" not in container and "readinessProbe" not in container
+
+
 def test_the_auth_delegator_binding_names_vaults_service_account(render: Render) -> None:
     objects = render({"vault": {"serviceAccount": "vault"}}, namespace=NAMESPACE)
     binding = next(o for o in objects if o["kind"] == "ClusterRoleBinding")
@@ -725,8 +775,9 @@ OFFICIAL_VALUES = {
 
 
 def official_keys(chart_name: str) -> set[str]:
-    keys: list[str] = load_yaml(OFFICIAL_KEYS)[chart_name]["keys"]
-    return set(keys)
+    """The chart's values.yaml leaves and the undeclared paths its templates read."""
+    recorded = load_yaml(OFFICIAL_KEYS)[chart_name]
+    return set(recorded["keys"]) | set(recorded["template_keys"])
 
 
 def dotted_paths(values: dict[str, Any], leaves: set[str], prefix: str = "") -> Iterator[str]:
@@ -743,7 +794,7 @@ def test_the_recorded_chart_keys_are_leaves_of_a_pinned_chart_version() -> None:
     recorded = load_yaml(OFFICIAL_KEYS)
     for chart_name in ("openbao", "vault"):
         assert re.fullmatch(r"\d+\.\d+\.\d+", recorded[chart_name]["version"])
-        keys = official_keys(chart_name)
+        keys = set(recorded[chart_name]["keys"])
         nested = {k for k in keys for other in keys if k.startswith(f"{other}.")}
         assert not nested, f"{chart_name}: a key under another listed key hides nothing: {nested}"
 
@@ -756,6 +807,81 @@ def test_official_chart_values_only_use_keys_the_chart_defines(name: str) -> Non
     assert not unknown, f"{path.name}: not a key of the {chart_name} chart: {unknown}"
     recorded = load_yaml(OFFICIAL_KEYS)[chart_name]
     assert f"{recorded['chart']} {recorded['version']}" in path.read_text()
+
+
+def chart_key_paths() -> Any:
+    """scripts/chart_key_paths.py, the generator of the recorded keys, as a module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "chart_key_paths", REPO / "scripts/chart_key_paths.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_recorded_keys_are_those_of_the_versions_the_stacks_pin() -> None:
+    recorded = load_yaml(OFFICIAL_KEYS)
+    kind_stack = load_yaml(KIND / "stack.yaml")["kube"]
+    assert (recorded["openbao"]["chart"], recorded["openbao"]["version"]) == (
+        kind_stack["chart"],
+        kind_stack["chart_version"],
+    )
+    assert recorded["openbao"]["version"] == Kube().chart_version
+    # Chart.yaml of openbao-helm at the tag openbao-0.27.0, vault-helm at v0.30.1.
+    assert recorded["openbao"]["app_version"] == "v2.5.2"
+    assert (recorded["vault"]["version"], recorded["vault"]["app_version"]) == ("0.30.1", "1.20.1")
+    # openbao 0.27.0 has the value (default OrderedReady); vault-helm 0.30.1 hard-codes
+    # `podManagementPolicy: Parallel` in templates/server-statefulset.yaml and has none.
+    assert "server.podManagementPolicy" in recorded["openbao"]["keys"]
+    assert "server.podManagementPolicy" not in official_keys("vault")
+    assert "fullnameOverride" in official_keys("openbao") and "fullnameOverride" in official_keys(
+        "vault"
+    )
+
+
+def test_the_recorded_keys_file_says_how_to_regenerate_it() -> None:
+    text = OFFICIAL_KEYS.read_text()
+    header = [line for line in text.splitlines() if line.startswith("#")]
+    assert any("python scripts/chart_key_paths.py" in line for line in header)
+    assert any("checkout -q openbao-0.27.0" in line for line in header)
+    assert any("checkout -q v0.30.1" in line for line in header)
+
+
+def test_the_key_script_flattens_values_to_leaves_and_finds_undeclared_template_keys(
+    tmp_path: Path,
+) -> None:
+    chart_dir = tmp_path / "demo"
+    (chart_dir / "templates").mkdir(parents=True)
+    (chart_dir / "Chart.yaml").write_text(
+        "apiVersion: v2\nname: demo\nversion: 1.2.3\nappVersion: v9\n"
+    )
+    (chart_dir / "values.yaml").write_text(
+        "server:\n  image: {repository: r, tag: ''}\n  extraEnvironmentVars: {}\n"
+        "  extraVolumes: []\n  ha:\n    raft:\n      config: |\n        ui = false\n"
+        "ui:\n  enabled: false\n"
+    )
+    (chart_dir / "templates/_helpers.tpl").write_text(
+        "{{ .Values.fullnameOverride }} {{ $.Values.server.image.tag }} {{ .Values.server.gid }}"
+        " {{ .Values.server.extraEnvironmentVars.X }}"
+    )
+    script = chart_key_paths()
+    record = script.chart_record("demo/demo", chart_dir)
+    assert record["version"] == "1.2.3" and record["app_version"] == "v9"
+    assert record["keys"] == [
+        "server.image.repository",
+        "server.image.tag",
+        "server.extraEnvironmentVars",
+        "server.extraVolumes",
+        "server.ha.raft.config",
+        "ui.enabled",
+    ]
+    assert record["template_keys"] == ["fullnameOverride", "server.gid"]
+    rendered = script.render({"openbao": record})
+    assert yaml.safe_load(rendered) == {"openbao": record}
+    assert script.main(["--chart", "x", "x/x", str(tmp_path / "missing")]) == 2
 
 
 def hcl_blocks(config: str, header: str) -> list[str]:

@@ -326,10 +326,7 @@ def test_release_scales_the_statefulset_back_after_a_hold(
     assert patch.body == {"spec": {"replicas": 3}}
 
 
-def test_freeze_node_is_refused_as_local_only(kind_env: Any, cluster: FakeCluster) -> None:
-    with pytest.raises(faults.FaultError, match="local-only"):
-        faults.inject(kind_env, "freeze-node", ["openbao-1"])
-    assert cluster.mutations() == []
+# freeze-node / thaw-node by exec: tests/test_kube_small.py
 
 
 def test_kind_faults_act_only_in_the_kind_clusters_context(

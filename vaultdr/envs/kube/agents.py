@@ -12,6 +12,16 @@ The watcher records each restore (snapshot key, sha256, age, phase timings; noth
 secret) as the StatefulSet's annotation ``vaultdr.io/last-restore``, where drills
 read it from outside the cluster.
 
+Health: the snapshot agent and the restore watcher beat a heartbeat file,
+``$VAULTDR_STATE_DIR/heartbeat.json`` (:class:`Heartbeat`), whenever their loop makes
+progress: at least every :data:`BEAT_EVERY` s while waiting for the next snapshot or
+watch tick, before and after every snapshot, before a restore (which may take up to
+:data:`RESTORE_BUDGET` s) and after it. ``vaultdr agent health --max-age S``
+(:func:`check_health`, the ops chart's exec probes) fails when the last beat is older
+than ``S`` (or than the budget the agent announced for its current work), so an agent
+stuck in one snapshot or one API call is restarted, and a long snapshot interval is not
+mistaken for a hang.
+
 The restore target, in Kubernetes terms: *hold* a node = scale the StatefulSet
 down so that only ordinal 0 runs (holding ordinal 0 itself deletes its pod, which
 the StatefulSet restarts: the restore's "restart the first node"); *release* =
@@ -31,23 +41,28 @@ once; an empty cluster being installed is not a loss.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import os
 import signal
 import tempfile
 import threading
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from vaultdr.agents.configure import SNAPSHOT_ROLE, KubernetesTarget, reconcile
 from vaultdr.agents.restore import Restorer, RestoreRecord, RestoreSettings, cluster_is_empty
-from vaultdr.agents.snapshot import SnapshotAgent, SnapshotSettings
+from vaultdr.agents.snapshot import SnapshotAgent, SnapshotRecord, SnapshotSettings
 from vaultdr.aws import Aws, AwsTarget
 from vaultdr.config import Stack
 from vaultdr.envs.base import read_recovery_keys, read_root_token, ssm_path
 from vaultdr.envs.kube.api import KubeApi
-from vaultdr.errors import ConfigError, StackStateError, VaultdrError
+from vaultdr.errors import EXIT_NOT_GOOD, EXIT_OK, ConfigError, StackStateError, VaultdrError
+from vaultdr.files import write_json_atomic
 from vaultdr.polling import wait_for
 from vaultdr.principals import seal_alias
 from vaultdr.vault import VaultClient
@@ -59,6 +74,92 @@ RESTORE_ANNOTATION = "vaultdr.io/last-restore"
 #: How long a deleted pod may take to go (the chart's termination grace, with room).
 POD_GONE_TIMEOUT = 120.0
 SERVICE_ACCOUNT_CA = Path("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt")
+HEARTBEAT_FILE = "heartbeat.json"
+#: An idle agent (waiting for its next snapshot or watch tick) beats at least this often.
+BEAT_EVERY = 10.0
+#: How long one restore may take before the health check calls the watcher hung.
+RESTORE_BUDGET = 1800.0
+
+
+def agent_work_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """``$VAULTDR_STATE_DIR`` (the ops chart sets /tmp/vaultdr), else <tmp>/vaultdr."""
+    env = os.environ if environ is None else environ
+    return Path(env.get("VAULTDR_STATE_DIR") or Path(tempfile.gettempdir()) / "vaultdr")
+
+
+class Heartbeat:
+    """The agent's heartbeat file: when its loop last made progress, and at what.
+
+    Each beat records the UTC time, ``time.monotonic()`` (the same clock for every
+    process of the container, so the health probe's age survives a wall-clock step),
+    the pid, the activity and, for work that may run long, its budget in seconds."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def beat(self, activity: str, *, budget: float | None = None) -> None:
+        record: dict[str, Any] = {
+            "utc": dt.datetime.now(dt.UTC).isoformat(),
+            "monotonic": time.monotonic(),
+            "pid": os.getpid(),
+            "activity": activity,
+        }
+        if budget is not None:
+            record["budget"] = budget
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(self.path, record)
+        except OSError as exc:  # a full /tmp must not end the loop; the probe will say so
+            log.warning("cannot write the heartbeat %s: %s", self.path, exc.strerror or exc)
+
+
+class BeatingStop(threading.Event):
+    """The agent's stop event: every wait on it beats the heartbeat (``waiting``) at least
+    every ``every`` s, so a loop idle until its next tick stays healthy."""
+
+    def __init__(self, heartbeat: Heartbeat, *, every: float = BEAT_EVERY) -> None:
+        super().__init__()
+        self.heartbeat = heartbeat
+        self.every = every
+
+    def wait(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            self.heartbeat.beat("waiting")
+            left = self.every if deadline is None else min(self.every, deadline - time.monotonic())
+            if super().wait(max(0.0, left)):
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+
+
+def heartbeat_age(record: Mapping[str, Any], *, now: float | None = None) -> float:
+    """Seconds since the beat ``record`` (by the monotonic clock)."""
+    return (time.monotonic() if now is None else now) - float(record["monotonic"])
+
+
+def check_health(path: Path, *, max_age: float) -> tuple[int, str]:
+    """``vaultdr agent health``: (exit code, one line). 0 when the heartbeat is at most
+    ``max_age`` s old (or within the budget the agent gave its current work); 1 when it
+    is stale, missing or unreadable."""
+    try:
+        record = json.loads(path.read_text())
+        age = heartbeat_age(record)
+        activity = str(record.get("activity", "?"))
+        limit = max(max_age, float(record.get("budget") or 0.0))
+    except FileNotFoundError:
+        return EXIT_NOT_GOOD, f"unhealthy: no heartbeat at {path} (the agent has not started)"
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return (
+            EXIT_NOT_GOOD,
+            f"unhealthy: the heartbeat {path} is unreadable ({type(exc).__name__})",
+        )
+    if age > limit:
+        return (
+            EXIT_NOT_GOOD,
+            f"unhealthy: no progress for {age:.0f} s ({activity}; limit {limit:.0f} s)",
+        )
+    return EXIT_OK, f"healthy: last progress {age:.0f} s ago ({activity})"
 
 
 @dataclass(frozen=True)
@@ -98,7 +199,7 @@ class PodSettings:
             sa_token_file=Path(env.get("VAULTDR_SA_TOKEN_FILE", "/var/run/secrets/vaultdr/token")),
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
             aws_endpoint=env.get("AWS_ENDPOINT_URL") or None,
-            work_dir=Path(env.get("VAULTDR_STATE_DIR") or Path(tempfile.gettempdir()) / "vaultdr"),
+            work_dir=agent_work_dir(env),
         )
 
     def aws(self) -> Aws:
@@ -214,6 +315,21 @@ def run_configure(stack: Stack, *, timeout: float = 600.0) -> int:
     return 0
 
 
+class BeatingSnapshotAgent(SnapshotAgent):
+    """The snapshot agent beating its heartbeat before and after each snapshot."""
+
+    heartbeat: Heartbeat | None = None
+
+    def run_once(self) -> SnapshotRecord | None:
+        if self.heartbeat is None:
+            return super().run_once()
+        self.heartbeat.beat("snapshot")
+        try:
+            return super().run_once()
+        finally:
+            self.heartbeat.beat("snapshot done")
+
+
 def snapshot_agent(pod: PodSettings, stack: Stack) -> SnapshotAgent:
     auth = stack.configure.auth.kubernetes
     kube = stack.kube
@@ -235,11 +351,13 @@ def snapshot_agent(pod: PodSettings, stack: Stack) -> SnapshotAgent:
     def jwt_source() -> str:
         return pod.sa_token_file.read_text().strip()
 
-    return SnapshotAgent(settings, aws=pod.aws(), jwt_source=jwt_source)
+    agent = BeatingSnapshotAgent(settings, aws=pod.aws(), jwt_source=jwt_source)
+    agent.heartbeat = Heartbeat(pod.work_dir / HEARTBEAT_FILE)
+    return agent
 
 
-def _stop_on_signals() -> threading.Event:
-    stop = threading.Event()
+def _stop_on_signals(stop: threading.Event | None = None) -> threading.Event:
+    stop = threading.Event() if stop is None else stop
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     return stop
@@ -248,7 +366,10 @@ def _stop_on_signals() -> threading.Event:
 def run_snapshot(stack: Stack) -> int:
     """``vaultdr agent snapshot``: a snapshot every ``snapshots.interval`` until SIGTERM."""
     pod = PodSettings.from_environ()
-    snapshot_agent(pod, stack).run_forever(_stop_on_signals(), stack.snapshots.interval)
+    heartbeat = Heartbeat(pod.work_dir / HEARTBEAT_FILE)
+    heartbeat.beat("starting")
+    stop = _stop_on_signals(BeatingStop(heartbeat))
+    snapshot_agent(pod, stack).run_forever(stop, stack.snapshots.interval)
     return 0
 
 
@@ -270,7 +391,9 @@ def run_restore_watcher(stack: Stack) -> int:
     pod, api = PodSettings.from_environ(), KubeApi.in_cluster()
     aws = pod.aws()
     target = PodRestoreTarget(pod, stack, api, aws)
-    stop = _stop_on_signals()
+    heartbeat = Heartbeat(pod.work_dir / HEARTBEAT_FILE)
+    heartbeat.beat("starting")
+    stop = _stop_on_signals(BeatingStop(heartbeat))
     empty = 0
     while not stop.wait(stack.restore.watch_interval):
         empty = empty + 1 if cluster_is_empty(target) else 0
@@ -281,6 +404,7 @@ def run_restore_watcher(stack: Stack) -> int:
             log.info("empty cluster, but no break-glass material yet: not a loss, no restore")
             continue
         log.warning("every node is empty: restoring from the newest good snapshot")
+        heartbeat.beat("restore", budget=RESTORE_BUDGET)
         try:
             record = Restorer(target, aws, restore_settings(pod, stack)).run()
             if isinstance(record, RestoreRecord):

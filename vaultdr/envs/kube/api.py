@@ -24,11 +24,14 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import copy
+import json
 import logging
+import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -37,6 +40,7 @@ import kubernetes.config
 import kubernetes.stream
 import kubernetes.utils
 import urllib3.exceptions
+import yaml
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
@@ -84,6 +88,24 @@ class NamespaceInfo:
     labels: dict[str, str]
     annotations: dict[str, str]
     phase: str
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """The end of a command run in a pod's container: its exit code and output."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+    #: The API's message when the command could not run at all (no such executable).
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    name: str
+    labels: dict[str, str]
+    provider_id: str
 
 
 @dataclass(frozen=True)
@@ -570,22 +592,113 @@ class KubeApi:
         except _TRANSPORT_ERRORS as exc:
             raise self._unreachable(f"create {what}", exc) from None
 
-    def create_from_manifest(self, path: str, namespace: str) -> None:
-        """POST every object of a YAML manifest; objects that exist already are left as they are."""
+    def create_from_manifest(
+        self, path: str, namespace: str, *, images: Mapping[str, str] | None = None
+    ) -> None:
+        """POST every object of a YAML manifest; objects that exist already are left as they are.
+
+        ``images`` maps an image repository (the part before the tag) to the image its
+        containers and init containers run instead (:func:`replace_images`)."""
         utils: Any = kubernetes.utils
         try:
-            utils.create_from_yaml(self._api, path, namespace=namespace)
+            if images:
+                objects = replace_images(_manifest_objects(path), images)
+                utils.create_from_yaml(self._api, yaml_objects=objects, namespace=namespace)
+            else:
+                utils.create_from_yaml(self._api, path, namespace=namespace)
         except utils.FailToCreateError as exc:
             other = [e for e in exc.api_exceptions if e.status != 409]
             if other:
                 raise self._refused(f"create the objects of {path}", other[0]) from None
         except urllib3.exceptions.HTTPError as exc:
             raise self._unreachable(f"create the objects of {path}", exc) from None
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, yaml.YAMLError) as exc:
             raise KubeApiError(
                 f"cannot apply {path} ({type(exc).__name__})",
                 hint="check that the manifest exists and is valid YAML",
             ) from None
+
+    # --- nodes ---------------------------------------------------------------------------------
+    def read_node(self, name: str) -> NodeInfo | None:
+        """GET /api/v1/nodes/{name} (cluster-scoped); None when there is none."""
+        node: Any = self._optional(
+            f"read node {name}",
+            lambda: self.core.read_node(name, _request_timeout=REQUEST_TIMEOUT),
+        )
+        if node is None:
+            return None
+        return NodeInfo(
+            name=str(node.metadata.name),
+            labels=dict(node.metadata.labels or {}),
+            provider_id=str((node.spec.provider_id if node.spec else None) or ""),
+        )
+
+    # --- exec ----------------------------------------------------------------------------------
+    def exec_in_pod(
+        self,
+        namespace: str,
+        pod: str,
+        command: list[str],
+        *,
+        container: str | None = None,
+        timeout: float = 30.0,
+    ) -> ExecResult:
+        """GET /api/v1/namespaces/{namespace}/pods/{pod}/exec?command=... (websocket,
+        channel protocol): run ``command`` in the container, no stdin, no tty.
+
+        The exit code comes from the error channel (3): a ``Status`` of ``Success``, or
+        ``Failure`` whose ``NonZeroExitCode`` cause carries the code (the kubelet's
+        remotecommand ServeExec); another failure (the command could not start) is
+        exit code -1 with the API's message. A separate ApiClient carries the stream,
+        because ``kubernetes.stream.stream`` swaps its client's request method while it
+        connects and other threads use this one."""
+        api_client: Any = kubernetes.client.ApiClient(self._api.configuration)
+        core = kubernetes.client.CoreV1Api(api_client)
+        kwargs: dict[str, Any] = {"container": container} if container else {}
+        try:
+            ws: Any = kubernetes.stream.stream(
+                core.connect_get_namespaced_pod_exec,
+                pod,
+                namespace,
+                command=command,
+                stderr=True,
+                stdin=False,
+                stdout=True,
+                tty=False,
+                _preload_content=False,
+                **kwargs,
+            )
+            ws.run_forever(timeout=timeout)
+            stdout, stderr = str(ws.read_stdout() or ""), str(ws.read_stderr() or "")
+            error = str(ws.read_channel(3) or "")
+            open_still = ws.is_open()
+            ws.close()
+        except ApiException as exc:
+            raise self._exec_refused(namespace, pod, exc) from None
+        except (OSError, ValueError) as exc:
+            raise self._unreachable(f"exec in pod {namespace}/{pod}", exc) from None
+        finally:
+            with contextlib.suppress(Exception):
+                api_client.close()
+        if open_still:
+            raise KubeApiError(
+                f"exec in pod {namespace}/{pod} did not finish within {timeout:.0f} s",
+                hint="the container may be overloaded; try again",
+            )
+        return _exec_result(stdout, stderr, error)
+
+    def _exec_refused(self, namespace: str, pod: str, exc: ApiException) -> KubeApiError:
+        """The websocket client reports a refused upgrade as status 0 and the handshake
+        line ("Handshake status 404 Not Found -+-+- {headers} ...") as the reason."""
+        reason = str(exc.reason or "")
+        match = re.search(r"Handshake status (\d{3})( [^-]*)?", reason)
+        status = int(exc.status or 0) or (int(match.group(1)) if match else 0)
+        said = f"{match.group(1)}{(match.group(2) or '').rstrip()}" if match else str(status)
+        hints = {**_HINTS, 400: "the container is not in the pod: is it the engine's pod?"}
+        return KubeApiError(
+            f"exec in pod {namespace}/{pod} failed: {said}",
+            hint=hints.get(status, f"the Kubernetes API at {self.host} refused it"),
+        )
 
     # --- port-forwarding -----------------------------------------------------------------------
     def open_port_forward(self, namespace: str, pod: str, port: int) -> Any:
@@ -751,6 +864,57 @@ def _event_summary(event: Any) -> dict[str, Any]:
         "count": event.count,
         "source": (source.component if source else None) or event.reporting_component,
     }
+
+
+def _manifest_objects(path: str) -> list[dict[str, Any]]:
+    with open(path) as stream:
+        return [doc for doc in yaml.safe_load_all(stream) if doc]
+
+
+def image_repository(image: str) -> str:
+    """``registry:5000/name`` of ``registry:5000/name:tag`` (or ``...@sha256:...``)."""
+    name = image.split("@", 1)[0]
+    last = name.rsplit("/", 1)[-1]
+    return name.rsplit(":", 1)[0] if ":" in last else name
+
+
+def replace_images(
+    objects: list[dict[str, Any]], images: Mapping[str, str]
+) -> list[dict[str, Any]]:
+    """``objects`` with every container (and init container) of a pod template or pod whose
+    image repository is a key of ``images`` running that value instead; a deep copy."""
+    replaced = copy.deepcopy(objects)
+    for obj in replaced:
+        spec = obj.get("spec") or {}
+        pod_spec = (spec.get("template") or {}).get("spec") if "template" in spec else spec
+        if obj.get("kind") == "CronJob":
+            job = (spec.get("jobTemplate") or {}).get("spec") or {}
+            pod_spec = (job.get("template") or {}).get("spec")
+        for key in ("initContainers", "containers"):
+            for container in (pod_spec or {}).get(key) or []:
+                wanted = images.get(image_repository(str(container.get("image", ""))))
+                if wanted:
+                    container["image"] = wanted
+    return replaced
+
+
+def _exec_result(stdout: str, stderr: str, error: str) -> ExecResult:
+    """An exec's end from its error channel's ``Status`` (empty: the stream closed without
+    one, which the client reads as success)."""
+    if not error.strip():
+        return ExecResult(0, stdout, stderr)
+    try:
+        status = json.loads(error)
+    except ValueError:
+        return ExecResult(-1, stdout, stderr, error=error.strip())
+    if status.get("status") == "Success":
+        return ExecResult(0, stdout, stderr)
+    if status.get("reason") == "NonZeroExitCode":
+        causes = (status.get("details") or {}).get("causes") or []
+        codes = [c.get("message") for c in causes if c.get("reason") == "ExitCode"]
+        with contextlib.suppress(TypeError, ValueError):
+            return ExecResult(int(codes[0]), stdout, stderr)
+    return ExecResult(-1, stdout, stderr, error=str(status.get("message") or "exec failed"))
 
 
 def _pod_info(pod: Any) -> PodInfo:

@@ -12,6 +12,7 @@ the namespace's opt-in annotation and the named context are the only guard.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +43,37 @@ class KindEnvironment(KubeEnvironment):
         return f"kind-{self.kube.kind_cluster}"
 
     def _check_destructive(self, fault: str) -> None:
+        """The context must be ``kind-<kind_cluster>`` *and* its API server kind's own:
+        a context can be renamed, a kind cluster's control-plane node cannot.
+
+        kind v0.29.0 names that node ``<cluster>-control-plane``
+        (pkg/cluster/internal/providers/common/namer.go), has kubeadm label it
+        ``node-role.kubernetes.io/control-plane`` and starts its kubelet with
+        ``provider-id: kind://<provider>/<cluster>/<node>``
+        (pkg/cluster/internal/kubeadm/config.go), which no other cluster's node carries."""
         context = self.current_context()
         if context != self.kind_context():
             raise DestructiveFaultRefused(
                 f"refusing {fault}: --env kind acts only in context {self.kind_context()!r}, "
                 f"not {context!r}",
                 hint="create the cluster with `vaultdr up --env kind`, or fix kube.kind_cluster",
+            )
+        cluster = self.kube.kind_cluster
+        node_name = f"{cluster}-control-plane"
+        node = self.api.read_node(node_name)
+        provider = re.compile(rf"kind://[a-z]+/{re.escape(cluster)}/{re.escape(node_name)}")
+        is_kind = (
+            node is not None
+            and "node-role.kubernetes.io/control-plane" in node.labels
+            and provider.fullmatch(node.provider_id) is not None
+        )
+        if not is_kind:
+            found = "no such node" if node is None else f"providerID {node.provider_id!r}"
+            raise DestructiveFaultRefused(
+                f"refusing {fault}: context {context!r} ({self.api.host}) is not the kind "
+                f"cluster {cluster!r}: its node {node_name} is not kind's ({found})",
+                hint="the context's name says kind but its API server is another cluster's: "
+                f"recreate the context with `kind export kubeconfig --name {cluster}`",
             )
 
     def _aws_target(self, principal: str) -> AwsTarget:

@@ -1,4 +1,4 @@
-"""``vaultdr agent snapshot|restore|configure|aws-bootstrap`` (in pods) and ``vaultdr kube plan``.
+"""``vaultdr agent snapshot|restore|configure|aws-bootstrap|health`` (in pods) and ``vaultdr kube plan``.
 
 :func:`register` adds the subcommands to the CLI's subparsers.
 
@@ -6,7 +6,8 @@
 ``snapshot`` and ``restore`` loop until SIGTERM; ``configure`` runs once and exits 0
 on success; ``aws-bootstrap`` is the kind AWS emulator's bootstrap Job
 (:mod:`vaultdr.envs.kube.aws_bootstrap`), configured by its environment, not by a
-stack file, and run once per emulator. ``kube plan`` prints every step ``vaultdr up`` (or ``down``) would run
+stack file, and run once per emulator; ``health`` is the agents' exec probe (exit 0 while
+the agent's heartbeat is fresh, see :func:`agent_health`). ``kube plan`` prints every step ``vaultdr up`` (or ``down``) would run
 for ``--env kind|eks``, command lines included, and runs nothing. For ``down`` on eks it
 also says (on stderr) what ``down`` needs not to be refused: the namespace's opt-in
 annotation and the confirmation flag (:data:`~vaultdr.envs.kube.env.CONFIRM_FLAG`, the
@@ -28,13 +29,15 @@ from vaultdr.envs.kube.clusters import kube_environment_for
 from vaultdr.envs.kube.env import ALLOW_ANNOTATION, CONFIRM_ENV_VAR, CONFIRM_FLAG
 from vaultdr.errors import ConfigError
 
-__all__ = ["cmd_agent", "cmd_kube_plan", "down_confirmation_note", "register"]
+__all__ = ["agent_health", "cmd_agent", "cmd_kube_plan", "down_confirmation_note", "register"]
 
 Handler = Callable[[argparse.Namespace], int]
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
 
+    if args.agent == "health":
+        return agent_health(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.agent == "aws-bootstrap":
         return run_aws_bootstrap()
@@ -44,6 +47,20 @@ def cmd_agent(args: argparse.Namespace) -> int:
     if args.agent == "restore":
         return agents.run_restore_watcher(stack)
     return agents.run_configure(stack, timeout=args.timeout)
+
+
+def agent_health(args: argparse.Namespace) -> int:
+    """``vaultdr agent health --max-age S``: the agents' exec probe. Exit 0 when the agent's
+    heartbeat (:class:`~vaultdr.envs.kube.agents.Heartbeat`) is fresh, 1 when it is stale
+    or missing; one line on stdout either way (the kubelet keeps it in the pod's events)."""
+    if args.max_age <= 0:
+        raise ConfigError(f"--max-age must be positive (it is {args.max_age:g})")
+    path = (
+        Path(args.heartbeat) if args.heartbeat else agents.agent_work_dir() / agents.HEARTBEAT_FILE
+    )
+    code, line = agents.check_health(path, max_age=args.max_age)
+    print(line)
+    return code
 
 
 def cmd_kube_plan(args: argparse.Namespace) -> int:
@@ -81,9 +98,22 @@ def register(
         description="Run the snapshot agent, the restore watcher or configure inside the "
         "cluster, or bootstrap the kind AWS emulator (aws-bootstrap, once per emulator).",
     )
-    agent.add_argument("agent", choices=["snapshot", "restore", "configure", "aws-bootstrap"])
+    agent.add_argument(
+        "agent", choices=["snapshot", "restore", "configure", "aws-bootstrap", "health"]
+    )
     agent.add_argument(
         "--timeout", type=float, default=600.0, help="configure: give up after this many seconds"
+    )
+    agent.add_argument(
+        "--max-age",
+        type=float,
+        default=600.0,
+        help="health: unhealthy when the agent made no progress for this many seconds",
+    )
+    agent.add_argument(
+        "--heartbeat",
+        default=None,
+        help="health: the heartbeat file (default $VAULTDR_STATE_DIR/heartbeat.json)",
     )
     agent.set_defaults(handler=cmd_agent)
     kube = sub.add_parser(

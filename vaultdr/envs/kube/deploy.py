@@ -48,7 +48,7 @@ from vaultdr.config import Kube, Stack
 from vaultdr.envs.base import StackStatus, initialize_cluster
 from vaultdr.envs.kube.api import KubeApi
 from vaultdr.envs.tls import LocalCA
-from vaultdr.errors import EnvironmentStartError, StackStateError, VaultdrError
+from vaultdr.errors import ConfigError, EnvironmentStartError, StackStateError, VaultdrError
 from vaultdr.polling import wait_for
 from vaultdr.vault import VaultClient
 
@@ -160,6 +160,55 @@ def write_stack_values(env: DeployTarget) -> None:
         data = yaml.safe_load(Path(env.stack_file).read_text()) or {}
     env.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     stack_values_file(env).write_text(yaml.safe_dump({"stack": data}, sort_keys=False))
+
+
+def official_fullname(
+    release: str, chart_name: str, *, fullname_override: str = "", name_override: str = ""
+) -> str:
+    """The official chart's ``fullname``: its StatefulSet, ``<fullname>-internal`` and
+    ``<fullname>-active`` services, and pods ``<fullname>-N`` with PVCs ``data-<fullname>-N``.
+
+    As ``openbao.fullname`` (openbao-helm chart 0.27.0, charts/openbao/templates/_helpers.tpl)
+    and ``vault.fullname`` (vault-helm v0.30.1, templates/_helpers.tpl) define it: the
+    ``fullnameOverride``; else the release name if it contains the chart name (or the
+    ``nameOverride``); else ``<release>-<name>``; truncated to 63 characters and one
+    trailing "-" trimmed (sprig ``trunc 63 | trimSuffix "-"``)."""
+
+    def trimmed(value: str) -> str:
+        value = value[:63]
+        return value[:-1] if value.endswith("-") else value
+
+    if fullname_override:
+        return trimmed(fullname_override)
+    name = name_override or chart_name
+    return trimmed(release if name in release else f"{release}-{name}")
+
+
+def chart_name(env: DeployTarget) -> str:
+    """The official chart's name: the last part of ``kube.chart`` (``openbao/openbao``)."""
+    return env.kube.chart.rstrip("/").rsplit("/", 1)[-1].split(":", 1)[0]
+
+
+def chart_fullname(env: DeployTarget) -> str:
+    """:func:`official_fullname` of ``kube.release``, with the ``fullnameOverride`` and
+    ``nameOverride`` the engine's values file sets (the one ``up`` installs the chart with)."""
+    overrides: dict[str, Any] = {}
+    path = Path(values_file(env))
+    if path.is_file():
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(
+                f"cannot read the chart values {path} ({type(exc).__name__})",
+                hint="fix the YAML of kube.values, or point kube.values at the right file",
+            ) from None
+        overrides = loaded if isinstance(loaded, dict) else {}
+    return official_fullname(
+        env.kube.release,
+        chart_name(env),
+        fullname_override=str(overrides.get("fullnameOverride") or ""),
+        name_override=str(overrides.get("nameOverride") or ""),
+    )
 
 
 def agent_image(env: DeployTarget) -> str:
@@ -563,11 +612,11 @@ def _delete_owned_namespace(env: DeployTarget, namespace: str) -> None:
 
 
 def node_hosts(env: DeployTarget) -> list[str]:
-    """Every name a node is reached by: per-pod internal DNS, the services, and loopback
-    (port-forwards)."""
-    release, ns = env.kube.release, env.namespace
-    hosts = ["127.0.0.1", "localhost", f"*.{release}-internal", f"*.{release}-internal.{ns}.svc"]
-    for service in (release, f"{release}-active", f"{release}-internal"):
+    """Every name a node is reached by: per-pod internal DNS, the services (all named after
+    the chart's fullname, :func:`chart_fullname`), and loopback (port-forwards)."""
+    fullname, ns = chart_fullname(env), env.namespace
+    hosts = ["127.0.0.1", "localhost", f"*.{fullname}-internal", f"*.{fullname}-internal.{ns}.svc"]
+    for service in (fullname, f"{fullname}-active", f"{fullname}-internal"):
         hosts += [service, f"{service}.{ns}", f"{service}.{ns}.svc"]
     return hosts
 
@@ -588,7 +637,10 @@ def apply_tls_secret(env: DeployTarget) -> None:
 
 
 def apply_aws_emulator(env: DeployTarget, manifest: str) -> None:
-    env.api.create_from_manifest(manifest, env.namespace)
+    """Create the emulator's objects, its containers on the ops chart's agent image
+    (:func:`agent_image`, the image ``up`` built and loaded), whatever tag the manifest
+    names; then wait for the credentials Secrets its bootstrap Job writes."""
+    env.api.create_from_manifest(manifest, env.namespace, images={AGENT_IMAGE: agent_image(env)})
 
     def credentials_ready() -> bool:
         try:

@@ -1,7 +1,10 @@
 """The kube environments: the stack on a real cluster, ``--env kind`` and ``--env eks``.
 
 The nodes are the pods of the official OpenBao (or HashiCorp Vault) chart's
-StatefulSet in ``kube.namespace``; each pod's volume is its PVC ``data-<pod>``.
+StatefulSet in ``kube.namespace``, named after the chart's fullname (``kube.release``
+when it contains the chart's name, else ``<release>-openbao``; the values file's
+``fullnameOverride`` wins: :func:`~vaultdr.envs.kube.deploy.chart_fullname`); each
+pod's volume is its PVC ``data-<pod>``.
 vaultdr reaches a node's API through a port-forward to the pod (``kube.access:
 port-forward``, the default, from a laptop or CI) or through the chart's
 internal service (``service``, from inside the cluster network).
@@ -26,9 +29,15 @@ Faults act through the Kubernetes API (and IAM for KMS), with these blast radii:
   role on eks, the seal's IAM user in the in-cluster emulator on kind), the same
   policy the local environment uses. Undone by restore-kms / ``vaultdr rollback``,
   which are never refused.
-* freeze-node is **local-only**: a SIGSTOP cannot be sent through the API (an exec
-  of ``kill -STOP 1`` is ignored, PID 1 of a container's PID namespace does not
-  get signals sent from inside it), so it is refused with a clear error.
+* freeze-node / thaw-node: an exec in the pod's engine container (pods/exec) of
+  ``kill -STOP $(pidof bao)`` / ``-CONT`` (``pidof vault`` for HashiCorp Vault). The
+  engine is not PID 1 there: the official charts start it under ``/bin/sh -ec`` and
+  their own preStop signals ``$(pidof bao)`` (openbao-helm 0.27.0 and vault-helm
+  0.30.1, templates/server-statefulset.yaml); PID 1 would ignore a SIGSTOP sent from
+  inside its PID namespace, so that case is refused. The frozen pod's uid is
+  journaled (``frozen.json`` in the state directory) before the signal; thaw acts
+  only on that same pod (a replaced pod was never frozen). Blast radius: one pod
+  keeps its sockets and answers nothing until thawed, or until the kubelet replaces it.
 
 Safety: every destructive fault first passes :meth:`KubeEnvironment.check_destructive`.
 On kind, the current kube context must be the kind cluster's (``kind-<name>``).
@@ -64,6 +73,7 @@ from vaultdr.envs.kube import deploy
 from vaultdr.envs.kube.agents import RESTORE_ANNOTATION
 from vaultdr.envs.kube.api import KubeApi, PortForwarder
 from vaultdr.errors import ConfigError, FaultError, Refused, StackStateError, VaultdrError
+from vaultdr.files import write_json_atomic
 from vaultdr.polling import wait_for
 from vaultdr.principals import REVOKE_KMS_POLICY, seal_alias
 from vaultdr.vault import VaultClient
@@ -84,8 +94,50 @@ DIAGNOSTICS_TAIL_LINES = 2000
 DIAGNOSTICS_LIMIT_BYTES = 256 * 1024
 
 
+#: The state directory's record of the pods freeze-node stopped: node -> pod uid.
+FROZEN_FILE = "frozen.json"
+#: Exit codes of :func:`signal_script` (127 is the shell's own "command not found").
+EXIT_NO_PIDOF, EXIT_NO_PROCESS, EXIT_PID_ONE = 127, 3, 4
+_SIGNAL_FAILURES = {
+    EXIT_NO_PIDOF: (
+        "pidof is not in the container, so the {process} process cannot be found",
+        "use an engine image with pidof (the official images have it), or kill-node instead",
+    ),
+    EXIT_NO_PROCESS: (
+        "no {process} process runs in the container",
+        "is the pod running the engine? kubectl -n {ns} logs {node}",
+    ),
+    EXIT_PID_ONE: (
+        "{process} is PID 1 of the container: a SIGSTOP sent from inside its PID "
+        "namespace is ignored",
+        "run the engine under a shell as the official chart does, or use kill-node",
+    ),
+    -1: (
+        "the command could not run (no sh in the container?)",
+        "look at the pod's image: kubectl -n {ns} get pod {node} -o yaml",
+    ),
+}
+
+
+def signal_script(process: str, signal_name: str) -> str:
+    """The shell script freeze/thaw execs: signal every ``process`` that is not PID 1 and
+    print their pids; exits 127/3/4 when pidof, the process or a non-PID-1 one is missing."""
+    return (
+        f"command -v pidof >/dev/null 2>&1 || {{ echo 'no pidof' >&2; exit {EXIT_NO_PIDOF}; }}; "
+        f"pids=$(pidof {process}) || {{ echo 'no {process}' >&2; exit {EXIT_NO_PROCESS}; }}; "
+        f"for pid in $pids; do [ \"$pid\" != 1 ] || {{ echo 'PID 1' >&2; exit {EXIT_PID_ONE}; }}; done; "
+        f"kill -{signal_name} $pids && echo $pids"
+    )
+
+
 class DestructiveFaultRefused(Refused):
     """A destructive fault on a real cluster was not confirmed; nothing was changed."""
+
+
+class SignalFailed(FaultError):
+    """freeze-node/thaw-node could not signal the engine in its pod."""
+
+    exit_code_in_pod: int = 0
 
 
 def active_label(engine_kind: str) -> str:
@@ -140,6 +192,7 @@ class KubeEnvironment(EnvironmentBase):
         self._lock = threading.Lock()
         self._allowed = False
         self._aws: dict[str, Aws] = {}
+        self._fullname: str | None = None
 
     # --- plumbing ---------------------------------------------------------------------------
     @property
@@ -188,22 +241,29 @@ class KubeEnvironment(EnvironmentBase):
 
     # --- nodes and addresses ----------------------------------------------------------------
     def node_names(self) -> list[str]:
-        return [f"{self.kube.release}-{i}" for i in range(self.stack.nodes)]
+        """The StatefulSet's pods, ``<fullname>-0`` .. ``<fullname>-N-1``."""
+        return [f"{self.statefulset()}-{i}" for i in range(self.stack.nodes)]
 
     def node_addresses(self) -> list[str]:
         return [self.node_address(n) for n in self.node_names()]
 
     def statefulset(self) -> str:
-        return self.kube.release
+        """The official chart's fullname (:func:`~vaultdr.envs.kube.deploy.chart_fullname`),
+        which names the StatefulSet, its pods and services; read once."""
+        if self._fullname is None:
+            self._fullname = deploy.chart_fullname(self)
+        return self._fullname
 
     def pod_selector(self) -> str:
+        """The server pods' labels: the chart sets ``app.kubernetes.io/instance`` to the
+        release name (not the fullname) and ``component: server``."""
         return f"app.kubernetes.io/instance={self.kube.release},component=server"
 
     def node_address(self, node: str) -> str:
         """The URL of ``node``'s API: a port-forward on 127.0.0.1, or the internal service."""
         if self.kube.access == "service":
-            release, ns = self.kube.release, self.namespace
-            return f"https://{node}.{release}-internal.{ns}.svc:{VAULT_PORT}"
+            fullname, ns = self.statefulset(), self.namespace
+            return f"https://{node}.{fullname}-internal.{ns}.svc:{VAULT_PORT}"
         return f"https://127.0.0.1:{self._forward(node, VAULT_PORT)}"
 
     def _forward(self, pod: str, port: int) -> int:
@@ -397,6 +457,8 @@ class KubeEnvironment(EnvironmentBase):
             list(pool.map(action, names))
 
     def pvc_name(self, node: str) -> str:
+        """The pod's claim from the chart's ``volumeClaimTemplates`` entry ``data``:
+        ``data-<pod>`` (the StatefulSet controller names claims ``<template>-<pod>``)."""
         return f"data-{node}"
 
     def delete_volume(self, node: str) -> None:
@@ -451,15 +513,105 @@ class KubeEnvironment(EnvironmentBase):
             self.api.scale_statefulset(self.namespace, self.statefulset(), self.stack.nodes)
 
     def freeze_node(self, node: str) -> tuple[int, int]:
-        """Refused: freeze-node is local-only (see the module docstring)."""
-        raise FaultError(
-            f"freeze-node is local-only: {self.name} cannot SIGSTOP {node} through the API",
-            hint="use kill-node or delete-volume here, or run freeze-node with --env local",
-        )
+        """SIGSTOP the engine's process in the node's pod by exec; (its pid in the pod, 0).
+
+        The pod's uid is journaled first, so that thaw (or the rollback) finds it even if
+        this process dies right after the signal."""
+        self.check_destructive("freeze-node")
+        pod = self.api.read_pod(self.namespace, node)
+        if pod is None or pod.phase != "Running" or pod.deleting:
+            raise StackStateError(
+                f"pod {self.namespace}/{node} is not running: there is nothing to freeze",
+                hint=f"wait until it runs: kubectl -n {self.namespace} get pod {node}",
+            )
+        process = self._engine_process()
+        if not self._change(
+            f"exec in pod {self.namespace}/{node}: kill -STOP $(pidof {process}) "
+            "(thaw-node or rollback sends SIGCONT)"
+        ):
+            return 0, 0
+        self._journal_frozen(node, pod.uid)
+        try:
+            pids = self._signal_engine(node, "STOP")
+        except SignalFailed:
+            self._journal_frozen(node, None)  # the script stops before `kill` on every failure
+            raise
+        return pids[0], 0
 
     def thaw_node(self, node: str, pid: int | None = None, start_time: int | None = None) -> bool:
-        """Nothing is ever frozen on a cluster: nothing to thaw."""
-        return False
+        """SIGCONT the engine in the pod freeze-node stopped, by exec; False when there is
+        no such freeze or that pod is gone (its replacement was never frozen)."""
+        uid = self._frozen().get(node)
+        if uid is None:
+            return False
+        pod = self.api.read_pod(self.namespace, node)
+        if pod is None or pod.uid != uid:
+            self._journal_frozen(node, None)
+            return False
+        if not self._change(
+            f"exec in pod {self.namespace}/{node}: kill -CONT $(pidof {self._engine_process()})"
+        ):
+            return True
+        try:
+            self._signal_engine(node, "CONT")
+        except SignalFailed as exc:
+            if exc.exit_code_in_pod != EXIT_NO_PROCESS:
+                raise
+            self._journal_frozen(node, None)
+            return False
+        self._journal_frozen(node, None)
+        return True
+
+    def _engine_process(self) -> str:
+        """The engine's process (and container) name: ``bao``/``openbao`` or ``vault``."""
+        return "vault" if self.stack.engine.kind == "vault" else "bao"
+
+    def _signal_engine(self, node: str, signal_name: str) -> list[int]:
+        process = self._engine_process()
+        container = "vault" if process == "vault" else "openbao"
+        result = self.api.exec_in_pod(
+            self.namespace,
+            node,
+            ["sh", "-c", signal_script(process, signal_name)],
+            container=container,
+        )
+        where = f"the {container} container of {self.namespace}/{node}"
+        if result.exit_code == 0:
+            return [int(p) for p in result.stdout.split() if p.isdigit()] or [0]
+        problem, hint = _SIGNAL_FAILURES.get(
+            result.exit_code,
+            (
+                f"kill -{signal_name} failed (exit code {result.exit_code}: "
+                f"{(result.stderr or result.error).strip()[:200]})",
+                f"look at the pod: kubectl -n {self.namespace} describe pod {node}",
+            ),
+        )
+        error = SignalFailed(
+            f"freeze-node/thaw-node in {where}: {problem.format(process=process)}",
+            hint=hint.format(ns=self.namespace, node=node),
+        )
+        error.exit_code_in_pod = result.exit_code
+        raise error
+
+    def _frozen_file(self) -> Path:
+        return self.state_dir / FROZEN_FILE
+
+    def _frozen(self) -> dict[str, str]:
+        try:
+            return {str(k): str(v) for k, v in json.loads(self._frozen_file().read_text()).items()}
+        except (OSError, ValueError, AttributeError):
+            return {}
+
+    def _journal_frozen(self, node: str, uid: str | None) -> None:
+        """Record (or, with None, forget) the uid of the pod frozen for ``node``."""
+        with self._lock:
+            frozen = self._frozen()
+            if uid is None:
+                frozen.pop(node, None)
+            else:
+                frozen[node] = uid
+            self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            write_json_atomic(self._frozen_file(), frozen)
 
     def revoke_kms(self) -> None:
         """Attach the explicit Deny of kms:Decrypt/kms:Encrypt to the seal's principal."""

@@ -147,6 +147,9 @@ containers:
       {{- toYaml $root.Values.securityContext | nindent 6 }}
     resources:
       {{- toYaml $agent.resources | nindent 6 }}
+    {{- with .probes }}
+    {{- include "vaultdr-ops.healthProbes" . | nindent 4 }}
+    {{- end }}
     volumeMounts:
       - name: stack
         mountPath: /etc/vaultdr
@@ -195,4 +198,26 @@ annotations:
   {{- with .root.Values.podAnnotations }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
+{{- end }}
+
+{{/* The long-running agents' exec probes on their heartbeat (`vaultdr agent health`):
+readyAge and liveAge are the --max-age of readiness and liveness. The agent beats at
+least every 10 s while it waits, so any snapshot interval is fine; the ages bound one
+snapshot, one watch tick (a restore announces its own, longer budget). A timeout of
+15 s leaves room for the CLI's start on a CPU-limited pod. */}}
+{{- define "vaultdr-ops.healthProbes" -}}
+readinessProbe:
+  exec:
+    command: [vaultdr, agent, health, --max-age, {{ .readyAge | quote }}]
+  initialDelaySeconds: 5
+  periodSeconds: 10
+  timeoutSeconds: 15
+  failureThreshold: 3
+livenessProbe:
+  exec:
+    command: [vaultdr, agent, health, --max-age, {{ .liveAge | quote }}]
+  initialDelaySeconds: 30
+  periodSeconds: 30
+  timeoutSeconds: 15
+  failureThreshold: 3
 {{- end }}
