@@ -218,8 +218,10 @@ class KubeApi:
             return None
         return _pod_info(pod)
 
-    def delete_pod(self, namespace: str, name: str, *, grace_seconds: int = 0) -> None:
-        """DELETE /api/v1/namespaces/{namespace}/pods/{name} (gracePeriodSeconds); gone already is fine."""
+    def delete_pod(self, namespace: str, name: str, *, grace_seconds: int | None = 0) -> None:
+        """DELETE /api/v1/namespaces/{namespace}/pods/{name} (gracePeriodSeconds); gone already
+        is fine. ``grace_seconds=None`` sends none: a graceful delete with the pod's own
+        ``terminationGracePeriodSeconds``, as ``kubectl delete pod`` does."""
         body = kubernetes.client.V1DeleteOptions(grace_period_seconds=grace_seconds)
         self._delete(
             f"delete pod {namespace}/{name}",
