@@ -261,13 +261,20 @@ class UpgradeCheck:
             yield
 
     # --- 2 and 3 ---------------------------------------------------------------------------
-    def _rolling(self, env: LocalEnvironment, previous: Engine, target: Engine, work: Path) -> bool:
+    def _rolling_scenario(
+        self, env: Environment, previous: EngineRecord, target: EngineRecord
+    ) -> ScenarioDraft:
+        """The rolling upgrade's scenario, judged on writes refused and writes lost."""
         s = self._scenario(
             "rolling-upgrade", f"rolling upgrade {previous.version} -> {target.version}"
         )
         objectives = env.stack_config().objectives.rto
         objective = objectives.get("rolling-upgrade") or objectives.get("leader-loss", 15.0)
         s.objectives = {"unavailable_seconds": objective, "lost_writes": 0.0}
+        return s
+
+    def _rolling(self, env: LocalEnvironment, previous: Engine, target: Engine, work: Path) -> bool:
+        s = self._rolling_scenario(env, previous, target)
         try:
             with self._step(s, "Given", f"a {_display(previous)} cluster is up and configured"):
                 env.up()
@@ -402,7 +409,9 @@ class UpgradeCheck:
         return explain(failure, seal=env.stack_config().seal.type, previous=previous, target=target)
 
     # --- 4 -------------------------------------------------------------------------------
-    def _restore_compatibility(self, env: LocalEnvironment, target: Engine) -> None:
+    def _restore_compatibility(self, env: Environment, target: EngineRecord) -> None:
+        """Restore the pre-upgrade snapshot into the upgraded cluster, then check what it
+        holds; a failure is the verdict's explanation."""
         s = self._scenario(
             "restore-compatibility", f"the pre-upgrade snapshot restores into {target.version}"
         )
@@ -418,9 +427,10 @@ class UpgradeCheck:
             s.finish()
 
     def _restore_pre_upgrade_snapshot(
-        self, env: LocalEnvironment, s: ScenarioDraft, target: Engine
+        self, env: Environment, s: ScenarioDraft, target: EngineRecord
     ) -> None:
-
+        """Total loss, then the pre-upgrade snapshot restored (here: by vaultdr's restore)."""
+        assert isinstance(env, LocalEnvironment)
         key = str(self.snapshot.get("key"))
         with self._step(s, "Given", f"every node of the {target.version} cluster loses its data"):
             env.delete_all_volumes()

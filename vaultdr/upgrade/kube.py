@@ -294,8 +294,10 @@ def plan_upgrade(
         leader = env.leader()
     except VaultdrError:
         leader = None
-    leader = leader or "<the leader at run time>"
-    followers = [n for n in names if n != leader]
+    if leader is None:  # the nodes cannot be asked from here: the order is named, not known
+        leader, followers = "<the leader at run time>", ["<each follower, in name order>"]
+    else:
+        followers = [n for n in names if n != leader]
     bucket, prefix = env.snapshot_location()
     steps = [Step("check every node is healthy and on one version (read-only)")]
     if chart_upgrade(env, chart_version):
@@ -493,7 +495,7 @@ class KubeUpgradeCheck(UpgradeCheck):
         with self._snapshots_paused():
             passed = self._rolling_on_cluster(previous, target)
             if passed:
-                self._restore_on_cluster(target)
+                self._restore_compatibility(self.env, target)
         if passed and self.options.drills:
             self._drills(Path(self.env.stack_file), run_dir, env_name=self.env.name)
         return self._finish(run_dir, run_id, started, previous, target, self.env.stack)
@@ -523,12 +525,7 @@ class KubeUpgradeCheck(UpgradeCheck):
     # --- 2 and 3 ----------------------------------------------------------------------------
     def _rolling_on_cluster(self, previous: ServerImage, target: ServerImage) -> bool:
         env = self.env
-        s = self._scenario(
-            "rolling-upgrade", f"rolling upgrade {previous.version} -> {target.version}"
-        )
-        objectives = env.stack.objectives.rto
-        objective = objectives.get("rolling-upgrade") or objectives.get("leader-loss", 15.0)
-        s.objectives = {"unavailable_seconds": objective, "lost_writes": 0.0}
+        s = self._rolling_scenario(env, previous, target)
         try:
             token = env.root_token()
             with self._step(s, "Given", f"the {previous.version} cluster is healthy"):
@@ -603,32 +600,23 @@ class KubeUpgradeCheck(UpgradeCheck):
         )
 
     # --- 4 ---------------------------------------------------------------------------------------
-    def _restore_on_cluster(self, target: ServerImage) -> None:
-        env = self.env
-        s = self._scenario(
-            "restore-compatibility", f"the pre-upgrade snapshot restores into {target.version}"
-        )
-        s.objectives = {"rto_seconds": env.stack.objectives.rto.get("total-loss", 60.0)}
-        try:
-            self._restore_by_watcher(s, target)
-            with self._step(s, "And", "every node is unsealed and a voter, one active"):
-                token = env.root_token()
-                healthy = wait_for(
-                    lambda: checks.cluster_healthy(env, token).ok,
-                    timeout=self.kube_options.node_timeout,
-                    interval=1.0,
-                )
-                if not healthy:
-                    raise VaultdrError(checks.cluster_healthy(env, token).detail)
-            self._check_restored(env, s)
-        except VaultdrError as exc:
-            self.explanation = self.explanation or (
-                f"the pre-upgrade snapshot does not restore into {target.version}: {exc.message}"
+    def _restore_pre_upgrade_snapshot(
+        self, env: Environment, s: ScenarioDraft, target: EngineRecord
+    ) -> None:
+        """Total loss, then the ops chart's restore watcher restores the pre-upgrade snapshot
+        (the newest: snapshots are paused); the cluster must be healthy again."""
+        self._restore_by_watcher(s, target)
+        with self._step(s, "And", "every node is unsealed and a voter, one active"):
+            token = env.root_token()
+            healthy = wait_for(
+                lambda: checks.cluster_healthy(env, token).ok,
+                timeout=self.kube_options.node_timeout,
+                interval=1.0,
             )
-        finally:
-            s.finish()
+            if not healthy:
+                raise VaultdrError(checks.cluster_healthy(env, token).detail)
 
-    def _restore_by_watcher(self, s: ScenarioDraft, target: ServerImage) -> None:
+    def _restore_by_watcher(self, s: ScenarioDraft, target: EngineRecord) -> None:
         env, key = self.env, str(self.snapshot.get("key"))
         with self._step(s, "Given", f"every node of the {target.version} cluster loses its data"):
             since = now_iso()
