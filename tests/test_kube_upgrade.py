@@ -578,14 +578,16 @@ def test_a_node_that_does_not_come_back_is_rolled_back_and_replaced_again(
 
 
 # --- the whole check, failing on one node -------------------------------------------------------------
-def test_a_node_that_does_not_come_back_fails_the_check_with_what_was_undone(
+def env_on_moto(
     tmp_path: Path,
     kube_api: FakeKubeApi,
     cluster: FakeCluster,
     nodes: UpgradingNodes,
-    helm: FakeHelm,
     moto: awsemu.AwsStack,
-) -> None:
+    **kube: Any,
+) -> KindOnFake:
+    """The kind environment with its AWS on moto: the admin's and the snapshot principal's
+    keys in their Secrets, the break-glass root token in SSM."""
     for principal, creds in (("admin", moto.admin), ("snapshot", moto.snapshot)):
         cluster.add_secret(
             f"vaultdr-aws-{principal}",
@@ -595,9 +597,25 @@ def test_a_node_that_does_not_come_back_fails_the_check_with_what_was_undone(
             },
         )
     moto.admin_aws().put_secure_parameter(ssm_path(CLUSTER, "root-token"), "fake-root-token")
-    env = make_env(
-        tmp_path, kube_api, nodes, aws_endpoint=moto.endpoint_url, kms_key_id=moto.kms_key_id
+    return make_env(
+        tmp_path,
+        kube_api,
+        nodes,
+        aws_endpoint=moto.endpoint_url,
+        kms_key_id=moto.kms_key_id,
+        **kube,
     )
+
+
+def test_a_node_that_does_not_come_back_fails_the_check_with_what_was_undone(
+    tmp_path: Path,
+    kube_api: FakeKubeApi,
+    cluster: FakeCluster,
+    nodes: UpgradingNodes,
+    helm: FakeHelm,
+    moto: awsemu.AwsStack,
+) -> None:
+    env = env_on_moto(tmp_path, kube_api, cluster, nodes, moto)
     nodes.broken_on["openbao-2"] = TARGET
     said: list[str] = []
     options = KubeUpgradeOptions(
@@ -649,3 +667,43 @@ def test_a_node_that_does_not_come_back_fails_the_check_with_what_was_undone(
     text = (result.run_dir / "evidence.json").read_text() + "\n".join(said)
     assert "fake-root-token" not in text
     assert "fake-login-" not in text
+
+
+def test_a_chart_upgrade_warns_of_each_value_the_new_chart_lacks_and_installs_our_values(
+    tmp_path: Path,
+    kube_api: FakeKubeApi,
+    cluster: FakeCluster,
+    nodes: UpgradingNodes,
+    helm: FakeHelm,
+    moto: awsemu.AwsStack,
+) -> None:
+    ours = tmp_path / "values.yaml"
+    ours.write_text(
+        yaml.safe_dump({"server": {"image": {"tag": TODAY}, "podManagementPolicy": "Parallel"}})
+    )
+    (helm.dir / "chart-values.yaml").write_text(
+        yaml.safe_dump({"server": {"image": {"repository": "openbao/openbao", "tag": ""}}})
+    )
+    env = env_on_moto(tmp_path, kube_api, cluster, nodes, moto, values=str(ours))
+    nodes.broken_on["openbao-1"] = TARGET  # fail fast: this test is about the values
+    options = KubeUpgradeOptions(
+        config=tmp_path / "stack.yaml",
+        to_version=TARGET,
+        report_dir=tmp_path / "reports",
+        drills=False,
+        node_timeout=2,
+        chart_version="0.29.2",
+    )
+
+    result = run_kube_upgrade_check(options, env, say=lambda _: None)
+
+    assert "Warning: the new chart has no server.podManagementPolicy" in result.explanation
+    upgrade = next(c for c in helm.calls() if c[:2] == ["upgrade", "openbao"])
+    assert upgrade[upgrade.index("--version") + 1] == "0.29.2"
+    assert upgrade[upgrade.index("--values") + 1] == str(ours)
+    assert "--reuse-values" not in upgrade
+    evidence = load_evidence(result.run_dir)
+    jsonschema.validate(evidence, json_schema())
+    assert evidence["upgrade"]["removed_values"] == ["server.podManagementPolicy"]
+    assert evidence["upgrade"]["from"]["chart_version"] == "0.27.0"
+    assert evidence["upgrade"]["to"]["chart_version"] == "0.29.2"

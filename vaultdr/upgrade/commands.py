@@ -12,6 +12,7 @@ from pathlib import Path
 from vaultdr.envs.kube.clusters import kube_environment_for
 from vaultdr.envs.kube.env import CONFIRM_ENV_VAR, CONFIRM_FLAG
 from vaultdr.errors import ConfigError
+from vaultdr.statedir import STATE_ENV_VAR
 from vaultdr.upgrade.check import UpgradeCheckOptions, UpgradeResult, run_upgrade_check
 from vaultdr.upgrade.kube import KubeUpgradeOptions, plan_upgrade, run_kube_upgrade_check
 
@@ -75,6 +76,10 @@ def cmd_kube_upgrade_check(args: argparse.Namespace) -> int:
             for line in lines:
                 print(f"  {line}")
             return 0
+        # The drills' pytest process finds the same cluster state and confirmation.
+        os.environ[STATE_ENV_VAR] = str(env.state_dir)
+        if args.i_know_this_breaks:
+            os.environ[CONFIRM_ENV_VAR] = args.i_know_this_breaks
         options = KubeUpgradeOptions(
             config=Path(env.stack_file),
             to_version=args.to,
