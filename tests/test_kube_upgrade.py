@@ -477,13 +477,9 @@ def test_a_chart_version_on_the_local_check_is_refused_as_bad_input(tmp_path: Pa
 
 
 # --- the chart upgrade's values check ---------------------------------------------------------------
-def test_a_chart_upgrade_dropping_a_value_we_set_stops_before_the_cluster_with_strict_values(
-    tmp_path: Path,
-    kube_api: FakeKubeApi,
-    cluster: FakeCluster,
-    nodes: UpgradingNodes,
-    helm: FakeHelm,
-) -> None:
+def values_the_new_chart_drops(tmp_path: Path, helm: FakeHelm) -> Path:
+    """Our values setting ``server.podManagementPolicy``; the new chart (what ``helm show
+    values`` prints) without it, as vault-helm v0.30.1's values.yaml is."""
     ours = tmp_path / "values.yaml"
     ours.write_text(
         yaml.safe_dump({"server": {"image": {"tag": TODAY}, "podManagementPolicy": "Parallel"}})
@@ -491,6 +487,17 @@ def test_a_chart_upgrade_dropping_a_value_we_set_stops_before_the_cluster_with_s
     (helm.dir / "chart-values.yaml").write_text(
         yaml.safe_dump({"server": {"image": {"repository": "openbao/openbao", "tag": ""}}})
     )
+    return ours
+
+
+def test_a_chart_upgrade_dropping_a_value_we_set_stops_before_the_cluster_with_strict_values(
+    tmp_path: Path,
+    kube_api: FakeKubeApi,
+    cluster: FakeCluster,
+    nodes: UpgradingNodes,
+    helm: FakeHelm,
+) -> None:
+    ours = values_the_new_chart_drops(tmp_path, helm)
     env = make_env(tmp_path, kube_api, nodes, values=str(ours))
     options = KubeUpgradeOptions(
         config=tmp_path / "stack.yaml",
@@ -677,13 +684,7 @@ def test_a_chart_upgrade_warns_of_each_value_the_new_chart_lacks_and_installs_ou
     helm: FakeHelm,
     moto: awsemu.AwsStack,
 ) -> None:
-    ours = tmp_path / "values.yaml"
-    ours.write_text(
-        yaml.safe_dump({"server": {"image": {"tag": TODAY}, "podManagementPolicy": "Parallel"}})
-    )
-    (helm.dir / "chart-values.yaml").write_text(
-        yaml.safe_dump({"server": {"image": {"repository": "openbao/openbao", "tag": ""}}})
-    )
+    ours = values_the_new_chart_drops(tmp_path, helm)
     env = env_on_moto(tmp_path, kube_api, cluster, nodes, moto, values=str(ours))
     nodes.broken_on["openbao-1"] = TARGET  # fail fast: this test is about the values
     options = KubeUpgradeOptions(
