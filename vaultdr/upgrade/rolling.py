@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vaultdr import checks
+from vaultdr.envs.base import Environment
 from vaultdr.envs.local import nodes
 from vaultdr.envs.local.env import LocalEnvironment
 from vaultdr.envs.local.processes import free_port, spawn, stop_pid, wait_for
@@ -165,7 +166,8 @@ def _events_offset(env: LocalEnvironment) -> int:
     return events.stat().st_size if events.exists() else 0
 
 
-def _on_version(env: LocalEnvironment, node: str, version: str) -> bool:
+def on_version(env: Environment, node: str, version: str) -> bool:
+    """True when ``node``'s own ``sys/health`` reports ``version`` and unsealed."""
     try:
         health = env.client(node).with_timeout(2.0).read_health()
     except VaultdrError:
@@ -173,7 +175,7 @@ def _on_version(env: LocalEnvironment, node: str, version: str) -> bool:
     return health.get("version") == version and health.get("sealed") is False
 
 
-def _healthy(env: LocalEnvironment, token: str) -> bool:
+def _healthy(env: Environment, token: str) -> bool:
     return checks.cluster_healthy(env, token).ok
 
 
@@ -204,7 +206,7 @@ def upgrade_node(
     restart_on(env, name, target.binary)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if _on_version(env, name, target.version) and _healthy(env, token):
+        if on_version(env, name, target.version) and _healthy(env, token):
             return
         if _exits_since(env, name, offset) >= CRASHES_TO_GIVE_UP:
             break
@@ -224,14 +226,14 @@ def revert_node(env: LocalEnvironment, name: str, token: str, previous: Engine) 
     """Put ``name`` back on the binary it ran before; True once the cluster is healthy again."""
     restart_on(env, name, None if previous.binary == Path(env.state.binary) else previous.binary)
     return wait_for(
-        lambda: _on_version(env, name, previous.version) and _healthy(env, token),
+        lambda: on_version(env, name, previous.version) and _healthy(env, token),
         timeout=NODE_TIMEOUT,
         interval=0.25,
     )
 
 
 # --- the whole cluster ------------------------------------------------------------------------
-def upgrade_order(env: LocalEnvironment) -> tuple[list[str], str]:
+def upgrade_order(env: Environment) -> tuple[list[str], str]:
     """(followers, leader): the followers in name order, the leader last."""
     leader = env.leader()
     if leader is None:
@@ -242,7 +244,7 @@ def upgrade_order(env: LocalEnvironment) -> tuple[list[str], str]:
     return [n for n in env.node_names() if n != leader], leader
 
 
-def step_down(env: LocalEnvironment, leader: str, token: str, *, timeout: float = 30.0) -> str:
+def step_down(env: Environment, leader: str, token: str, *, timeout: float = 30.0) -> str:
     """Make ``leader`` give up leadership; the name of the node that took over."""
     env.client(leader, token=token).step_down()
     found: list[str] = []
@@ -259,20 +261,25 @@ def step_down(env: LocalEnvironment, leader: str, token: str, *, timeout: float 
     return found[-1]
 
 
-def rolling_upgrade(
-    env: LocalEnvironment,
-    target: Engine,
-    previous: Engine,
+Mark = Callable[[str, str], object]
+
+
+def roll_nodes(
+    env: Environment,
     token: str,
     *,
+    upgrade: Callable[[str, str], None],
+    revert: Callable[[list[str]], None],
     say: Say,
-    mark: Callable[[str, str], object] | None = None,
+    mark: Mark | None = None,
 ) -> list[NodeUpgrade]:
-    """Upgrade every node, followers first.
+    """The rolling order every environment uses: the followers in name order, then the
+    leader after it stepped down (``sys/step-down``), each through ``upgrade(name, role)``
+    (role: follower | leader), which
+    returns once that node and the cluster are healthy on the target again.
 
-    On a failure the failing node and every node upgraded before it go back to
-    ``previous`` (newest first), and UpgradeFailed is raised with what was done.
-    """
+    On an UpgradeFailed, ``revert`` gets every node touched so far (the failing one last)
+    and the UpgradeFailed is raised again with what was done."""
     followers, leader = upgrade_order(env)
     done: list[NodeUpgrade] = []
     for name in [*followers, leader]:
@@ -284,16 +291,40 @@ def rolling_upgrade(
                 if mark:
                     mark("fault:step-down", name)
                 step_down(env, name, token)
-            say(f"upgrading {name} ({role}) to {target.version}")
             if mark:
                 mark("fault:upgrade", name)
-            upgrade_node(env, name, target, token)
+            upgrade(name, role)
         except UpgradeFailed as exc:
             done.append(NodeUpgrade(name, role, time.monotonic() - started, False, exc.message))
-            for back in reversed([u.node for u in done]):
-                say(f"putting {back} back on {previous.version}")
-                revert_node(env, back, token, previous)
+            revert([u.node for u in done])
             exc.upgrades = done
             raise
         done.append(NodeUpgrade(name, role, time.monotonic() - started, True))
     return done
+
+
+def rolling_upgrade(
+    env: LocalEnvironment,
+    target: Engine,
+    previous: Engine,
+    token: str,
+    *,
+    say: Say,
+    mark: Mark | None = None,
+) -> list[NodeUpgrade]:
+    """Upgrade every node, followers first (:func:`roll_nodes`).
+
+    On a failure the failing node and every node upgraded before it go back to
+    ``previous`` (newest first), and UpgradeFailed is raised with what was done.
+    """
+
+    def upgrade(name: str, role: str) -> None:
+        say(f"upgrading {name} ({role}) to {target.version}")
+        upgrade_node(env, name, target, token)
+
+    def revert(names: list[str]) -> None:
+        for back in reversed(names):
+            say(f"putting {back} back on {previous.version}")
+            revert_node(env, back, token, previous)
+
+    return roll_nodes(env, token, upgrade=upgrade, revert=revert, say=say, mark=mark)
