@@ -87,20 +87,27 @@ class _Absent(Exception):
 
 @dataclass(frozen=True)
 class AwsCredentials:
-    """A static access key pair. ``repr`` shows the key id only, never the secret."""
+    """An access key pair, with the session token of temporary credentials (STS). ``repr``
+    shows the key id only, never the secret or the token."""
 
     access_key_id: str
     secret_access_key: str = field(repr=False)
+    session_token: str | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, str]:
         """For a state file (which must be private to the user: it holds the secret)."""
-        return {"access_key_id": self.access_key_id, "secret_access_key": self.secret_access_key}
+        data = {"access_key_id": self.access_key_id, "secret_access_key": self.secret_access_key}
+        if self.session_token:
+            data["session_token"] = self.session_token
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> AwsCredentials:
+        token = data.get("session_token")
         return cls(
             access_key_id=str(data["access_key_id"]),
             secret_access_key=str(data["secret_access_key"]),
+            session_token=str(token) if token else None,
         )
 
 
@@ -166,6 +173,7 @@ class AwsBase:
                         self._session = boto3.session.Session(
                             aws_access_key_id=creds.access_key_id if creds else None,
                             aws_secret_access_key=creds.secret_access_key if creds else None,
+                            aws_session_token=creds.session_token if creds else None,
                             region_name=self.target.region,
                         )
                     client = self._session.client(

@@ -1,8 +1,14 @@
-"""AWS STS: who the credentials are."""
+"""AWS STS: who the credentials are, and the web-identity exchange of IRSA."""
 
 from __future__ import annotations
 
-from vaultdr.aws._base import AwsBase
+from typing import Any
+
+import boto3  # type: ignore[import-untyped, unused-ignore]
+from botocore import UNSIGNED  # type: ignore[import-untyped, unused-ignore]
+from botocore.config import Config  # type: ignore[import-untyped, unused-ignore]
+
+from vaultdr.aws._base import AwsBase, AwsCredentials
 
 
 class StsCalls(AwsBase):
@@ -14,3 +20,48 @@ class StsCalls(AwsBase):
             "sts", "GetCallerIdentity", "caller", lambda: self._client("sts").get_caller_identity()
         )
         return {k: str(answer[k]) for k in ("Account", "Arn", "UserId") if k in answer}
+
+    def assume_role_with_web_identity(
+        self, role_arn: str, web_identity_token: str, *, session_name: str, seconds: int = 900
+    ) -> AwsCredentials:
+        """STS ``AssumeRoleWithWebIdentity``: temporary credentials of ``role_arn`` for a
+        service-account token (audience ``sts.amazonaws.com``), as IRSA's SDKs get them in a
+        pod. The token and the answer are secret: neither is ever put into an error.
+
+        On real AWS the call is unsigned (it needs no credentials, and a pod has none
+        before it). An emulator endpoint gets it signed with this target's credentials:
+        moto checks the signature of every call but the few JSON-target operations it lists
+        as public (moto/core/authorization.py ``PUBLIC_OPERATIONS``), and STS is not one.
+        """
+        client = self._client("sts") if self.target.endpoint_url else self._unsigned_sts()
+        answer: Any = self._call(
+            "sts",
+            "AssumeRoleWithWebIdentity",
+            role_arn,
+            lambda: client.assume_role_with_web_identity(
+                RoleArn=role_arn,
+                RoleSessionName=session_name,
+                WebIdentityToken=web_identity_token,
+                DurationSeconds=seconds,
+            ),
+            sensitive=True,
+        )
+        creds = answer["Credentials"]
+        return AwsCredentials(
+            access_key_id=str(creds["AccessKeyId"]),
+            secret_access_key=str(creds["SecretAccessKey"]),
+            session_token=str(creds["SessionToken"]),
+        )
+
+    def _unsigned_sts(self) -> Any:
+        """An STS client that signs nothing (AssumeRoleWithWebIdentity needs no credentials)."""
+        with self._lock:
+            client = self._clients.get("sts-unsigned")
+            if client is None:
+                client = boto3.session.Session(region_name=self.target.region).client(
+                    "sts",
+                    endpoint_url=self.target.endpoint_url,
+                    config=self._config.merge(Config(signature_version=UNSIGNED)),
+                )
+                self._clients["sts-unsigned"] = client
+            return client
