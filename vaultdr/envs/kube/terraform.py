@@ -319,6 +319,22 @@ def ops_values_path(state_dir: Path) -> Path:
     return filled_dir(state_dir) / "ops-values.yaml"
 
 
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings (the server's HCL config) as literal blocks, readable as written."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
+def _dump(data: dict[str, Any]) -> str:
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False)
+
+
 _HEADER = (
     "# Written by vaultdr from `terraform output -json` ({source}); do not edit:\n"
     "# `vaultdr kube values --env eks --terraform-output FILE` writes it again.\n"
@@ -334,8 +350,8 @@ def write_filled(
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     header = _HEADER.format(source=source)
     engine, ops = engine_values_path(state_dir, engine_kind), ops_values_path(state_dir)
-    engine.write_text(header + yaml.safe_dump(filled.engine, sort_keys=False))
-    ops.write_text(header + yaml.safe_dump(filled.ops, sort_keys=False))
+    engine.write_text(header + _dump(filled.engine))
+    ops.write_text(header + _dump(filled.ops))
     outputs = directory / OUTPUTS_FILE
     record = {"values": filled.outputs.values, "sensitive": sorted(filled.outputs.sensitive)}
     outputs.write_text(json.dumps(record, indent=2) + "\n")
