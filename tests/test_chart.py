@@ -170,7 +170,9 @@ def kind_values() -> dict[str, Any]:
 
 def terraform_outputs() -> terraform.TerraformOutputs:
     """TERRAFORM_OUTPUTS as `terraform output -json` prints them, read by vaultdr."""
-    printed = {k: {"sensitive": False, "type": "string", "value": v} for k, v in TERRAFORM_OUTPUTS.items()}
+    printed = {
+        k: {"sensitive": False, "type": "string", "value": v} for k, v in TERRAFORM_OUTPUTS.items()
+    }
     return terraform.parse_outputs(json.dumps(printed))
 
 
@@ -1085,7 +1087,11 @@ def test_the_certificate_issues_the_servers_secret_for_every_name_a_node_is_reac
     assert set(server["dnsNames"]) | set(server["ipAddresses"]) == set(deploy.node_hosts(env))
     assert {"server auth", "client auth"} <= set(server["usages"])
     # Signed by the chart's own CA, so the Secret carries the ca.crt vaultdr verifies with.
-    assert server["issuerRef"] == {"name": f"{RELEASE}-ca", "kind": "Issuer", "group": "cert-manager.io"}
+    assert server["issuerRef"] == {
+        "name": f"{RELEASE}-ca",
+        "kind": "Issuer",
+        "group": "cert-manager.io",
+    }
     ca = found[("Certificate", f"{RELEASE}-ca")]["spec"]
     assert ca["isCA"] is True
     assert found[("Issuer", f"{RELEASE}-ca")]["spec"] == {"ca": {"secretName": ca["secretName"]}}
@@ -1101,7 +1107,11 @@ def test_an_existing_issuer_is_used_instead_of_the_charts_own_ca(render: Render)
     found = cert_manager_objects(render(values))
     assert list(found) == [("Certificate", f"{RELEASE}-server")]
     spec = found[("Certificate", f"{RELEASE}-server")]["spec"]
-    assert spec["issuerRef"] == {"name": "corp-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"}
+    assert spec["issuerRef"] == {
+        "name": "corp-ca",
+        "kind": "ClusterIssuer",
+        "group": "cert-manager.io",
+    }
     assert "bao.example.com" in spec["dnsNames"]
 
 

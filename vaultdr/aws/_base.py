@@ -25,6 +25,7 @@ from botocore.exceptions import (  # type: ignore[import-untyped, unused-ignore]
     NoCredentialsError,
     ReadTimeoutError,
 )
+from botocore.parsers import ResponseParserError  # type: ignore[import-untyped, unused-ignore]
 
 from vaultdr.errors import AccessDenied, AwsError
 
@@ -239,8 +240,9 @@ class AwsBase:
                 f"{what} failed: no AWS credentials found",
                 hint="configure credentials (environment, profile or instance role)",
             ) from None
-        except BotoCoreError as exc:
-            # ParamValidationError and friends may quote parameter values: name the type only.
+        except (BotoCoreError, ResponseParserError) as exc:
+            # ParamValidationError and friends may quote parameter values, an unparseable
+            # answer (an emulator's HTML error page) its body: name the type only.
             raise AwsError(f"{what} failed: {type(exc).__name__}") from None
 
     def _pages(

@@ -28,12 +28,14 @@ class StsCalls(AwsBase):
         service-account token (audience ``sts.amazonaws.com``), as IRSA's SDKs get them in a
         pod. The token and the answer are secret: neither is ever put into an error.
 
-        On real AWS the call is unsigned (it needs no credentials, and a pod has none
-        before it). An emulator endpoint gets it signed with this target's credentials:
-        moto checks the signature of every call but the few JSON-target operations it lists
-        as public (moto/core/authorization.py ``PUBLIC_OPERATIONS``), and STS is not one.
+        On real AWS the call is unsigned, as botocore sends it (it registers
+        ``disable_signing`` for it; a pod has no credentials before it). An emulator
+        endpoint gets it signed with this target's credentials: moto, with IAM enforced,
+        reads the Authorization header of every request but the few JSON-target
+        operations it lists as public (moto/core/authorization.py ``PUBLIC_OPERATIONS``,
+        moto/iam/access_control.py ``IAMRequest``) and fails on an unsigned one.
         """
-        client = self._client("sts") if self.target.endpoint_url else self._unsigned_sts()
+        client = self._signed_sts() if self.target.endpoint_url else self._unsigned_sts()
         answer: Any = self._call(
             "sts",
             "AssumeRoleWithWebIdentity",
@@ -53,6 +55,21 @@ class StsCalls(AwsBase):
             session_token=str(creds["SessionToken"]),
         )
 
+    def _signed_sts(self) -> Any:
+        """An STS client that signs AssumeRoleWithWebIdentity too (for an emulator)."""
+        with self._lock:
+            client = self._clients.get("sts-signed")
+        if client is None:
+            client = self._client("sts")
+            # botocore registers disable_signing on this very event (botocore/handlers.py
+            # BUILTIN_HANDLERS); a handler registered first answers before it: SigV4.
+            client.meta.events.register_first(
+                "choose-signer.sts.AssumeRoleWithWebIdentity", _sign_v4, unique_id="vaultdr-sign"
+            )
+            with self._lock:
+                self._clients["sts-signed"] = client
+        return client
+
     def _unsigned_sts(self) -> Any:
         """An STS client that signs nothing (AssumeRoleWithWebIdentity needs no credentials)."""
         with self._lock:
@@ -65,3 +82,7 @@ class StsCalls(AwsBase):
                 )
                 self._clients["sts-unsigned"] = client
             return client
+
+
+def _sign_v4(**_: Any) -> str:
+    return "v4"
