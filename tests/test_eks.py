@@ -216,6 +216,18 @@ class OfflineEks(EksEnvironment):
         return self.state_dir / "ca.pem"
 
 
+def test_outputs_filled_again_replace_the_earlier_ones(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    fill(state, tmp_path)
+    moved = "222233334444.dkr.ecr.eu-west-1.amazonaws.com/vaultdr"
+    fill(state, tmp_path, {**OUTPUTS, "ecr_repository_url": moved, "snapshot_prefix": "snaps"})
+    env = eks_env(state)
+    assert deploy.agent_image(env) == f"{moved}:{vaultdr.__version__}"
+    assert env.snapshot_location()[1] == "snaps"
+    ops = yaml.safe_load(terraform.ops_values_path(state).read_text())
+    assert ops["image"]["repository"] == moved
+
+
 def test_the_stack_the_ops_chart_gets_carries_terraforms_facts(tmp_path: Path) -> None:
     state = tmp_path / "state"
     fill(state, tmp_path)

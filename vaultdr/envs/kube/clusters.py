@@ -26,6 +26,7 @@ from vaultdr.envs.kube.env import (
     CONFIRM_FLAG,
     DestructiveFaultRefused,
     KubeEnvironment,
+    seal_principal_kind,
 )
 from vaultdr.errors import ConfigError, StackStateError
 from vaultdr.statedir import STATE_ENV_VAR, resolve_state_dir
@@ -135,10 +136,8 @@ class EksEnvironment(KubeEnvironment):
 
     def _aws_target(self, principal: str) -> AwsTarget:
         """The default chain; for the seal, the seal role's own credentials (IRSA)."""
-        if principal != "seal" or not self.kube.seal_principal:
-            return super()._aws_target(principal)
-        kind, _ = self._seal_principal()
-        if kind != "role":
+        seal = self.kube.seal_principal
+        if principal != "seal" or not seal or seal_principal_kind(seal)[0] != "role":
             return super()._aws_target(principal)
         creds = self.seal_role_credentials()
         self._seal_expires = time.monotonic() + SEAL_SESSION - 300

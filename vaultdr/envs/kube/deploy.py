@@ -44,7 +44,7 @@ import yaml
 from vaultdr import __version__
 from vaultdr.agents.configure import Change
 from vaultdr.aws import Aws
-from vaultdr.config import Kube, Stack
+from vaultdr.config import Kube, Stack, load_stack
 from vaultdr.envs.base import StackStatus, initialize_cluster
 from vaultdr.envs.kube import terraform
 from vaultdr.envs.kube.api import KubeApi
@@ -186,10 +186,12 @@ def fill_values_from_terraform(env: DeployTarget, source: str) -> list[str]:
             hint="kind's values are complete as shipped",
         )
     outputs = terraform.read_outputs(source)
+    # The stack as written, not as earlier outputs overlaid it (their image, say).
+    declared = load_stack(env.stack_file) if env.stack_file else env.stack
     filled = terraform.fill_values(
         engine_template=Path(template_values_file(env)),
         ops_template=Path(template_ops_values_file(env)),
-        stack=env.stack,
+        stack=declared,
         outputs=outputs,
     )
     shown = "standard input" if source == "-" else source

@@ -27,7 +27,10 @@ Faults act through the Kubernetes API (and IAM for KMS), with these blast radii:
 * revoke-kms: an explicit IAM Deny of ``kms:Decrypt``/``kms:Encrypt`` as the
   inline policy ``vaultdr-revoke-kms`` on ``kube.seal_principal`` (the seal's IRSA
   role on eks, the seal's IAM user in the in-cluster emulator on kind), the same
-  policy the local environment uses. Undone by restore-kms / ``vaultdr rollback``,
+  policy the local environment uses. It returns only once the deny is in force (IAM
+  is eventually consistent): a KMS Decrypt with the seal principal's *own*
+  credentials (kind: its Secret's keys; eks: the seal role through IRSA, as the
+  server pod gets it) is refused. Undone by restore-kms / ``vaultdr rollback``,
   which are never refused.
 * freeze-node / thaw-node: an exec in the pod's engine container (pods/exec) of
   ``kill -STOP $(pidof bao)`` / ``-CONT`` (``pidof vault`` for HashiCorp Vault). The
