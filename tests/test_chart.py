@@ -24,6 +24,7 @@ render these values, that Vault unseals. Those need a cluster (docs/kubernetes.m
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 import subprocess
@@ -41,8 +42,8 @@ import vaultdr
 from tests.fake_kube import FakeCluster, FakeKubeApi
 from vaultdr.aws import Aws, AwsCredentials, AwsTarget
 from vaultdr.cli import build_parser
-from vaultdr.config import Kube, parse_stack
-from vaultdr.envs.kube import aws_bootstrap
+from vaultdr.config import Kube, Stack, load_stack, parse_stack
+from vaultdr.envs.kube import agents, aws_bootstrap, deploy, terraform
 from vaultdr.envs.kube.api import KubeApi
 from vaultdr.envs.local import awsemu, emulator
 from vaultdr.envs.local.processes import free_port, stop_pid
@@ -66,7 +67,10 @@ PLACEHOLDER = re.compile(r"REPLACE_WITH_TERRAFORM_OUTPUT_([a-z0-9_]+)")
 TERRAFORM_OUTPUTS = {
     "region": "eu-west-1",
     "cluster": "vaultdr-prod",
+    "namespace": "vaultdr",
     "seal_kms_key_id": "1234abcd-12ab-34cd-56ef-1234567890ab",
+    "seal_kms_key_arn": "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+    "snapshots_kms_key_arn": "arn:aws:kms:eu-west-1:111122223333:key/5678efab-12ab-34cd-56ef-1234567890ab",
     "seal_role_arn": "arn:aws:iam::111122223333:role/vaultdr-vaultdr-prod-seal",
     "snapshot_role_arn": "arn:aws:iam::111122223333:role/vaultdr-vaultdr-prod-snapshot",
     "restore_role_arn": "arn:aws:iam::111122223333:role/vaultdr-vaultdr-prod-restore",
@@ -164,8 +168,26 @@ def kind_values() -> dict[str, Any]:
     return values_file(KIND / "ops-values.yaml")
 
 
+def terraform_outputs() -> terraform.TerraformOutputs:
+    """TERRAFORM_OUTPUTS as `terraform output -json` prints them, read by vaultdr."""
+    printed = {
+        k: {"sensitive": False, "type": "string", "value": v} for k, v in TERRAFORM_OUTPUTS.items()
+    }
+    return terraform.parse_outputs(json.dumps(printed))
+
+
+def eks_filled() -> terraform.FilledValues:
+    """The EKS values as `vaultdr kube values --env eks` fills them from Terraform."""
+    return terraform.fill_values(
+        engine_template=EKS / "openbao-values.yaml",
+        ops_template=EKS / "ops-values.yaml",
+        stack=load_stack(EKS / "stack.yaml"),
+        outputs=terraform_outputs(),
+    )
+
+
 def eks_values() -> dict[str, Any]:
-    return values_file(EKS / "ops-values.yaml", fill=True)
+    return eks_filled().ops
 
 
 VALUES_SOURCES: dict[str, Callable[[], dict[str, Any]]] = {
@@ -992,3 +1014,123 @@ def test_the_kind_drill_workflow_keeps_evidence_and_tears_down_whatever_happens(
     kind = next(s for s in steps if s.get("uses", "").startswith("helm/kind-action"))
     assert kind["with"]["config"] == "environments/kind/kind-config.yaml"
     assert kind["with"]["cluster_name"] == load_yaml(KIND / "kind-config.yaml")["name"]
+
+
+# -- EKS values filled from Terraform ------------------------------------------------------------
+
+
+def test_the_filled_eks_values_run_the_ecr_image_and_encrypt_snapshots_with_the_snapshot_key(
+    render: Render, tmp_path: Path
+) -> None:
+    objects = render(eks_values())
+    images = {c["image"] for spec in pod_specs(objects).values() for c in spec["containers"]}
+    assert images == {f"{TERRAFORM_OUTPUTS['ecr_repository_url']}:{vaultdr.__version__}"}
+    configmap = one(objects, "ConfigMap", f"{RELEASE}-stack")
+    stack = parse_stack(yaml.safe_load(configmap["data"]["stack.yaml"]), source="the ConfigMap")
+    assert (stack.cluster, stack.region) == (TERRAFORM_OUTPUTS["cluster"], "eu-west-1")
+    assert stack.snapshots.bucket == TERRAFORM_OUTPUTS["snapshot_bucket"]
+    # The pod's snapshot agent, from the stack the chart mounts: the snapshot key, on which
+    # the snapshot role has its grant, never the seal key, on which it has none.
+    pod = agents.PodSettings.from_environ(
+        {
+            "VAULTDR_VAULT_ADDR": "https://openbao-active.vaultdr.svc:8200",
+            "VAULTDR_NODE_ADDRS": "https://openbao-0.openbao-internal:8200",
+            "VAULTDR_STATEFULSET": "openbao",
+            "VAULTDR_STATE_DIR": str(tmp_path),
+        }
+    )
+    agent = agents.snapshot_agent(pod, stack)
+    assert agent.settings.kms_key_id == TERRAFORM_OUTPUTS["snapshots_kms_key_arn"]
+    assert agent.settings.kms_key_id != TERRAFORM_OUTPUTS["seal_kms_key_arn"]
+
+
+def test_the_filled_engine_values_give_the_server_the_seal_role_and_key() -> None:
+    engine = eks_filled().engine
+    server = engine["server"]
+    assert server["serviceAccount"]["annotations"] == {
+        "eks.amazonaws.com/role-arn": TERRAFORM_OUTPUTS["seal_role_arn"]
+    }
+    (seal,) = hcl_blocks(server["ha"]["raft"]["config"], 'seal "awskms"')
+    assert hcl_setting(seal, "kms_key_id") == TERRAFORM_OUTPUTS["seal_kms_key_id"]
+    assert hcl_setting(seal, "region") == TERRAFORM_OUTPUTS["region"]
+    assert not PLACEHOLDER.search(yaml.safe_dump(engine) + yaml.safe_dump(eks_values()))
+
+
+# -- TLS from cert-manager ------------------------------------------------------------------------
+CERT_MANAGER = {"tls": {"certManager": {"enabled": True}}}
+
+
+def cert_manager_objects(objects: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {
+        (o["kind"], o["metadata"]["name"]): o
+        for o in objects
+        if o["apiVersion"] == "cert-manager.io/v1"
+    }
+
+
+def test_without_the_option_the_chart_renders_nothing_of_cert_manager(render: Render) -> None:
+    for source in VALUES_SOURCES.values():
+        assert cert_manager_objects(render(source())) == {}
+
+
+def test_the_certificate_issues_the_servers_secret_for_every_name_a_node_is_reached_by(
+    render: Render, tmp_path: Path
+) -> None:
+    from vaultdr.envs.kube.clusters import KindEnvironment
+
+    stack = {"snapshots": {"service_account": {"namespace": "bao-prod"}}}
+    found = cert_manager_objects(render({**CERT_MANAGER, "stack": stack}, namespace="bao-prod"))
+    server = found[("Certificate", f"{RELEASE}-server")]["spec"]
+    assert server["secretName"] == "openbao-tls"
+    # The same names as the certificate `vaultdr up` issues from its own CA.
+    env = KindEnvironment(tmp_path, Stack(kube=Kube(namespace="bao-prod")))
+    assert set(server["dnsNames"]) | set(server["ipAddresses"]) == set(deploy.node_hosts(env))
+    assert {"server auth", "client auth"} <= set(server["usages"])
+    # Signed by the chart's own CA, so the Secret carries the ca.crt vaultdr verifies with.
+    assert server["issuerRef"] == {
+        "name": f"{RELEASE}-ca",
+        "kind": "Issuer",
+        "group": "cert-manager.io",
+    }
+    ca = found[("Certificate", f"{RELEASE}-ca")]["spec"]
+    assert ca["isCA"] is True
+    assert found[("Issuer", f"{RELEASE}-ca")]["spec"] == {"ca": {"secretName": ca["secretName"]}}
+    assert ca["issuerRef"]["name"] == f"{RELEASE}-selfsigned"
+    assert found[("Issuer", f"{RELEASE}-selfsigned")]["spec"] == {"selfSigned": {}}
+    assert all(o["metadata"]["namespace"] == "bao-prod" for o in found.values())
+
+
+def test_an_existing_issuer_is_used_instead_of_the_charts_own_ca(render: Render) -> None:
+    values = copy.deepcopy(CERT_MANAGER)
+    values["tls"]["certManager"]["issuerRef"] = {"name": "corp-ca", "kind": "ClusterIssuer"}
+    values["tls"]["certManager"]["extraDnsNames"] = ["bao.example.com"]
+    found = cert_manager_objects(render(values))
+    assert list(found) == [("Certificate", f"{RELEASE}-server")]
+    spec = found[("Certificate", f"{RELEASE}-server")]["spec"]
+    assert spec["issuerRef"] == {
+        "name": "corp-ca",
+        "kind": "ClusterIssuer",
+        "group": "cert-manager.io",
+    }
+    assert "bao.example.com" in spec["dnsNames"]
+
+
+def test_the_rest_of_the_chart_with_cert_manager_is_still_valid_kubernetes(render: Render) -> None:
+    for obj in render({**kind_values(), **CERT_MANAGER}):
+        if obj["apiVersion"] != "cert-manager.io/v1":  # a CRD: not in Kubernetes' schemas
+            kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+
+
+@pytest.mark.parametrize(
+    ("setting", "field"),
+    [
+        ({"duration": "90 days"}, "/tls/certManager/duration"),
+        ({"issuer": "corp-ca"}, "/tls/certManager"),
+        ({"issuerRef": {"name": "Corp CA"}}, "/tls/certManager/issuerRef/name"),
+    ],
+)
+def test_cert_manager_values_violating_the_schema_are_refused(
+    render: Render, setting: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(helm_python.HelmValuesError, match=re.escape(field)):
+        render({"tls": {"certManager": {"enabled": True, **setting}}})

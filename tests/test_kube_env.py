@@ -47,6 +47,7 @@ from vaultdr.errors import (
     AccessDenied,
     ConfigError,
     EnvironmentStartError,
+    FaultError,
 )
 from vaultdr.ledger import WriteLedger
 from vaultdr.principals import REVOKE_KMS_POLICY, SEAL, for_emulator, revoke_kms_policy
@@ -461,13 +462,7 @@ def test_revoke_kms_on_kind_denies_the_seal_user_until_restored(
     vault_nodes: FakeVaultNodes,
     moto: awsemu.AwsStack,
 ) -> None:
-    cluster.add_secret(
-        "vaultdr-aws-admin",
-        {
-            "AWS_ACCESS_KEY_ID": moto.admin.access_key_id,
-            "AWS_SECRET_ACCESS_KEY": moto.admin.secret_access_key,
-        },
-    )
+    add_aws_secrets(cluster, moto)
     stack = Stack(
         cluster="vaultdr-kind",
         kube=Kube(seal_principal=moto.seal_user, aws_endpoint=moto.endpoint_url),
@@ -479,17 +474,62 @@ def test_revoke_kms_on_kind_denies_the_seal_user_until_restored(
 
     faults.inject(env, "revoke-kms")
     try:
+        # The moment revoke-kms returns, the seal's own Decrypt is refused: it waited.
+        assert not can_decrypt(seal, blob)
         assert common.kms_revoked(moto.admin_aws(), moto.seal_user)
         assert env.kms_revoked()
-        assert not can_decrypt(seal, blob)
     finally:
         results = faults.rollback(env)
 
     assert [r.fault for r in results] == ["revoke-kms"]
     assert not common.kms_revoked(moto.admin_aws(), moto.seal_user)
     assert can_decrypt(seal, blob)
+    # It checked with the seal's own keys (its Secret), besides acting as the admin.
     secret_reads = [r.path for r in cluster.requests if "/secrets/" in r.path]
-    assert secret_reads == [f"/api/v1/namespaces/{NS}/secrets/vaultdr-aws-admin"]
+    assert secret_reads == [
+        f"/api/v1/namespaces/{NS}/secrets/vaultdr-aws-admin",
+        f"/api/v1/namespaces/{NS}/secrets/vaultdr-aws-seal",
+    ]
+
+
+def add_aws_secrets(cluster: FakeCluster, moto: awsemu.AwsStack) -> None:
+    """The emulator's Secrets of the admin and the seal, as its bootstrap Job writes them."""
+    for principal, creds in (("admin", moto.admin), ("seal", moto.seal)):
+        cluster.add_secret(
+            f"vaultdr-aws-{principal}",
+            {
+                "AWS_ACCESS_KEY_ID": creds.access_key_id,
+                "AWS_SECRET_ACCESS_KEY": creds.secret_access_key,
+            },
+        )
+
+
+def test_revoke_kms_on_kind_fails_clearly_when_the_deny_never_reaches_the_seal(
+    tmp_path: Path,
+    kube_api: FakeKubeApi,
+    cluster: FakeCluster,
+    vault_nodes: FakeVaultNodes,
+    moto: awsemu.AwsStack,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # kube.seal_principal names another user than the one whose keys the seal runs with:
+    # the deny lands, but the seal can still decrypt, so the fault is not in force.
+    add_aws_secrets(cluster, moto)
+    monkeypatch.setattr(common, "REVOKE_WAIT", 1.5)
+    stack = Stack(
+        cluster="vaultdr-kind",
+        kube=Kube(seal_principal=moto.restore_user, aws_endpoint=moto.endpoint_url),
+    )
+    env = make_env(KindOnFake, tmp_path, kube_api, vault_nodes, context="kind-vaultdr", stack=stack)
+    try:
+        with pytest.raises(FaultError, match="not in force after 2 s") as err:
+            faults.inject(env, "revoke-kms")
+        assert "kube.seal_principal" in err.value.hint
+    finally:
+        faults.rollback(env)
+    # The fault engine undid the half-made fault: no deny is left on anyone.
+    assert not common.kms_revoked(moto.admin_aws(), moto.restore_user)
+    assert can_decrypt(moto.seal_aws(), moto.seal_aws().encrypt(moto.kms_key_id, b"unseal me"))
 
 
 def test_revoke_kms_on_eks_puts_the_deny_on_the_seal_role_and_rollback_lifts_it(
@@ -513,9 +553,23 @@ def test_revoke_kms_on_eks_puts_the_deny_on_the_seal_role_and_rollback_lifts_it(
         )
 
     iam = client("iam", moto.admin)
+    oidc = "oidc.eks.us-east-1.amazonaws.com/id/EXAMPLE"
     trust = {
         "Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}],
+        "Statement": [
+            {"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"},
+            {  # IRSA, as environments/eks/terraform/iam.tf writes it
+                "Effect": "Allow",
+                "Principal": {"Federated": f"arn:aws:iam::123456789012:oidc-provider/{oidc}"},
+                "Action": "sts:AssumeRoleWithWebIdentity",
+                "Condition": {
+                    "StringEquals": {
+                        f"{oidc}:sub": f"system:serviceaccount:{NS}:openbao",
+                        f"{oidc}:aud": "sts.amazonaws.com",
+                    }
+                },
+            },
+        ],
     }
     role = iam.create_role(RoleName="vaultdr-seal-irsa", AssumeRolePolicyDocument=json.dumps(trust))
     iam.put_role_policy(
@@ -547,16 +601,31 @@ def test_revoke_kms_on_eks_puts_the_deny_on_the_seal_role_and_rollback_lifts_it(
     annotate(cluster)
     stack = Stack(
         cluster="vaultdr-eks",
-        kube=Kube(seal_principal=role["Role"]["Arn"], aws_endpoint=moto.endpoint_url),
+        kube=Kube(
+            seal_principal=role["Role"]["Arn"],
+            kms_key_id=moto.kms_key_id,
+            aws_endpoint=moto.endpoint_url,
+        ),
     )
     env = eks_env(tmp_path, kube_api, vault_nodes, stack=stack)
     admin = Aws(AwsTarget("us-east-1", moto.endpoint_url, moto.admin))
 
     faults.inject(env, "revoke-kms")
     try:
+        # The moment revoke-kms returns, the seal role's Decrypt is refused: it waited...
+        assert not role_can_decrypt()
         deny = admin.get_role_policy("vaultdr-seal-irsa", REVOKE_KMS_POLICY)
         assert deny == revoke_kms_policy()
-        assert not role_can_decrypt()
+        # ... checking as the seal role itself, got as the server pod's SDK gets it (IRSA):
+        # a token of the server's service account for STS, exchanged for the role.
+        (token_request,) = [r for r in cluster.requests if r.path.endswith("/token")]
+        assert token_request.path == f"/api/v1/namespaces/{NS}/serviceaccounts/openbao/token"
+        assert token_request.body["spec"]["audiences"] == ["sts.amazonaws.com"]
+        assert (
+            env.aws("seal")
+            .caller_identity()["Arn"]
+            .startswith("arn:aws:sts::123456789012:assumed-role/vaultdr-seal-irsa/")
+        )
     finally:
         monkeypatch.delenv("VAULTDR_I_KNOW_THIS_BREAKS")  # rollback never needs it
         faults.rollback(EksEnvironment(tmp_path / "state", stack, kubeconfig=env.kubeconfig))

@@ -400,3 +400,20 @@ def test_every_placeholder_in_the_eks_values_is_a_terraform_output() -> None:
 def test_every_output_says_where_it_goes() -> None:
     for name, body in outputs().items():
         assert strings(setting(body, "description"))[0], name
+
+
+def test_every_output_vaultdr_fills_the_values_from_is_defined() -> None:
+    from vaultdr.envs.kube import terraform
+
+    missing = sorted(set(terraform.REQUIRED) - set(outputs()))
+    assert not missing, f"vaultdr kube values needs outputs that outputs.tf lacks: {missing}"
+
+
+def test_the_snapshot_key_output_is_the_key_the_snapshot_role_may_use() -> None:
+    # The snapshot agent encrypts with `snapshots_kms_key_arn` (kube.snapshot_kms_key_id);
+    # its role's only KMS grant is on that key, and none on the seal key.
+    assert setting(outputs()["snapshots_kms_key_arn"], "value") == "aws_kms_key.snapshots.arn"
+    kms = [s for s in statements(policy_document("snapshot")) if "kms:" in s]
+    assert kms and all("aws_kms_key.snapshots.arn" in s for s in kms)
+    assert not any("aws_kms_key.seal" in s for s in kms)
+    assert set(key_policy_grants(policy_document("seal_key"))) == {"seal"}

@@ -37,6 +37,7 @@ from vaultdr.drill.runner import FEATURES, run_drill
 from vaultdr.envs.base import Environment, StackStatus
 from vaultdr.envs.factory import open_environment
 from vaultdr.envs.kube.clusters import kube_environment_for
+from vaultdr.envs.kube.commands import add_terraform_output, fill_terraform_values
 from vaultdr.envs.kube.commands import register as register_kube
 from vaultdr.envs.local.env import LocalEnvironment
 from vaultdr.envs.local.healing import run_restore
@@ -175,6 +176,8 @@ def _print_status(status: StackStatus) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    if getattr(args, "terraform_output", None):
+        fill_terraform_values(args)  # eks: the chart values from Terraform, then up
     env = _any_environment(args, with_stack=True)
     if env.dry_run:
         print("\n".join(env.plan_up()))
@@ -461,6 +464,7 @@ def _add_stack_commands(add: Add) -> None:
     """up, status, down, env, sa-token, configure: the stack's life and how to reach it."""
     up = add("up", cmd_up, "start the stack and wait until it is healthy")
     up.add_argument("--dry-run", action="store_true", help="print the steps, run none")
+    add_terraform_output(up)
     status = add("status", cmd_status, "show every node: initialized, sealed, active, voter")
     status.add_argument("--json", action="store_true")
     down = add("down", cmd_down, "stop every process of the stack")

@@ -247,6 +247,14 @@ class Kube(_Strict):
     whose KMS access revoke-kms denies: the seal's IRSA role ARN on eks, the seal's
     IAM user name on kind (the in-cluster AWS emulator).
 
+    ``kms_key_id`` is the seal's key; ``snapshot_kms_key_id`` the key of the snapshots'
+    SSE-KMS (on eks Terraform's ``snapshots_kms_key_arn``, on which only the snapshot and
+    restore roles have grants; unset: the seal's key, as on the emulators, where they are
+    one key). ``tls_source`` says where the nodes' TLS Secret comes from: ``vaultdr``
+    (``up`` makes a CA in the state directory and writes the Secret) or ``cert-manager``
+    (the ops chart's Certificate; ``up`` waits for cert-manager to issue it, never writes
+    it, and reads its ``ca.crt`` again whenever it is rotated).
+
     Relative paths (``values``, ``ops_values``, ``ops_chart``, ``kind_config``,
     ``aws_manifest``) are relative to the directory of the stack file.
     """
@@ -267,6 +275,7 @@ class Kube(_Strict):
     aws_manifest: str | None = None
     seal_principal: str | None = None
     kms_key_id: str | None = None
+    snapshot_kms_key_id: str | None = None
     aws_endpoint: str | None = None
     aws_service: str = "moto"
     aws_service_port: Count = Field(default=5000, ge=1, le=65535)
@@ -278,6 +287,7 @@ class Kube(_Strict):
         "configure": "vaultdr-aws-configure",
     }
     tls_secret: str = "openbao-tls"
+    tls_source: Literal["vaultdr", "cert-manager"] = "vaultdr"
     access: Literal["port-forward", "service"] = "port-forward"
     timeout: Interval = 600.0
 

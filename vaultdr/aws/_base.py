@@ -25,6 +25,7 @@ from botocore.exceptions import (  # type: ignore[import-untyped, unused-ignore]
     NoCredentialsError,
     ReadTimeoutError,
 )
+from botocore.parsers import ResponseParserError  # type: ignore[import-untyped, unused-ignore]
 
 from vaultdr.errors import AccessDenied, AwsError
 
@@ -87,20 +88,27 @@ class _Absent(Exception):
 
 @dataclass(frozen=True)
 class AwsCredentials:
-    """A static access key pair. ``repr`` shows the key id only, never the secret."""
+    """An access key pair, with the session token of temporary credentials (STS). ``repr``
+    shows the key id only, never the secret or the token."""
 
     access_key_id: str
     secret_access_key: str = field(repr=False)
+    session_token: str | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, str]:
         """For a state file (which must be private to the user: it holds the secret)."""
-        return {"access_key_id": self.access_key_id, "secret_access_key": self.secret_access_key}
+        data = {"access_key_id": self.access_key_id, "secret_access_key": self.secret_access_key}
+        if self.session_token:
+            data["session_token"] = self.session_token
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> AwsCredentials:
+        token = data.get("session_token")
         return cls(
             access_key_id=str(data["access_key_id"]),
             secret_access_key=str(data["secret_access_key"]),
+            session_token=str(token) if token else None,
         )
 
 
@@ -166,6 +174,7 @@ class AwsBase:
                         self._session = boto3.session.Session(
                             aws_access_key_id=creds.access_key_id if creds else None,
                             aws_secret_access_key=creds.secret_access_key if creds else None,
+                            aws_session_token=creds.session_token if creds else None,
                             region_name=self.target.region,
                         )
                     client = self._session.client(
@@ -231,8 +240,9 @@ class AwsBase:
                 f"{what} failed: no AWS credentials found",
                 hint="configure credentials (environment, profile or instance role)",
             ) from None
-        except BotoCoreError as exc:
-            # ParamValidationError and friends may quote parameter values: name the type only.
+        except (BotoCoreError, ResponseParserError) as exc:
+            # ParamValidationError and friends may quote parameter values, an unparseable
+            # answer (an emulator's HTML error page) its body: name the type only.
             raise AwsError(f"{what} failed: {type(exc).__name__}") from None
 
     def _pages(

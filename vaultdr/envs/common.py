@@ -29,7 +29,8 @@ from vaultdr.aws import Aws
 from vaultdr.config import Stack
 from vaultdr.envs.base import NodeStatus, read_recovery_keys, read_root_token
 from vaultdr.envs.diagnostics import Diagnostics, DiagnosticsWriter
-from vaultdr.errors import VaultdrError
+from vaultdr.errors import AccessDenied, FaultError, VaultdrError
+from vaultdr.polling import wait_for
 from vaultdr.principals import REVOKE_KMS_POLICY, revoke_kms_policy
 from vaultdr.vault import VaultClient
 
@@ -67,7 +68,13 @@ class EnvironmentBase(ABC):
 
     @abstractmethod
     def kms_key_id(self) -> str:
-        """The KMS key of the seal, which the snapshots' SSE-KMS uses too."""
+        """The KMS key of the seal."""
+
+    def snapshot_kms_key_id(self) -> str:
+        """The KMS key of the snapshots' SSE-KMS: the seal's own key unless a backend has
+        one for snapshots (eks: Terraform's snapshot key; the snapshot role has no grant on
+        the seal key, so uploads with it are refused)."""
+        return self.kms_key_id()
 
     @abstractmethod
     def snapshot_location(self) -> tuple[str, str]: ...
@@ -142,7 +149,7 @@ class EnvironmentBase(ABC):
             prefix=prefix,
             retain_last=snapshots.retain.last,
             retain_daily=snapshots.retain.daily,
-            kms_key_id=self.kms_key_id(),
+            kms_key_id=self.snapshot_kms_key_id(),
             role=SNAPSHOT_ROLE,
             auth_mount=auth.path if auth else "kubernetes",
             status_file=self.state_dir / "agents" / "snapshot.json",
@@ -182,18 +189,82 @@ class EnvironmentBase(ABC):
 
 # --- the revoke-KMS fault: one IAM policy, on an IAM user or role -------------------------
 
+#: How long :func:`revoke_kms` waits for the deny to be in force. IAM is eventually
+#: consistent: AWS says a policy change takes effect "typically within seconds" but may
+#: take longer; an emulator enforces it at once.
+REVOKE_WAIT = 120.0
+#: The plaintext of the probe the seal encrypts before the deny and must fail to decrypt
+#: after it (nothing secret).
+REVOKE_PROBE = b"vaultdr revoke-kms probe"
 
-def revoke_kms(aws: Aws, name: str, *, kind: str = "user") -> None:
+
+def revoke_kms(
+    aws: Aws,
+    name: str,
+    *,
+    kind: str = "user",
+    seal: Aws | None = None,
+    key_id: str | None = None,
+    timeout: float = REVOKE_WAIT,
+    interval: float = 1.0,
+) -> None:
     """Deny the IAM ``kind`` ("user" or "role") ``name`` kms:Decrypt and kms:Encrypt
-    (inline policy ``vaultdr-revoke-kms``).
+    (inline policy ``vaultdr-revoke-kms``), then, with ``seal`` (AWS as the seal principal
+    itself, with its own credentials) and ``key_id`` (the seal key), wait until the deny
+    is in force: a KMS Decrypt by the seal of a probe it encrypted just before is refused.
 
-    ``aws`` must act as an IAM admin. A running node keeps working (it holds its keys in
-    memory); a node that restarts stays sealed until :func:`restore_kms`.
+    Only then is the fault injected: a node restarted earlier could still unseal, and the
+    drill would misjudge it. A deny not in force within ``timeout`` seconds is a
+    :class:`~vaultdr.errors.FaultError` (the policy stays attached; the rollback journal
+    lifts it). ``aws`` must act as an IAM admin. A running node keeps working (it holds its
+    keys in memory); a node that restarts stays sealed until :func:`restore_kms`.
     """
+    probe = _seal_probe(seal, key_id, name) if seal is not None and key_id else None
     if kind == "role":
         aws.put_role_policy(name, REVOKE_KMS_POLICY, revoke_kms_policy())
     else:
         aws.put_user_policy(name, REVOKE_KMS_POLICY, revoke_kms_policy())
+    if seal is not None and probe is not None:
+        wait_until_denied(
+            seal, probe, what=f"IAM {kind} {name}", timeout=timeout, interval=interval
+        )
+
+
+def _seal_probe(seal: Aws, key_id: str, name: str) -> bytes | None:
+    """A ciphertext the seal made with its key now; None when the seal is already denied."""
+    try:
+        return seal.encrypt(key_id, REVOKE_PROBE)
+    except AccessDenied:
+        return None  # already denied (a revoke in force): nothing to wait for
+    except VaultdrError as exc:
+        raise FaultError(
+            f"revoke-kms cannot check the deny: the seal principal's own KMS Encrypt with "
+            f"{key_id} failed ({exc.message}); nothing was changed",
+            hint="check the seal's credentials and kube.kms_key_id (vaultdr status shows "
+            "whether the seal reaches its key)",
+        ) from None
+
+
+def wait_until_denied(
+    seal: Aws, probe: bytes, *, what: str, timeout: float = REVOKE_WAIT, interval: float = 1.0
+) -> None:
+    """Poll KMS Decrypt of ``probe`` as the seal until it is refused (AccessDenied)."""
+
+    def denied() -> bool:
+        try:
+            seal.decrypt(probe)
+        except AccessDenied:
+            return True
+        return False
+
+    if not wait_for(denied, timeout=timeout, interval=interval):
+        raise FaultError(
+            f"revoke-kms: the deny on {what} was not in force after {timeout:.0f} s: the "
+            "seal's own credentials can still decrypt with its key",
+            hint="is that the principal the seal runs as? (kube.seal_principal: the seal's "
+            "IRSA role on eks, its IAM user on kind); the deny stays attached until "
+            "restore-kms or `vaultdr rollback`",
+        )
 
 
 def restore_kms(aws: Aws, name: str, *, kind: str = "user") -> None:

@@ -58,6 +58,7 @@ from vaultdr.agents.snapshot.agent import (
     format_age,
     next_due,
     read_status,
+    sse_kms_key_id,
 )
 from vaultdr.agents.snapshot.format import (
     GZIP_MAGIC,
@@ -122,6 +123,7 @@ __all__ = [
     "read_status",
     "snapshot_key",
     "snapshot_metadata",
+    "sse_kms_key_id",
     "upload_snapshot",
     "verify_snapshot",
 ]

@@ -59,13 +59,26 @@ from vaultdr.agents.snapshot.store import (
     utc_iso,
 )
 from vaultdr.aws import Aws
+from vaultdr.config import Stack
 from vaultdr.errors import VaultApiError, VaultdrError
 from vaultdr.files import write_json_atomic
+from vaultdr.principals import seal_alias
 from vaultdr.vault import VaultClient
 
 log = logging.getLogger("vaultdr.snapshot")
 
 _ERROR_TEXT_LIMIT = 500
+
+
+def sse_kms_key_id(stack: Stack) -> str:
+    """The KMS key ``stack``'s snapshots are SSE-KMS encrypted with, wherever the agent runs:
+    ``kube.snapshot_kms_key_id`` (eks: Terraform's snapshot key, on which the snapshot role
+    has its only KMS grant), else the seal's key (``kube.kms_key_id``, else the emulators'
+    seal alias; on the emulators the snapshots share the seal key)."""
+    kube = stack.kube
+    if kube is not None and kube.snapshot_kms_key_id:
+        return kube.snapshot_kms_key_id
+    return (kube.kms_key_id if kube else None) or seal_alias(stack.cluster)
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,12 @@ from typing import Any
 
 from vaultdr.agents.configure import SNAPSHOT_ROLE, KubernetesTarget, reconcile
 from vaultdr.agents.restore import Restorer, RestoreRecord, RestoreSettings, cluster_is_empty
-from vaultdr.agents.snapshot import SnapshotAgent, SnapshotRecord, SnapshotSettings
+from vaultdr.agents.snapshot import (
+    SnapshotAgent,
+    SnapshotRecord,
+    SnapshotSettings,
+    sse_kms_key_id,
+)
 from vaultdr.aws import Aws, AwsTarget
 from vaultdr.config import Stack
 from vaultdr.envs.base import read_recovery_keys, read_root_token, ssm_path
@@ -64,7 +69,6 @@ from vaultdr.envs.kube.api import KubeApi
 from vaultdr.errors import EXIT_NOT_GOOD, EXIT_OK, ConfigError, StackStateError, VaultdrError
 from vaultdr.files import write_json_atomic
 from vaultdr.polling import wait_for
-from vaultdr.principals import seal_alias
 from vaultdr.vault import VaultClient
 
 log = logging.getLogger("vaultdr.agent")
@@ -332,7 +336,6 @@ class BeatingSnapshotAgent(SnapshotAgent):
 
 def snapshot_agent(pod: PodSettings, stack: Stack) -> SnapshotAgent:
     auth = stack.configure.auth.kubernetes
-    kube = stack.kube
     settings = SnapshotSettings(
         cluster=stack.cluster,
         addresses=pod.node_addrs,
@@ -341,7 +344,7 @@ def snapshot_agent(pod: PodSettings, stack: Stack) -> SnapshotAgent:
         prefix=stack.snapshots.prefix,
         retain_last=stack.snapshots.retain.last,
         retain_daily=stack.snapshots.retain.daily,
-        kms_key_id=(kube.kms_key_id if kube else None) or seal_alias(stack.cluster),
+        kms_key_id=sse_kms_key_id(stack),
         role=SNAPSHOT_ROLE,
         auth_mount=auth.path if auth else "kubernetes",
         status_file=pod.work_dir / "snapshot.json",

@@ -849,6 +849,21 @@ class KubeApi:
         """A client model as the API's JSON (camelCase keys, times as ISO 8601)."""
         return self._api.sanitize_for_serialization(model)
 
+    # --- secrets others manage -------------------------------------------------------------------
+    def read_secret_annotations(self, namespace: str, name: str) -> dict[str, str] | None:
+        """GET /api/v1/namespaces/{namespace}/secrets/{name}: its annotations only (e.g.
+        cert-manager's ``cert-manager.io/certificate-name``); None when there is no such
+        Secret. The data is not returned."""
+        secret: Any = self._optional(
+            f"read secret {namespace}/{name}",
+            lambda: self.core.read_namespaced_secret(
+                name, namespace, _request_timeout=REQUEST_TIMEOUT
+            ),
+        )
+        if secret is None:
+            return None
+        return {str(k): str(v) for k, v in (secret.metadata.annotations or {}).items()}
+
 
 def _event_summary(event: Any) -> dict[str, Any]:
     when = event.last_timestamp or event.event_time or event.first_timestamp

@@ -13,20 +13,29 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from pathlib import Path
 from typing import Any
 
-from vaultdr.aws import AwsCredentials, AwsTarget
+from vaultdr.aws import Aws, AwsCredentials, AwsTarget
 from vaultdr.config import Stack, load_stack_for
+from vaultdr.envs.kube import terraform
 from vaultdr.envs.kube.env import (
     ALLOW_ANNOTATION,
     CONFIRM_ENV_VAR,
     CONFIRM_FLAG,
     DestructiveFaultRefused,
     KubeEnvironment,
+    seal_principal_kind,
 )
 from vaultdr.errors import ConfigError, StackStateError
 from vaultdr.statedir import STATE_ENV_VAR, resolve_state_dir
+
+#: The audience EKS's pod identity webhook projects for IRSA, which the roles' trust
+#: policies require (environments/eks/terraform/iam.tf).
+IRSA_AUDIENCE = "sts.amazonaws.com"
+#: Seconds the seal role's session lasts (STS's minimum is 900).
+SEAL_SESSION = 900
 
 
 class KindEnvironment(KubeEnvironment):
@@ -100,9 +109,63 @@ class KindEnvironment(KubeEnvironment):
 
 class EksEnvironment(KubeEnvironment):
     """An existing EKS cluster: destructive faults only when the namespace opts in and the
-    command names the context it expects to break."""
+    command names the context it expects to break.
+
+    Its stack takes the Terraform facts ``vaultdr kube values`` kept in the state directory
+    (:mod:`vaultdr.envs.kube.terraform`), when there are some. AWS acts through boto3's
+    default chain, except the seal: its own credentials are the seal role's, got exactly as
+    the server pod's SDK gets them (IRSA), for revoke-kms to see its deny in force."""
 
     name = "eks"
+
+    def __init__(self, state_dir: Path, stack: Stack, **kwargs: Any) -> None:
+        outputs = terraform.read_filled_outputs(state_dir)
+        if outputs is not None:
+            stack = terraform.apply_outputs(stack, outputs)
+        super().__init__(state_dir, stack, **kwargs)
+        self.terraform_outputs = outputs
+        self._seal_expires = 0.0
+
+    def aws(self, principal: str = "admin") -> Aws:
+        """As :meth:`KubeEnvironment.aws`; the seal's IRSA credentials are renewed before
+        they expire."""
+        if principal == "seal" and time.monotonic() > self._seal_expires:
+            with self._lock:
+                self._aws.pop("seal", None)
+        return super().aws(principal)
+
+    def _aws_target(self, principal: str) -> AwsTarget:
+        """The default chain; for the seal, the seal role's own credentials (IRSA)."""
+        seal = self.kube.seal_principal
+        if principal != "seal" or not seal or seal_principal_kind(seal)[0] != "role":
+            return super()._aws_target(principal)
+        creds = self.seal_role_credentials()
+        self._seal_expires = time.monotonic() + SEAL_SESSION - 300
+        return AwsTarget(self.stack.region, self.kube.aws_endpoint, creds)
+
+    def server_service_account(self) -> tuple[str, str]:
+        """The server pods' service account: stack.yaml's reviewer (Vault's own service
+        account) when it is in this namespace, else the official chart's (the release)."""
+        reviewer = self.stack.kubernetes.reviewer
+        if reviewer.namespace == self.namespace:
+            return reviewer.namespace, reviewer.name
+        return self.namespace, self.kube.release
+
+    def seal_role_credentials(self) -> AwsCredentials:
+        """What the server pod's SDK does with IRSA: a token of its service account for the
+        audience ``sts.amazonaws.com`` (TokenRequest), exchanged by STS
+        AssumeRoleWithWebIdentity for the seal role's credentials. Neither is ever logged."""
+        namespace, name = self.server_service_account()
+        token = self.service_account_token(
+            namespace, name, audiences=[IRSA_AUDIENCE], ttl=SEAL_SESSION
+        )
+        sts = Aws(AwsTarget(self.stack.region, self.kube.aws_endpoint))
+        return sts.assume_role_with_web_identity(
+            str(self.kube.seal_principal),
+            token,
+            session_name="vaultdr-seal-check",
+            seconds=SEAL_SESSION,
+        )
 
     def _check_destructive(self, fault: str) -> None:
         super()._check_destructive(fault)

@@ -7,7 +7,10 @@
 on success; ``aws-bootstrap`` is the kind AWS emulator's bootstrap Job
 (:mod:`vaultdr.envs.kube.aws_bootstrap`), configured by its environment, not by a
 stack file, and run once per emulator; ``health`` is the agents' exec probe (exit 0 while
-the agent's heartbeat is fresh, see :func:`agent_health`). ``kube plan`` prints every step ``vaultdr up`` (or ``down``) would run
+the agent's heartbeat is fresh, see :func:`agent_health`). ``kube values --env eks --terraform-output FILE``
+fills the eks chart values from ``terraform output -json`` into the state directory
+(:mod:`vaultdr.envs.kube.terraform`); ``up --terraform-output FILE`` does the same first.
+``kube plan`` prints every step ``vaultdr up`` (or ``down``) would run
 for ``--env kind|eks``, command lines included, and runs nothing. For ``down`` on eks it
 also says (on stderr) what ``down`` needs not to be refused: the namespace's opt-in
 annotation and the confirmation flag (:data:`~vaultdr.envs.kube.env.CONFIRM_FLAG`, the
@@ -23,13 +26,23 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vaultdr.config import load_stack
-from vaultdr.envs.kube import agents
+from vaultdr.envs.kube import agents, deploy
 from vaultdr.envs.kube.aws_bootstrap import run_aws_bootstrap
 from vaultdr.envs.kube.clusters import kube_environment_for
 from vaultdr.envs.kube.env import ALLOW_ANNOTATION, CONFIRM_ENV_VAR, CONFIRM_FLAG
 from vaultdr.errors import ConfigError
 
-__all__ = ["agent_health", "cmd_agent", "cmd_kube_plan", "down_confirmation_note", "register"]
+__all__ = [
+    "add_terraform_output",
+    "agent_health",
+    "cmd_agent",
+    "cmd_kube",
+    "cmd_kube_plan",
+    "cmd_kube_values",
+    "down_confirmation_note",
+    "fill_terraform_values",
+    "register",
+]
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -63,10 +76,48 @@ def agent_health(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_kube(args: argparse.Namespace) -> int:
+    """``vaultdr kube plan up|down`` or ``vaultdr kube values --terraform-output FILE``."""
+    if args.verb == "values":
+        return cmd_kube_values(args)
+    return cmd_kube_plan(args)
+
+
+def cmd_kube_values(args: argparse.Namespace) -> int:
+    """Fill the eks chart values from ``terraform output -json`` into the state directory."""
+    if args.env != "eks":
+        raise ConfigError(
+            f"kube values is for --env eks (the values of --env {args.env} need no filling)",
+            hint="vaultdr kube values --env eks --terraform-output FILE",
+        )
+    if not args.terraform_output:
+        raise ConfigError(
+            "kube values needs --terraform-output FILE (`terraform output -json`, - for stdin)",
+            hint="terraform -chdir=environments/eks/terraform output -json | "
+            "vaultdr kube values --env eks --terraform-output -",
+        )
+    fill_terraform_values(args)
+    return 0
+
+
+def fill_terraform_values(args: argparse.Namespace) -> None:
+    """What ``kube values`` and ``up --terraform-output`` do: fill, keep, and say what."""
+    if args.env != "eks":
+        raise ConfigError(
+            f"--terraform-output is for --env eks, not --env {args.env}",
+            hint="kind's values are complete as shipped",
+        )
+    env = kube_environment_for(args.env, config=args.config, state_dir=args.state_dir, dry_run=True)
+    for line in deploy.fill_values_from_terraform(env, args.terraform_output):
+        print(line, file=sys.stderr)
+
+
 def cmd_kube_plan(args: argparse.Namespace) -> int:
 
     if args.env not in ("kind", "eks"):
         raise ConfigError("kube plan is for --env kind or --env eks")
+    if args.action is None:
+        raise ConfigError("kube plan needs what to plan: up or down", hint="vaultdr kube plan up")
     env = kube_environment_for(args.env, config=args.config, state_dir=args.state_dir, dry_run=True)
     lines = env.plan_up() if args.action == "up" else env.plan_down(keep_data=args.keep_data)
     for line in lines:
@@ -119,10 +170,24 @@ def register(
     kube = sub.add_parser(
         "kube",
         parents=[common],
-        help="print what `up`/`down` would run on kind/eks, without running it",
-        description="Print every step `vaultdr up` or `down` would run for --env kind|eks.",
+        help="print what `up`/`down` would run on kind/eks; fill the eks values from Terraform",
+        description="`kube plan up|down`: print every step `vaultdr up` or `down` would run "
+        "for --env kind|eks. `kube values --env eks --terraform-output FILE`: fill the eks "
+        "chart values from `terraform output -json` (FILE, or - for stdin) into the state "
+        "directory, where `up --env eks` takes them from.",
     )
-    kube.add_argument("verb", choices=["plan"])
-    kube.add_argument("action", choices=["up", "down"])
+    kube.add_argument("verb", choices=["plan", "values"])
+    kube.add_argument("action", nargs="?", choices=["up", "down"], help="plan: up or down")
     kube.add_argument("--keep-data", action="store_true", help="down: keep the PVCs")
-    kube.set_defaults(handler=cmd_kube_plan)
+    add_terraform_output(kube)
+    kube.set_defaults(handler=cmd_kube)
+
+
+def add_terraform_output(parser: argparse.ArgumentParser) -> None:
+    """``--terraform-output FILE``, for ``kube values`` and ``up --env eks``."""
+    parser.add_argument(
+        "--terraform-output",
+        metavar="FILE",
+        help="eks: `terraform output -json` (a file, - for stdin) to fill the chart values "
+        "from; kept in the state directory",
+    )

@@ -44,8 +44,9 @@ import yaml
 from vaultdr import __version__
 from vaultdr.agents.configure import Change
 from vaultdr.aws import Aws
-from vaultdr.config import Kube, Stack
+from vaultdr.config import Kube, Stack, load_stack
 from vaultdr.envs.base import StackStatus, initialize_cluster
+from vaultdr.envs.kube import terraform
 from vaultdr.envs.kube.api import KubeApi
 from vaultdr.envs.tls import LocalCA
 from vaultdr.errors import ConfigError, EnvironmentStartError, StackStateError, VaultdrError
@@ -55,6 +56,12 @@ from vaultdr.vault import VaultClient
 REPO_ROOT = Path(__file__).resolve().parents[3]
 STATE_FILE = "kube.json"
 AGENT_IMAGE = "vaultdr-agent"
+#: The ops chart's agents (each has ``<agent>.enabled``).
+OPS_AGENTS = ("snapshot", "restore", "configure")
+#: The annotation cert-manager puts on every Secret it issues for a Certificate
+#: (cert-manager pkg/apis/certmanager/v1/types.go CertificateNameKey, set in
+#: pkg/controller/certificates/issuing/internal/secret.go).
+CERT_MANAGER_CERTIFICATE = "cert-manager.io/certificate-name"
 
 TOOL_HINTS = {
     "kind": "install kind: https://kind.sigs.k8s.io/docs/user/quick-start/#installation "
@@ -141,12 +148,73 @@ def resolve(env: DeployTarget, value: str) -> str:
     return str(path if path.is_absolute() else (stack_dir(env) / path).resolve())
 
 
-def values_file(env: DeployTarget) -> str:
+def template_values_file(env: DeployTarget) -> str:
+    """The official chart's values as stack.yaml names them (on eks: with placeholders)."""
     return resolve(env, env.kube.values or f"{env.stack.engine.kind}-values.yaml")
 
 
-def ops_values_file(env: DeployTarget) -> str:
+def template_ops_values_file(env: DeployTarget) -> str:
+    """The ops chart's values as stack.yaml names them (on eks: with placeholders)."""
     return resolve(env, env.kube.ops_values or "ops-values.yaml")
+
+
+def values_file(env: DeployTarget) -> str:
+    """The official chart's values ``up`` installs: on eks the ones filled from Terraform's
+    outputs (``vaultdr kube values``) when there are some, else stack.yaml's."""
+    filled = terraform.engine_values_path(env.state_dir, env.stack.engine.kind)
+    if env.name == "eks" and filled.exists():
+        return str(filled)
+    return template_values_file(env)
+
+
+def ops_values_file(env: DeployTarget) -> str:
+    """The ops chart's values ``up`` installs (filled on eks as :func:`values_file`)."""
+    filled = terraform.ops_values_path(env.state_dir)
+    if env.name == "eks" and filled.exists():
+        return str(filled)
+    return template_ops_values_file(env)
+
+
+def fill_values_from_terraform(env: DeployTarget, source: str) -> list[str]:
+    """Fill the eks values from ``terraform output -json`` (a file, ``-``: stdin) into the
+    state directory (see :mod:`vaultdr.envs.kube.terraform`); what was filled, per line.
+
+    Later ``up``/``down`` and every command of this environment use them."""
+    if env.name != "eks":
+        raise ConfigError(
+            f"Terraform outputs are for --env eks, not --env {env.name}",
+            hint="kind's values are complete as shipped",
+        )
+    outputs = terraform.read_outputs(source)
+    # The stack as written, not as earlier outputs overlaid it (their image, say).
+    declared = load_stack(env.stack_file) if env.stack_file else env.stack
+    filled = terraform.fill_values(
+        engine_template=Path(template_values_file(env)),
+        ops_template=Path(template_ops_values_file(env)),
+        stack=declared,
+        outputs=outputs,
+    )
+    shown = "standard input" if source == "-" else source
+    paths = terraform.write_filled(
+        env.state_dir, filled, engine_kind=env.stack.engine.kind, source=shown
+    )
+    lines = terraform.describe(outputs, image=filled.image, engine_kind=env.stack.engine.kind)
+    return [*lines, *(f"wrote {path}" for path in paths)]
+
+
+def check_values_filled(env: DeployTarget) -> None:
+    """Refuse (exit 2) to install values files that still hold Terraform placeholders."""
+    for path in (values_file(env), ops_values_file(env)):
+        try:
+            found = terraform.PLACEHOLDER.findall(Path(path).read_text(encoding="utf-8"))
+        except OSError:
+            continue  # helm names a missing file itself
+        if found:
+            raise ConfigError(
+                f"{path} still holds Terraform placeholders ({', '.join(sorted(set(found)))})",
+                hint="fill them from Terraform: vaultdr kube values --env eks "
+                "--terraform-output FILE (FILE: `terraform output -json`, - for stdin)",
+            )
 
 
 def stack_values_file(env: DeployTarget) -> Path:
@@ -158,6 +226,9 @@ def write_stack_values(env: DeployTarget) -> None:
     data = env.stack.model_dump(mode="json", exclude_none=True)
     if env.stack_file and Path(env.stack_file).exists():
         data = yaml.safe_load(Path(env.stack_file).read_text()) or {}
+        outputs = terraform.read_filled_outputs(env.state_dir) if env.name == "eks" else None
+        if outputs is not None and env.kube.image:  # the stack's Terraform facts
+            data = terraform.overlay_stack(data, outputs, image=env.kube.image)
     env.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     stack_values_file(env).write_text(yaml.safe_dump({"stack": data}, sort_keys=False))
 
@@ -273,9 +344,23 @@ def helm_install_engine(env: DeployTarget) -> list[str]:
     ]
 
 
-def helm_install_ops(env: DeployTarget) -> list[str]:
-    """The ops chart with the stack file and the agent image."""
-    repository, _, tag = agent_image(env).rpartition(":")
+def helm_install_ops(env: DeployTarget, *, tls_only: bool = False) -> list[str]:
+    """The ops chart with the stack file and the agent image.
+
+    The image is set on the command line on kind (the one ``up`` builds and loads) and
+    wherever stack.yaml (or Terraform's ECR output, on eks) names one; otherwise the
+    values file's image stands. With cert-manager TLS the chart's Certificate is on;
+    ``tls_only`` installs the release with every agent off, before the servers start, so
+    that cert-manager issues their Secret first (the agents need the cluster up)."""
+    settings: list[str] = []
+    if env.name == "kind" or env.kube.image:
+        repository, _, tag = agent_image(env).rpartition(":")
+        settings.append(f"image.repository={repository},image.tag={tag}")
+    if env.kube.tls_source == "cert-manager":
+        settings.append("tls.certManager.enabled=true")
+    if tls_only:
+        settings.append(",".join(f"{agent}.enabled=false" for agent in OPS_AGENTS))
+    wait = [] if tls_only else ["--wait", "--timeout", f"{int(env.kube.timeout)}s"]
     return [
         "helm",
         "upgrade",
@@ -288,11 +373,8 @@ def helm_install_ops(env: DeployTarget) -> list[str]:
         ops_values_file(env),
         "--values",
         str(stack_values_file(env)),
-        "--set",
-        f"image.repository={repository},image.tag={tag}",
-        "--wait",
-        "--timeout",
-        f"{int(env.kube.timeout)}s",
+        *(arg for setting in settings for arg in ("--set", setting)),
+        *wait,
         *_context_args(env),
     ]
 
@@ -324,6 +406,12 @@ def plan_up(env: DeployTarget) -> list[Step]:
             Step("build the agent image", docker_build(env)),
             Step("load the agent image into kind", kind_load(env)),
         ]
+    outputs = terraform.read_filled_outputs(env.state_dir) if env.name == "eks" else None
+    if outputs is not None:
+        filled = terraform.describe(
+            outputs, image=agent_image(env), engine_kind=env.stack.engine.kind
+        )
+        steps.append(Step(f"use the values filled from Terraform's outputs: {'; '.join(filled)}"))
     steps += [
         Step(f"create namespace {ns} (unless it exists)", action=lambda: ensure_namespace(env)),
         Step(
@@ -331,10 +419,7 @@ def plan_up(env: DeployTarget) -> list[Step]:
             "(only in namespaces vaultdr owns)",
             action=lambda: ensure_service_accounts(env, release_namespace=False),
         ),
-        Step(
-            f"create secret {ns}/{env.kube.tls_secret} (CA and node certificates)",
-            action=lambda: apply_tls_secret(env),
-        ),
+        *tls_steps(env),
     ]
     if env.name == "kind":
         manifest = resolve(env, env.kube.aws_manifest or "aws-emulator.yaml")
@@ -432,6 +517,7 @@ def deploy(env: DeployTarget) -> None:
     env.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     if env.name == "eks":
         check_expected_context(env)
+        check_values_filled(env)
     run_plan(plan_up(env), dry_run=env.dry_run)
 
 
@@ -621,8 +707,66 @@ def node_hosts(env: DeployTarget) -> list[str]:
     return hosts
 
 
+def tls_steps(env: DeployTarget) -> list[Step]:
+    """The nodes' TLS Secret: vaultdr's CA, or cert-manager's Certificate (ops chart)."""
+    ns, secret = env.namespace, env.kube.tls_secret
+    if env.kube.tls_source != "cert-manager":
+        return [
+            Step(
+                f"create secret {ns}/{secret} (CA and node certificates), unless cert-manager "
+                "manages it",
+                action=lambda: apply_tls_secret(env),
+            )
+        ]
+    return [
+        Step(
+            f"write {stack_values_file(env)} (the stack file as the ops chart's `stack`)",
+            action=lambda: write_stack_values(env),
+        ),
+        Step(
+            f"install the ops chart's cert-manager Certificate for secret {ns}/{secret} "
+            "(agents off until the cluster is up)",
+            helm_install_ops(env, tls_only=True),
+        ),
+        Step(
+            f"wait for cert-manager to issue secret {ns}/{secret} (never written by vaultdr)",
+            action=lambda: apply_tls_secret(env),
+        ),
+    ]
+
+
+def tls_from_cert_manager(env: DeployTarget) -> bool:
+    """True when ``up`` found the nodes' TLS Secret managed by cert-manager."""
+    return read_record(env).get("tls") == "cert-manager"
+
+
+def cert_manager_certificate(annotations: dict[str, str] | None) -> str | None:
+    """The Certificate that manages a Secret with these annotations, or None."""
+    return (annotations or {}).get(CERT_MANAGER_CERTIFICATE) or None
+
+
 def apply_tls_secret(env: DeployTarget) -> None:
-    """The CA (kept in the state directory) and one server certificate for every node."""
+    """The CA (kept in the state directory) and one server certificate for every node.
+
+    A Secret cert-manager manages (annotation ``cert-manager.io/certificate-name``) is
+    never written: with ``kube.tls_source: cert-manager`` this waits until cert-manager
+    has issued it (``ca.crt``, ``tls.crt``, ``tls.key``); either way its ``ca.crt`` is
+    the nodes' CA from then on (``ca_file()`` follows its rotations)."""
+    ns, name = env.namespace, env.kube.tls_secret
+    if env.kube.tls_source == "cert-manager":
+        _wait(env, f"cert-manager to issue secret {ns}/{name}", lambda: _issued(env))
+        update_record(env, tls="cert-manager")
+        return
+    certificate = cert_manager_certificate(env.api.read_secret_annotations(ns, name))
+    if certificate is not None:
+        print(
+            f"  secret {ns}/{name} is managed by cert-manager (Certificate {certificate}): "
+            "not overwritten; its ca.crt is the nodes' CA",
+            file=sys.stderr,
+        )
+        update_record(env, tls="cert-manager")
+        return
+    update_record(env, tls="vaultdr")
     ca = LocalCA(env.state_dir / "ca")
     pair = ca.issue_server_cert(env.kube.release, env.state_dir / "tls", hosts=node_hosts(env))
     env.api.apply_secret(
@@ -634,6 +778,14 @@ def apply_tls_secret(env: DeployTarget) -> None:
             "tls.key": pair.key.read_bytes(),
         },
     )
+
+
+def _issued(env: DeployTarget) -> bool:
+    ns, name = env.namespace, env.kube.tls_secret
+    if cert_manager_certificate(env.api.read_secret_annotations(ns, name)) is None:
+        return False
+    data = env.api.read_secret_data(ns, name)
+    return all(data.get(key) for key in ("ca.crt", "tls.crt", "tls.key"))
 
 
 def apply_aws_emulator(env: DeployTarget, manifest: str) -> None:

@@ -27,7 +27,10 @@ Faults act through the Kubernetes API (and IAM for KMS), with these blast radii:
 * revoke-kms: an explicit IAM Deny of ``kms:Decrypt``/``kms:Encrypt`` as the
   inline policy ``vaultdr-revoke-kms`` on ``kube.seal_principal`` (the seal's IRSA
   role on eks, the seal's IAM user in the in-cluster emulator on kind), the same
-  policy the local environment uses. Undone by restore-kms / ``vaultdr rollback``,
+  policy the local environment uses. It returns only once the deny is in force (IAM
+  is eventually consistent): a KMS Decrypt with the seal principal's *own*
+  credentials (kind: its Secret's keys; eks: the seal role through IRSA, as the
+  server pod gets it) is refused. Undone by restore-kms / ``vaultdr rollback``,
   which are never refused.
 * freeze-node / thaw-node: an exec in the pod's engine container (pods/exec) of
   ``kill -STOP $(pidof bao)`` / ``-CONT`` (``pidof vault`` for HashiCorp Vault). The
@@ -63,6 +66,7 @@ from typing import Any
 
 from vaultdr import statedir
 from vaultdr.agents.configure import KubernetesTarget
+from vaultdr.agents.snapshot import sse_kms_key_id
 from vaultdr.aws import Aws, AwsTarget
 from vaultdr.config import Kube, Stack
 from vaultdr.envs import common
@@ -92,6 +96,8 @@ OPS_CHART_NAME = "vaultdr-ops"
 #: Diagnostics keep, of each container's log, at most these last lines and bytes.
 DIAGNOSTICS_TAIL_LINES = 2000
 DIAGNOSTICS_LIMIT_BYTES = 256 * 1024
+#: How often the nodes' CA is read again from a cert-manager-issued TLS Secret (seconds).
+CA_REFRESH = 30.0
 
 
 #: The state directory's record of the pods freeze-node stopped: node -> pod uid.
@@ -193,6 +199,8 @@ class KubeEnvironment(EnvironmentBase):
         self._allowed = False
         self._aws: dict[str, Aws] = {}
         self._fullname: str | None = None
+        self._ca_lock = threading.Lock()
+        self._ca_read_at = 0.0
 
     # --- plumbing ---------------------------------------------------------------------------
     @property
@@ -275,18 +283,44 @@ class KubeEnvironment(EnvironmentBase):
             return forwarder.local_port
 
     def ca_file(self) -> Path:
-        """The CA of the nodes' TLS: written by ``up``, else read from the TLS Secret."""
+        """The CA of the nodes' TLS: written by ``up``, else read from the TLS Secret.
+
+        When cert-manager issues the Secret (``kube.tls_source: cert-manager``, or ``up``
+        found a Secret cert-manager manages) the CA is read from the Secret again at most
+        every :data:`CA_REFRESH` seconds and the file replaced (atomically) when it changed,
+        so a rotation by cert-manager does not leave the drills trusting an old CA."""
+        if self.kube.tls_source == "cert-manager" or deploy.tls_from_cert_manager(self):
+            return self._ca_from_secret(self.state_dir / "ca" / "cluster-ca.pem")
         path = self.state_dir / "ca" / "ca.pem"
         if not path.exists():
-            data = self.api.read_secret_data(self.namespace, self.kube.tls_secret)
-            if "ca.crt" not in data:
-                raise StackStateError(
-                    f"secret {self.namespace}/{self.kube.tls_secret} has no ca.crt",
-                    hint="run `vaultdr up` for this environment, which creates it",
-                )
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(data["ca.crt"])
+            path.write_text(self._read_secret_ca())
         return path
+
+    def _read_secret_ca(self) -> str:
+        data = self.api.read_secret_data(self.namespace, self.kube.tls_secret)
+        if not data.get("ca.crt"):
+            raise StackStateError(
+                f"secret {self.namespace}/{self.kube.tls_secret} has no ca.crt",
+                hint="run `vaultdr up` for this environment, which creates it (with "
+                "cert-manager: use an Issuer that fills ca.crt, e.g. the ops chart's own CA)",
+            )
+        return data["ca.crt"]
+
+    def _ca_from_secret(self, path: Path) -> Path:
+        with self._ca_lock:
+            now = time.monotonic()
+            if path.exists() and now - self._ca_read_at < CA_REFRESH:
+                return path
+            ca = self._read_secret_ca()
+            if not path.exists() or path.read_text() != ca:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(f".{path.name}.tmp")
+                tmp.write_text(ca)
+                tmp.replace(path)
+                log.info("the nodes' CA (secret %s) is new: re-read", self.kube.tls_secret)
+            self._ca_read_at = now
+            return path
 
     def client(self, node: str | None = None, *, token: str | None = None) -> VaultClient:
         name = node or self.leader() or self.node_names()[0]
@@ -370,6 +404,10 @@ class KubeEnvironment(EnvironmentBase):
 
     def kms_key_id(self) -> str:
         return self.kube.kms_key_id or seal_alias(self.stack.cluster)
+
+    def snapshot_kms_key_id(self) -> str:
+        """The snapshots' SSE-KMS key, as the in-cluster snapshot agent picks it."""
+        return sse_kms_key_id(self.stack)
 
     # --- status -------------------------------------------------------------------------------
     def status(self, *, quick: bool = False) -> StackStatus:
@@ -614,13 +652,23 @@ class KubeEnvironment(EnvironmentBase):
             write_json_atomic(self._frozen_file(), frozen)
 
     def revoke_kms(self) -> None:
-        """Attach the explicit Deny of kms:Decrypt/kms:Encrypt to the seal's principal."""
+        """Attach the explicit Deny of kms:Decrypt/kms:Encrypt to the seal's principal, and
+        return once the seal's own credentials are refused a Decrypt."""
         self.check_destructive("revoke-kms")
         kind, name = self._seal_principal()
         if self._change(
             f"attach IAM {kind} policy {REVOKE_KMS_POLICY} (Deny kms:Decrypt, kms:Encrypt) to {name}"
         ):
-            common.revoke_kms(self.aws(), name, kind=kind)
+            # Then wait, as the seal itself, until the deny is in force (IAM is eventually
+            # consistent): a node restarted before that could still unseal.
+            common.revoke_kms(
+                self.aws(),
+                name,
+                kind=kind,
+                seal=self.aws("seal"),
+                key_id=self.kms_key_id(),
+                timeout=common.REVOKE_WAIT,
+            )
 
     def restore_kms(self) -> None:
         """Remove the Deny (idempotent; never refused: it is the rollback)."""

@@ -494,8 +494,16 @@ class LocalEnvironment(EnvironmentBase):
         if not self._change(self._kms_change(allowed=allowed)):
             return
         if state.seal == "awskms":
-            action = common.restore_kms if allowed else common.revoke_kms
-            action(self.aws(), state.aws["seal_user"])
+            if allowed:
+                common.restore_kms(self.aws(), state.aws["seal_user"])
+            else:  # returns once the seal user's own Decrypt is refused
+                common.revoke_kms(
+                    self.aws(),
+                    state.aws["seal_user"],
+                    seal=self.aws("seal"),
+                    key_id=self.kms_key_id(),
+                    timeout=common.REVOKE_WAIT,
+                )
             return
         transit.set_seal_access(
             state.transit["address"],
