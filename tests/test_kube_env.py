@@ -42,8 +42,8 @@ from vaultdr.envs.kube.env import (
 from vaultdr.envs.local import awsemu
 from vaultdr.envs.local.processes import free_port, stop_pid
 from vaultdr.errors import (
-    EXIT_HARNESS,
     EXIT_REFUSED,
+    EXIT_TOOL_MISSING,
     AccessDenied,
     ConfigError,
     EnvironmentStartError,
@@ -656,7 +656,7 @@ def test_up_on_kind_names_every_missing_tool(tmp_path: Path) -> None:
         timeout=60,
         check=False,
     )
-    assert result.returncode == EnvironmentStartError.exit_code
+    assert result.returncode == EXIT_TOOL_MISSING, result.stderr
     assert "missing on PATH: kind, docker, helm" in result.stderr
     assert "kind.sigs.k8s.io" in result.stderr and "helm.sh" in result.stderr
     assert "docs.docker.com" in result.stderr
@@ -1010,7 +1010,7 @@ def test_down_on_eks_unconfirmed_is_refused_with_a_flag_that_down_accepts(
     assert usage.returncode == 0, usage.stderr
     assert flag in usage.stdout, f"`vaultdr down` does not accept {flag}:\n{usage.stdout}"
     confirmed = run_cli(tmp_path, kubeconfig, "down", "--env", "eks", flag, EKS_CONTEXT)
-    assert confirmed.returncode == EXIT_HARNESS, confirmed.stderr  # past the interlock
+    assert confirmed.returncode == EXIT_TOOL_MISSING, confirmed.stderr  # past the interlock
     assert "missing on PATH: helm" in confirmed.stderr
     assert cluster.mutations() == []
 

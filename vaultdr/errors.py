@@ -94,6 +94,12 @@ class EnvironmentStartError(VaultdrError):
     exit_code = EXIT_HARNESS
 
 
+class ToolMissing(EnvironmentStartError):
+    """A command-line tool the command needs (kind, docker, helm) is not on PATH."""
+
+    exit_code = EXIT_TOOL_MISSING
+
+
 class Refused(VaultdrError):
     """A safety interlock refused the command; nothing was changed."""
 

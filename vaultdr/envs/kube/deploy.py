@@ -49,7 +49,13 @@ from vaultdr.envs.base import StackStatus, initialize_cluster
 from vaultdr.envs.kube import terraform
 from vaultdr.envs.kube.api import KubeApi
 from vaultdr.envs.tls import LocalCA
-from vaultdr.errors import ConfigError, EnvironmentStartError, StackStateError, VaultdrError
+from vaultdr.errors import (
+    ConfigError,
+    EnvironmentStartError,
+    StackStateError,
+    ToolMissing,
+    VaultdrError,
+)
 from vaultdr.polling import wait_for
 from vaultdr.vault import VaultClient
 
@@ -116,7 +122,7 @@ def check_tools(tools: list[str], *, path: str | None = None) -> None:
     """Raise naming every tool missing from PATH, and how to install it."""
     missing = [tool for tool in tools if shutil.which(tool, path=path) is None]
     if missing:
-        raise EnvironmentStartError(
+        raise ToolMissing(
             f"missing on PATH: {', '.join(missing)} (needed by `vaultdr up`/`down` here)",
             hint="; ".join(TOOL_HINTS[tool] for tool in missing),
         )
