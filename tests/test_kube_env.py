@@ -673,6 +673,19 @@ def test_check_tools_names_only_what_is_missing(tmp_path: Path) -> None:
     assert err.value.message.startswith("missing on PATH: helm ")
 
 
+def test_the_ops_chart_is_told_the_official_charts_fullname(tmp_path: Path) -> None:
+    """A release not named after the chart: its StatefulSet and services are
+    ``<release>-openbao-*``, and the agents must address those, with no hand edit."""
+    stack_file = REPO / "environments/kind/stack.yaml"
+    stack = load_stack(stack_file)
+    assert stack.kube is not None
+    stack = stack.model_copy(update={"kube": stack.kube.model_copy(update={"release": "prod"})})
+    env = KindEnvironment(tmp_path / "state", stack, stack_file=str(stack_file))
+    ops = deploy.helm_install_ops(env)
+    assert ops[ops.index("vault.release=prod-openbao") - 1] == "--set"
+    assert env.statefulset() == "prod-openbao"
+
+
 def test_up_on_kind_runs_these_command_lines(tmp_path: Path) -> None:
     stack_file = REPO / "environments/kind/stack.yaml"
     env = KindEnvironment(tmp_path / "state", load_stack(stack_file), stack_file=str(stack_file))
@@ -694,6 +707,7 @@ def test_up_on_kind_runs_these_command_lines(tmp_path: Path) -> None:
             "helm", "upgrade", "--install", "vaultdr-ops", str(REPO / "environments/chart/vaultdr-ops"),
             "--namespace", "vaultdr", "--values", str(kind_dir / "ops-values.yaml"),
             "--values", str(tmp_path / "state" / "ops-stack-values.yaml"),
+            "--set", "vault.release=openbao",
             "--set", f"image.repository=vaultdr-agent,image.tag={image.split(':')[1]}",
             "--wait", "--timeout", "600s", "--kube-context", "kind-vaultdr",
         ],

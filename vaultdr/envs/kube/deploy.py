@@ -355,10 +355,12 @@ def helm_install_ops(env: DeployTarget, *, tls_only: bool = False) -> list[str]:
 
     The image is set on the command line on kind (the one ``up`` builds and loads) and
     wherever stack.yaml (or Terraform's ECR output, on eks) names one; otherwise the
-    values file's image stands. With cert-manager TLS the chart's Certificate is on;
+    values file's image stands. ``vault.release`` is the official chart's fullname (which
+    names the StatefulSet and the services the agents address), derived as the chart does,
+    so a release not named after the chart needs no hand edit. With cert-manager TLS the chart's Certificate is on;
     ``tls_only`` installs the release with every agent off, before the servers start, so
     that cert-manager issues their Secret first (the agents need the cluster up)."""
-    settings: list[str] = []
+    settings: list[str] = [f"vault.release={chart_fullname(env)}"]
     if env.name == "kind" or env.kube.image:
         repository, _, tag = agent_image(env).rpartition(":")
         settings.append(f"image.repository={repository},image.tag={tag}")
