@@ -1287,6 +1287,8 @@ def _proxy(conn: socket.socket, remote: PodStream, *, timeout: float) -> None:
     socket is not read and written from two threads at once. A stall while sending is
     bounded by ``timeout``; an idle kept-alive connection waits for as long as it lives."""
     conn.settimeout(timeout)
+    with contextlib.suppress(OSError):  # small requests go out at once, as from Go's net
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     both: list[Any] = [conn, remote]
     try:
         while True:
