@@ -8,6 +8,7 @@ a real run pays: websocket upgrades per request, and how long a dead end takes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import ssl
@@ -23,10 +24,11 @@ import pytest
 from tests.fake_kube import FakeCluster, FakeKubeApi
 from vaultdr.config import Kube, Stack
 from vaultdr.envs.kube import deploy
-from vaultdr.envs.kube.api import READY_STREAMS, KubeApi, PortForwardError, PortForwarder
+from vaultdr.envs.kube.api import READY_STREAMS, KubeApi, PortForwarder, PortForwardError
 from vaultdr.envs.kube.clusters import KindEnvironment
 from vaultdr.envs.tls import LocalCA
 from vaultdr.errors import EXIT_HARNESS, VaultApiError
+from vaultdr.vault import VaultClient
 
 NS = "vaultdr"
 POD = "openbao-1"
@@ -92,10 +94,8 @@ class PodServer:
         with self._lock:
             open_connections, self._open = self._open, []
         for conn in open_connections:
-            try:
+            with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             conn.close()
 
 
@@ -190,8 +190,6 @@ def test_concurrent_connections_each_get_a_stream_and_rest_calls_keep_working(
             for _ in range(5):
                 # a client object of its own (its own connection), as a fresh poller has
                 address = env.node_address(POD)
-                from vaultdr.vault import VaultClient
-
                 assert VaultClient(address, ca_file=env.ca_file(), timeout=5.0).read_leader()
         except BaseException as exc:  # noqa: BLE001 - collected and asserted below
             failures.append(exc)
@@ -359,7 +357,7 @@ def test_a_pod_stream_that_never_begins_fails_within_the_read_timeout(
 ) -> None:
     api = mute_pod.api(tmp_path)
     started = time.monotonic()
-    with pytest.raises(PortForwardError, match="did not begin within 0.5 s"):
+    with pytest.raises(PortForwardError, match=r"did not begin within 0\.5 s"):
         api.open_port_forward(NS, POD, 8200, timeout=(2.0, 0.5))
     assert time.monotonic() - started < 5.0
 
