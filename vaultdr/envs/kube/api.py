@@ -772,146 +772,6 @@ class KubeApi:
             ) from None
         return PodStream(ws, port, what=what, read_timeout=read)
 
-
-class PortForwardError(KubeApiError):
-    """A port-forward to a pod could not be opened (refused, unreachable, timed out) or broke."""
-
-
-def _connect_websocket(
-    configuration: Any, url: str, headers: dict[str, str], timeout: float
-) -> Any:
-    """The upgraded websocket, built as kubernetes.stream.ws_client.create_websocket builds
-    it (the same TLS and proxy options), but with a timeout on every step of the connect."""
-    ssl_options: dict[str, Any]
-    if url.startswith("https://") and configuration.verify_ssl:
-        ssl_options = {
-            "cert_reqs": ssl.CERT_REQUIRED,
-            "ca_certs": configuration.ssl_ca_cert or certifi.where(),
-        }
-        if configuration.assert_hostname is not None:
-            ssl_options["check_hostname"] = configuration.assert_hostname
-    else:
-        ssl_options = {"cert_reqs": ssl.CERT_NONE}
-    if configuration.cert_file:
-        ssl_options["certfile"] = configuration.cert_file
-    if configuration.key_file:
-        ssl_options["keyfile"] = configuration.key_file
-    if configuration.tls_server_name:
-        ssl_options["server_hostname"] = configuration.tls_server_name
-    header = [f"authorization: {headers['authorization']}"] if "authorization" in headers else []
-    options: dict[str, Any] = {
-        "header": header,
-        "subprotocols": [PORT_FORWARD_PROTOCOL],
-        "timeout": timeout,
-    }
-    if configuration.proxy or configuration.proxy_headers:
-        options = _ws_client.websocket_proxycare(options, configuration, url, headers)
-    ws: Any = _websocket.WebSocket(sslopt=ssl_options, skip_utf8_validation=True)
-    ws.connect(_ws_client.get_websocket_url(url), **options)
-    return ws
-
-
-class PodStream:
-    """One TCP stream to a pod's port, carried by one port-forward websocket.
-
-    The kubelet first writes the port number (2 bytes, little-endian) on the data and
-    the error channel (websocket.go's ``handleWebSocketStreams``); then channel 0 carries
-    the data and channel 1 an error message, after which the stream is over. The
-    protocol has no per-channel close: the stream ends with the websocket, so a
-    websocket serves one TCP connection only.
-    """
-
-    def __init__(self, ws: Any, port: int, *, what: str, read_timeout: float) -> None:
-        self._ws = ws
-        self.what = what
-        self.error: str | None = None
-        ws.settimeout(read_timeout)
-        expected = bytes([port % 256, port // 256])
-        try:
-            for channel in (_DATA, _ERROR):
-                frame = self._frame()
-                if frame is None or frame != bytes([channel]) + expected:
-                    raise PortForwardError(
-                        f"{what} failed: {self.error or 'the stream ended before it began'}",
-                        hint="is the pod running? `kubectl get pods` shows it",
-                    )
-        except (TimeoutError, _websocket.WebSocketTimeoutException):
-            self.close()
-            raise PortForwardError(
-                f"{what} failed: the pod's stream did not begin within {read_timeout:g} s",
-                hint="is the pod running and its kubelet reachable from the API server?",
-            ) from None
-        except PortForwardError:
-            self.close()
-            raise
-        self.opened = time.monotonic()
-
-    def fileno(self) -> int:
-        sock = self._ws.sock
-        if sock is None:
-            raise OSError(f"{self.what}: the stream is closed")
-        return int(sock.fileno())
-
-    def buffered(self) -> bool:
-        """True when TLS holds decrypted bytes that select() cannot see."""
-        sock = self._ws.sock
-        return isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
-
-    def idle(self) -> bool:
-        """Open, with nothing arrived since it began (no data, no error, no close)."""
-        if self._ws.sock is None or self.buffered():
-            return False
-        readable, _, _ = select.select([self], [], [], 0)
-        return not readable
-
-    def recv(self) -> bytes:
-        """The next data from the pod; b"" when the stream is over (``error`` says why)."""
-        while True:
-            try:
-                frame = self._frame()
-            except (OSError, _websocket.WebSocketException):
-                return b""
-            if frame is None:
-                return b""
-            if frame[:1] == bytes([_DATA]) and len(frame) > 1:
-                return frame[1:]
-
-    def _frame(self) -> bytes | None:
-        """One binary frame's payload, or None at the end (close, or the error channel)."""
-        while True:
-            try:
-                opcode, frame = self._ws.recv_data_frame(True)
-            except _websocket.WebSocketConnectionClosedException:
-                return None
-            if opcode == _websocket.ABNF.OPCODE_CLOSE:
-                return None
-            if opcode != _websocket.ABNF.OPCODE_BINARY:
-                continue  # ping (answered by the client) or pong
-            data = bytes(frame.data)
-            if data[:1] == bytes([_ERROR]) and len(data) > 3:
-                self.error = data[1:].decode(errors="replace")[:300]
-                return None
-            return data
-
-    def sendall(self, data: bytes) -> None:
-        """Send ``data`` to the pod on the data channel."""
-        try:
-            self._ws.send_binary(bytes([_DATA]) + data)
-        except _websocket.WebSocketException as exc:
-            raise OSError(f"{self.what}: {type(exc).__name__}") from None
-
-    def wake(self) -> None:
-        """Make a select() or recv() on this stream return (from another thread)."""
-        with contextlib.suppress(OSError, AttributeError):
-            self._ws.abort()
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self._ws.close(timeout=0)
-        with contextlib.suppress(Exception):
-            self._ws.shutdown()
-
-    # --- diagnostics (read only; what a failed drill keeps as evidence) -------------------------
     def read_pod_log(
         self,
         namespace: str,
@@ -1059,6 +919,147 @@ class PodStream:
         if secret is None:
             return None
         return {str(k): str(v) for k, v in (secret.metadata.annotations or {}).items()}
+
+
+class PortForwardError(KubeApiError):
+    """A port-forward to a pod could not be opened (refused, unreachable, timed out) or broke."""
+
+
+def _connect_websocket(
+    configuration: Any, url: str, headers: dict[str, str], timeout: float
+) -> Any:
+    """The upgraded websocket, built as kubernetes.stream.ws_client.create_websocket builds
+    it (the same TLS and proxy options), but with a timeout on every step of the connect."""
+    ssl_options: dict[str, Any]
+    if url.startswith("https://") and configuration.verify_ssl:
+        ssl_options = {
+            "cert_reqs": ssl.CERT_REQUIRED,
+            "ca_certs": configuration.ssl_ca_cert or certifi.where(),
+        }
+        if configuration.assert_hostname is not None:
+            ssl_options["check_hostname"] = configuration.assert_hostname
+    else:
+        ssl_options = {"cert_reqs": ssl.CERT_NONE}
+    if configuration.cert_file:
+        ssl_options["certfile"] = configuration.cert_file
+    if configuration.key_file:
+        ssl_options["keyfile"] = configuration.key_file
+    if configuration.tls_server_name:
+        ssl_options["server_hostname"] = configuration.tls_server_name
+    header = [f"authorization: {headers['authorization']}"] if "authorization" in headers else []
+    options: dict[str, Any] = {
+        "header": header,
+        "subprotocols": [PORT_FORWARD_PROTOCOL],
+        "timeout": timeout,
+    }
+    if configuration.proxy or configuration.proxy_headers:
+        options = _ws_client.websocket_proxycare(options, configuration, url, headers)
+    ws: Any = _websocket.WebSocket(sslopt=ssl_options, skip_utf8_validation=True)
+    ws.connect(_ws_client.get_websocket_url(url), **options)
+    return ws
+
+
+class PodStream:
+    """One TCP stream to a pod's port, carried by one port-forward websocket.
+
+    The kubelet first writes the port number (2 bytes, little-endian) on the data and
+    the error channel (websocket.go's ``handleWebSocketStreams``); then channel 0 carries
+    the data and channel 1 an error message, after which the stream is over. The
+    protocol has no per-channel close: the stream ends with the websocket, so a
+    websocket serves one TCP connection only.
+    """
+
+    def __init__(self, ws: Any, port: int, *, what: str, read_timeout: float) -> None:
+        self._ws = ws
+        self.what = what
+        self.error: str | None = None
+        ws.settimeout(read_timeout)
+        expected = bytes([port % 256, port // 256])
+        try:
+            for channel in (_DATA, _ERROR):
+                frame = self._frame()
+                if frame is None or frame != bytes([channel]) + expected:
+                    raise PortForwardError(
+                        f"{what} failed: {self.error or 'the stream ended before it began'}",
+                        hint="is the pod running? `kubectl get pods` shows it",
+                    )
+        except (TimeoutError, _websocket.WebSocketTimeoutException):
+            self.close()
+            raise PortForwardError(
+                f"{what} failed: the pod's stream did not begin within {read_timeout:g} s",
+                hint="is the pod running and its kubelet reachable from the API server?",
+            ) from None
+        except PortForwardError:
+            self.close()
+            raise
+        self.opened = time.monotonic()
+
+    def fileno(self) -> int:
+        sock = self._ws.sock
+        if sock is None:
+            raise OSError(f"{self.what}: the stream is closed")
+        return int(sock.fileno())
+
+    def buffered(self) -> bool:
+        """True when TLS holds decrypted bytes that select() cannot see."""
+        sock = self._ws.sock
+        return isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
+
+    def idle(self) -> bool:
+        """Open, with nothing arrived since it began (no data, no error, no close)."""
+        if self._ws.sock is None or self.buffered():
+            return False
+        readable, _, _ = select.select([self], [], [], 0)
+        return not readable
+
+    def recv(self) -> bytes:
+        """The next data from the pod; b"" when the stream is over (``error`` says why)."""
+        while True:
+            try:
+                frame = self._frame()
+            except (OSError, _websocket.WebSocketException):
+                return b""
+            if frame is None:
+                return b""
+            if frame[:1] == bytes([_DATA]) and len(frame) > 1:
+                return frame[1:]
+
+    def _frame(self) -> bytes | None:
+        """One binary frame's payload, or None at the end (close, or the error channel)."""
+        while True:
+            try:
+                opcode, frame = self._ws.recv_data_frame(True)
+            except _websocket.WebSocketConnectionClosedException:
+                return None
+            if opcode == _websocket.ABNF.OPCODE_CLOSE:
+                return None
+            if opcode != _websocket.ABNF.OPCODE_BINARY:
+                continue  # ping (answered by the client) or pong
+            data = bytes(frame.data)
+            if data[:1] == bytes([_ERROR]) and len(data) > 3:
+                self.error = data[1:].decode(errors="replace")[:300]
+                return None
+            return data
+
+    def sendall(self, data: bytes) -> None:
+        """Send ``data`` to the pod on the data channel."""
+        try:
+            self._ws.send_binary(bytes([_DATA]) + data)
+        except _websocket.WebSocketException as exc:
+            raise OSError(f"{self.what}: {type(exc).__name__}") from None
+
+    def wake(self) -> None:
+        """Make a select() or recv() on this stream return (from another thread)."""
+        with contextlib.suppress(OSError, AttributeError):
+            self._ws.abort()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._ws.close(timeout=0)
+        with contextlib.suppress(Exception):
+            self._ws.shutdown()
+
+    # --- diagnostics (read only; what a failed drill keeps as evidence) -------------------------
 
 
 def _event_summary(event: Any) -> dict[str, Any]:
