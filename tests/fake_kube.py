@@ -1342,6 +1342,9 @@ class _Handler(_ExtraRoutes):
         self.close_connection = True
         client = self.connection
         upstream = socket.create_connection(target)
+        # The API server and the kubelet are Go: Nagle is off on every TCP connection.
+        for end in (client, upstream):
+            end.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         lock = threading.Lock()
 
         def send_frame(payload: bytes) -> None:

@@ -1044,7 +1044,10 @@ def test_the_nodes_api_is_reached_over_a_port_forward_with_tls(
     server = nodes.servers["openbao-1"]
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(pair.cert, pair.key)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
+    # The handshake in each connection's own thread, as a real server does it (not in accept()).
+    server.socket = context.wrap_socket(
+        server.socket, server_side=True, do_handshake_on_connect=False
+    )
     cluster.forward_to["openbao-1"] = ("127.0.0.1", int(server.server_address[1]))
     kubeconfig = kube_api.write_kubeconfig(tmp_path / "kubeconfig", "kind-vaultdr")
     env = KindEnvironment(state, kube_stack(), kubeconfig=str(kubeconfig))

@@ -64,8 +64,22 @@ def _errors(exc: Exception) -> str:
 INIT_TIMEOUT = 60.0
 
 
+def keep_alive_session(ca_file: Path | str | None) -> requests.Session:
+    """An HTTP session for one node, to share between :class:`VaultClient` objects so
+    their connections are kept alive across them (a port-forward pays a websocket per
+    connection). hvac takes ``verify`` from a given session, so it is set here."""
+    session = requests.Session()
+    session.verify = str(ca_file) if ca_file else True
+    return session
+
+
 class VaultClient:
-    """One node's API at ``address``, verifying TLS against ``ca_file``."""
+    """One node's API at ``address``, verifying TLS against ``ca_file``.
+
+    Without ``session`` each client has its own connections; with one (see
+    :func:`keep_alive_session`) the client, and every ``with_token``/``with_timeout``
+    copy of it, reuses the session's kept-alive connections. The token is sent per
+    request, never stored on the session."""
 
     def __init__(
         self,
@@ -74,27 +88,40 @@ class VaultClient:
         ca_file: Path | str | None,
         token: str | None = None,
         timeout: float = 10.0,
+        session: requests.Session | None = None,
     ) -> None:
         self.address = address
         self.ca_file = ca_file
         self.timeout = timeout
+        self._shared = session
         self._client = hvac.Client(
             url=address,
             token=token,
             verify=str(ca_file) if ca_file else True,
             timeout=timeout,
+            session=session,
         )
 
     def __repr__(self) -> str:
         return f"VaultClient({self.address!r})"
 
     def with_token(self, token: str | None) -> VaultClient:
-        return VaultClient(self.address, ca_file=self.ca_file, token=token, timeout=self.timeout)
+        return VaultClient(
+            self.address,
+            ca_file=self.ca_file,
+            token=token,
+            timeout=self.timeout,
+            session=self._shared,
+        )
 
     def with_timeout(self, timeout: float) -> VaultClient:
         """The same client with another per-request timeout (short ones for polling)."""
         return VaultClient(
-            self.address, ca_file=self.ca_file, token=self._client.token, timeout=timeout
+            self.address,
+            ca_file=self.ca_file,
+            token=self._client.token,
+            timeout=timeout,
+            session=self._shared,
         )
 
     # --- raw access -------------------------------------------------------------

@@ -17,7 +17,11 @@ Hazards:
   finalizer holds it until the pod is gone): callers that want a node to come back
   empty must delete the PVC first and *then* the pod.
 * Port-forwarding goes through the API server's websocket; each local connection
-  opens its own stream, so a killed pod breaks only the connections to it.
+  is carried by its own websocket (one stream per port, no per-stream close in the
+  protocol), so a killed pod breaks only the connections to it. The websocket is
+  built here, not with ``kubernetes.stream.portforward``: that one has no connect
+  timeout and swaps ``call_api`` on the shared ApiClient while it runs, which a REST
+  call from another thread would go through.
 """
 
 from __future__ import annotations
@@ -28,21 +32,26 @@ import copy
 import json
 import logging
 import re
+import select
 import socket
+import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import certifi
 import kubernetes.client
 import kubernetes.config
 import kubernetes.stream
 import kubernetes.utils
 import urllib3.exceptions
+import websocket as _websocket
 import yaml
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
+from kubernetes.stream import ws_client
 
 from vaultdr.errors import KubeApiError
 
@@ -52,6 +61,8 @@ T = TypeVar("T")
 
 #: ``kubernetes.config``'s loaders are untyped; the models are read as Any below.
 _config: Any = kubernetes.config
+#: Likewise the websocket helpers of ``kubernetes.stream`` (URL and proxy options).
+_ws_client: Any = ws_client
 
 #: A request that never got an answer: urllib3's errors (a refused connection ends as
 #: MaxRetryError, which is *not* an OSError), sockets', and a bad answer's ValueError.
@@ -59,6 +70,19 @@ _TRANSPORT_ERRORS = (OSError, ValueError, urllib3.exceptions.HTTPError)
 
 #: How long one API request may take (connect, read) before it fails.
 REQUEST_TIMEOUT = (5.0, 30.0)
+
+#: (connect, read) of a port-forward websocket; see :meth:`KubeApi.open_port_forward`.
+FORWARD_TIMEOUT = (5.0, 10.0)
+
+#: The port-forward websocket subprotocol of the kubelet: two channels per port, data
+#: then error (kubernetes staging/src/k8s.io/kubelet/pkg/cri/streaming/portforward/websocket.go,
+#: ``v4BinaryWebsocketProtocol``; the client's default v5 protocol is exec's, not port-forward's).
+PORT_FORWARD_PROTOCOL = "v4.channel.k8s.io"
+_DATA, _ERROR = 0, 1
+
+#: Websockets a forwarder keeps open ahead of new connections, and how long one may wait.
+READY_STREAMS = 1
+READY_MAX_AGE = 5.0
 
 _HINTS = {
     401: "the credentials of this kube context were refused: log in again",
@@ -701,21 +725,53 @@ class KubeApi:
         )
 
     # --- port-forwarding -----------------------------------------------------------------------
-    def open_port_forward(self, namespace: str, pod: str, port: int) -> Any:
-        """GET /api/v1/namespaces/{namespace}/pods/{pod}/portforward?ports=PORT (websocket):
-        a socket-like object connected to the pod's port."""
-        forward = self._call(
-            f"port-forward to {namespace}/{pod}:{port}",
-            lambda: kubernetes.stream.portforward(
-                self.core.connect_get_namespaced_pod_portforward,
-                pod,
-                namespace,
-                ports=str(port),
-            ),
-        )
-        return forward.socket(port)
+    def open_port_forward(
+        self,
+        namespace: str,
+        pod: str,
+        port: int,
+        *,
+        timeout: tuple[float, float] = FORWARD_TIMEOUT,
+    ) -> PodStream:
+        """GET /api/v1/namespaces/{namespace}/pods/{pod}/portforward?ports=PORT, upgraded to a
+        websocket (``v4.channel.k8s.io``): one TCP stream to the pod's port.
 
-    # --- diagnostics (read only; what a failed drill keeps as evidence) -------------------------
+        ``timeout`` is (connect, read): the TCP connect, TLS and upgrade must each answer
+        within ``connect``; the pod's first frames and every frame once begun within
+        ``read``. A failure is a :class:`PortForwardError`, never a hang."""
+        what = f"port-forward to {namespace}/{pod}:{port}"
+        connect, read = timeout
+        # The request the generated connect_get_namespaced_pod_portforward would send,
+        # auth included (an exec plugin's token is refreshed here), without sending it.
+        _, url, headers, _, _ = self._api.param_serialize(
+            method="GET",
+            resource_path=f"/api/v1/namespaces/{namespace}/pods/{pod}/portforward",
+            query_params=[("ports", str(port))],
+            header_params={},
+            auth_settings=["BearerToken"],
+        )
+        try:
+            ws = _connect_websocket(self._api.configuration, url, headers, connect)
+        except _websocket.WebSocketBadStatusException as exc:
+            status = int(exc.status_code)
+            raise PortForwardError(
+                f"{what} failed: {status} {exc.status_message or ''}".rstrip(),
+                hint=_HINTS.get(status, f"the Kubernetes API at {self.host} refused it"),
+            ) from None
+        except (TimeoutError, _websocket.WebSocketTimeoutException):
+            raise PortForwardError(
+                f"{what} failed: the Kubernetes API at {self.host} did not answer the "
+                f"websocket upgrade within {connect:g} s",
+                hint="is the cluster up and the API server reachable from here?",
+            ) from None
+        except (OSError, _websocket.WebSocketException, ValueError) as exc:
+            raise PortForwardError(
+                f"{what} failed: cannot talk to the Kubernetes API at {self.host} "
+                f"({type(exc).__name__})",
+                hint="is the cluster up, and is this the right kube context?",
+            ) from None
+        return PodStream(ws, port, what=what, read_timeout=read)
+
     def read_pod_log(
         self,
         namespace: str,
@@ -865,6 +921,147 @@ class KubeApi:
         return {str(k): str(v) for k, v in (secret.metadata.annotations or {}).items()}
 
 
+class PortForwardError(KubeApiError):
+    """A port-forward to a pod could not be opened (refused, unreachable, timed out) or broke."""
+
+
+def _connect_websocket(
+    configuration: Any, url: str, headers: dict[str, str], timeout: float
+) -> Any:
+    """The upgraded websocket, built as kubernetes.stream.ws_client.create_websocket builds
+    it (the same TLS and proxy options), but with a timeout on every step of the connect."""
+    ssl_options: dict[str, Any]
+    if url.startswith("https://") and configuration.verify_ssl:
+        ssl_options = {
+            "cert_reqs": ssl.CERT_REQUIRED,
+            "ca_certs": configuration.ssl_ca_cert or certifi.where(),
+        }
+        if configuration.assert_hostname is not None:
+            ssl_options["check_hostname"] = configuration.assert_hostname
+    else:
+        ssl_options = {"cert_reqs": ssl.CERT_NONE}
+    if configuration.cert_file:
+        ssl_options["certfile"] = configuration.cert_file
+    if configuration.key_file:
+        ssl_options["keyfile"] = configuration.key_file
+    if configuration.tls_server_name:
+        ssl_options["server_hostname"] = configuration.tls_server_name
+    header = [f"authorization: {headers['authorization']}"] if "authorization" in headers else []
+    options: dict[str, Any] = {
+        "header": header,
+        "subprotocols": [PORT_FORWARD_PROTOCOL],
+        "timeout": timeout,
+    }
+    if configuration.proxy or configuration.proxy_headers:
+        options = _ws_client.websocket_proxycare(options, configuration, url, headers)
+    ws: Any = _websocket.WebSocket(sslopt=ssl_options, skip_utf8_validation=True)
+    ws.connect(_ws_client.get_websocket_url(url), **options)
+    return ws
+
+
+class PodStream:
+    """One TCP stream to a pod's port, carried by one port-forward websocket.
+
+    The kubelet first writes the port number (2 bytes, little-endian) on the data and
+    the error channel (websocket.go's ``handleWebSocketStreams``); then channel 0 carries
+    the data and channel 1 an error message, after which the stream is over. The
+    protocol has no per-channel close: the stream ends with the websocket, so a
+    websocket serves one TCP connection only.
+    """
+
+    def __init__(self, ws: Any, port: int, *, what: str, read_timeout: float) -> None:
+        self._ws = ws
+        self.what = what
+        self.error: str | None = None
+        ws.settimeout(read_timeout)
+        expected = bytes([port % 256, port // 256])
+        try:
+            for channel in (_DATA, _ERROR):
+                frame = self._frame()
+                if frame is None or frame != bytes([channel]) + expected:
+                    raise PortForwardError(
+                        f"{what} failed: {self.error or 'the stream ended before it began'}",
+                        hint="is the pod running? `kubectl get pods` shows it",
+                    )
+        except (TimeoutError, _websocket.WebSocketTimeoutException):
+            self.close()
+            raise PortForwardError(
+                f"{what} failed: the pod's stream did not begin within {read_timeout:g} s",
+                hint="is the pod running and its kubelet reachable from the API server?",
+            ) from None
+        except PortForwardError:
+            self.close()
+            raise
+        self.opened = time.monotonic()
+
+    def fileno(self) -> int:
+        sock = self._ws.sock
+        if sock is None:
+            raise OSError(f"{self.what}: the stream is closed")
+        return int(sock.fileno())
+
+    def buffered(self) -> bool:
+        """True when TLS holds decrypted bytes that select() cannot see."""
+        sock = self._ws.sock
+        return isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
+
+    def idle(self) -> bool:
+        """Open, with nothing arrived since it began (no data, no error, no close)."""
+        if self._ws.sock is None or self.buffered():
+            return False
+        readable, _, _ = select.select([self], [], [], 0)
+        return not readable
+
+    def recv(self) -> bytes:
+        """The next data from the pod; b"" when the stream is over (``error`` says why)."""
+        while True:
+            try:
+                frame = self._frame()
+            except (OSError, _websocket.WebSocketException):
+                return b""
+            if frame is None:
+                return b""
+            if frame[:1] == bytes([_DATA]) and len(frame) > 1:
+                return frame[1:]
+
+    def _frame(self) -> bytes | None:
+        """One binary frame's payload, or None at the end (close, or the error channel)."""
+        while True:
+            try:
+                opcode, frame = self._ws.recv_data_frame(True)
+            except _websocket.WebSocketConnectionClosedException:
+                return None
+            if opcode == _websocket.ABNF.OPCODE_CLOSE:
+                return None
+            if opcode != _websocket.ABNF.OPCODE_BINARY:
+                continue  # ping (answered by the client) or pong
+            data = bytes(frame.data)
+            if data[:1] == bytes([_ERROR]) and len(data) > 3:
+                self.error = data[1:].decode(errors="replace")[:300]
+                return None
+            return data
+
+    def sendall(self, data: bytes) -> None:
+        """Send ``data`` to the pod on the data channel."""
+        try:
+            self._ws.send_binary(bytes([_DATA]) + data)
+        except _websocket.WebSocketException as exc:
+            raise OSError(f"{self.what}: {type(exc).__name__}") from None
+
+    def wake(self) -> None:
+        """Make a select() or recv() on this stream return (from another thread)."""
+        with contextlib.suppress(OSError, AttributeError):
+            self._ws.abort()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._ws.close(timeout=0)
+        with contextlib.suppress(Exception):
+            self._ws.shutdown()
+
+    # --- diagnostics (read only; what a failed drill keeps as evidence) -------------------------
+
+
 def _event_summary(event: Any) -> dict[str, Any]:
     when = event.last_timestamp or event.event_time or event.first_timestamp
     when = when or (event.metadata.creation_timestamp if event.metadata else None)
@@ -951,15 +1148,40 @@ def _pod_info(pod: Any) -> PodInfo:
 class PortForwarder:
     """A local listener on 127.0.0.1 whose every connection is port-forwarded to one pod.
 
-    ``address`` is ``127.0.0.1:PORT``; a connection that cannot be forwarded (the pod
-    is gone) is closed at once, which a client sees as a refused request.
+    ``address`` is ``127.0.0.1:PORT``. Each local connection is carried by its own
+    websocket (the protocol has one stream per port and no per-stream close), so the
+    churn is kept down above and beside it: clients keep their connections alive
+    (:func:`vaultdr.vault.keep_alive_session`), and ``ready`` websockets are opened
+    ahead so a new connection does not wait for a handshake. A ready websocket older
+    than ``ready_max_age`` is not used: the pod's end of it is an idle TCP connection
+    that the server closes after its own timeout (Vault and OpenBao close one that
+    sends no request within ``http_read_header_timeout``, 10 s by default). A
+    connection that cannot be forwarded (the pod is gone) is closed at once, which a
+    client sees as a refused request; a pod that comes back is forwarded to again.
     """
 
-    def __init__(self, api: KubeApi, namespace: str, pod: str, port: int) -> None:
+    def __init__(
+        self,
+        api: KubeApi,
+        namespace: str,
+        pod: str,
+        port: int,
+        *,
+        ready: int = READY_STREAMS,
+        ready_max_age: float = READY_MAX_AGE,
+        timeout: tuple[float, float] = FORWARD_TIMEOUT,
+    ) -> None:
         self.api = api
         self.namespace = namespace
         self.pod = pod
         self.port = port
+        self.ready = ready
+        self.ready_max_age = ready_max_age
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._ready: list[PodStream] = []
+        self._opening = 0
+        self._live: set[tuple[socket.socket, PodStream]] = set()
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._listener.bind(("127.0.0.1", 0))
@@ -970,6 +1192,7 @@ class PortForwarder:
             target=self._accept, name=f"port-forward {pod}:{port}", daemon=True
         )
         self._thread.start()
+        self._refill()
 
     def _accept(self) -> None:
         while not self._stop.is_set():
@@ -977,38 +1200,117 @@ class PortForwarder:
                 conn, _ = self._listener.accept()
             except OSError:
                 return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+            threading.Thread(
+                target=self._serve, args=(conn,), name=f"forward {self.pod}", daemon=True
+            ).start()
 
     def _serve(self, conn: socket.socket) -> None:
         try:
-            remote = self.api.open_port_forward(self.namespace, self.pod, self.port)
+            remote = self._take()
         except KubeApiError as exc:
             log.info("port-forward to %s failed: %s", self.pod, exc.message)
             conn.close()
             return
-        for source, sink in ((conn, remote), (remote, conn)):
-            threading.Thread(target=_pump, args=(source, sink), daemon=True).start()
+        self._refill()
+        pair = (conn, remote)
+        with self._lock:
+            if self._stop.is_set():
+                remote.close()
+                conn.close()
+                return
+            self._live.add(pair)
+        try:
+            _proxy(conn, remote, timeout=self.timeout[1])
+        finally:
+            with self._lock:
+                self._live.discard(pair)
+        if remote.error:
+            log.info("port-forward to %s ended: %s", self.pod, remote.error)
+
+    def _open(self) -> PodStream:
+        return self.api.open_port_forward(self.namespace, self.pod, self.port, timeout=self.timeout)
+
+    def _take(self) -> PodStream:
+        """A ready websocket that is young and idle, else a new one."""
+        while True:
+            with self._lock:
+                stream = self._ready.pop(0) if self._ready else None
+            if stream is None:
+                return self._open()
+            if time.monotonic() - stream.opened < self.ready_max_age and stream.idle():
+                return stream
+            stream.close()
+
+    def _refill(self) -> None:
+        """Open websockets in the background until ``ready`` wait; a failure is not retried
+        (the next connection opens its own, so a pod that is gone costs one try each)."""
+        with self._lock:
+            wanted = 0 if self._stop.is_set() else self.ready - len(self._ready) - self._opening
+            self._opening += max(0, wanted)
+        for _ in range(wanted):
+            threading.Thread(target=self._open_ready, name=f"ready {self.pod}", daemon=True).start()
+
+    def _open_ready(self) -> None:
+        stream: PodStream | None = None
+        try:
+            stream = self._open()
+        except KubeApiError as exc:
+            log.debug("port-forward to %s: no ready stream: %s", self.pod, exc.message)
+        finally:
+            with self._lock:
+                self._opening -= 1
+                if stream is not None and not self._stop.is_set():
+                    self._ready.append(stream)
+                    stream = None
+        if stream is not None:
+            stream.close()
 
     def close(self) -> None:
+        """Stop listening and end every stream (ready or in use)."""
         self._stop.set()
         with contextlib.suppress(OSError):
             self._listener.close()
+        with self._lock:
+            ready, self._ready = self._ready, []
+            live = list(self._live)
+        for stream in ready:
+            stream.close()
+        for conn, remote in live:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+            remote.wake()
 
 
-def _pump(source: Any, sink: Any) -> None:
-    with contextlib.suppress(OSError):
-        for chunk in _chunks(source):
-            sink.sendall(chunk)
-    for end in (sink, source):
+def _proxy(conn: socket.socket, remote: PodStream, *, timeout: float) -> None:
+    """Copy bytes both ways between a local connection and a pod stream until either ends.
+
+    One thread, select() on both, as the kubernetes client's PortForward does: a TLS
+    socket is not read and written from two threads at once. A stall while sending is
+    bounded by ``timeout``; an idle kept-alive connection waits for as long as it lives."""
+    conn.settimeout(timeout)
+    with contextlib.suppress(OSError):  # small requests go out at once, as from Go's net
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    both: list[Any] = [conn, remote]
+    try:
+        while True:
+            if remote.buffered():
+                readable: list[Any] = [remote]
+            else:
+                readable, _, _ = select.select(both, [], [])
+            if conn in readable:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                remote.sendall(data)
+            if remote in readable:
+                data = remote.recv()
+                if not data:
+                    return
+                conn.sendall(data)
+    except (OSError, ValueError):
+        return
+    finally:
+        remote.close()
         with contextlib.suppress(OSError):
-            end.shutdown(socket.SHUT_RDWR)
-    with contextlib.suppress(OSError):
-        source.close()
-
-
-def _chunks(source: Any) -> Iterator[bytes]:
-    while True:
-        data = source.recv(65536)
-        if not data:
-            return
-        yield bytes(data)
+            conn.shutdown(socket.SHUT_RDWR)
+        conn.close()

@@ -64,6 +64,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import requests
+
 from vaultdr import statedir
 from vaultdr.agents.configure import KubernetesTarget
 from vaultdr.agents.snapshot import sse_kms_key_id
@@ -80,7 +82,7 @@ from vaultdr.errors import ConfigError, FaultError, Refused, StackStateError, Va
 from vaultdr.files import write_json_atomic
 from vaultdr.polling import wait_for
 from vaultdr.principals import REVOKE_KMS_POLICY, seal_alias
-from vaultdr.vault import VaultClient
+from vaultdr.vault import VaultClient, keep_alive_session
 
 log = logging.getLogger("vaultdr.kube")
 
@@ -195,6 +197,7 @@ class KubeEnvironment(EnvironmentBase):
         self.planned: list[str] = []
         self._api = api
         self._forwarders: dict[tuple[str, int], PortForwarder] = {}
+        self._sessions: dict[str, requests.Session] = {}
         self._lock = threading.Lock()
         self._allowed = False
         self._aws: dict[str, Aws] = {}
@@ -234,9 +237,12 @@ class KubeEnvironment(EnvironmentBase):
         return {}
 
     def close(self) -> None:
-        """Stop the port-forwards this environment opened."""
+        """Close the kept-alive connections and stop the port-forwards this environment opened."""
         with self._lock:
             forwarders, self._forwarders = list(self._forwarders.values()), {}
+            sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            session.close()
         for forwarder in forwarders:
             forwarder.close()
 
@@ -323,8 +329,17 @@ class KubeEnvironment(EnvironmentBase):
             return path
 
     def client(self, node: str | None = None, *, token: str | None = None) -> VaultClient:
+        """A client of ``node`` (the leader when None) on the node's kept-alive connections."""
         name = node or self.leader() or self.node_names()[0]
-        return VaultClient(self.node_address(name), ca_file=self.ca_file(), token=token)
+        return self._client(name, token=token)
+
+    def _client(self, node: str, *, token: str | None = None, timeout: float = 10.0) -> VaultClient:
+        address, ca_file = self.node_address(node), self.ca_file()
+        with self._lock:
+            session = self._sessions.get(address)
+            if session is None:
+                session = self._sessions[address] = keep_alive_session(ca_file)
+        return VaultClient(address, ca_file=ca_file, token=token, timeout=timeout, session=session)
 
     def leader(self) -> str | None:
         """The pod labelled active, confirmed by its own ``sys/leader``; else whoever says is_self."""
@@ -340,8 +355,7 @@ class KubeEnvironment(EnvironmentBase):
 
     def _is_self(self, node: str) -> bool:
         try:
-            client = VaultClient(self.node_address(node), ca_file=self.ca_file(), timeout=2.0)
-            return bool(client.read_leader().get("is_self"))
+            return bool(self._client(node, timeout=2.0).read_leader().get("is_self"))
         except VaultdrError:
             return False
 
