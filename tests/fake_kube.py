@@ -36,6 +36,19 @@ Time: pods' grace is whole seconds (``termination_grace``, 1 s by default here);
 (``on_pod_started``, ``on_pod_stopping``, ``on_pod_gone``) let a fake kubelet run
 real processes behind the pods; they are called outside the cluster's lock.
 
+* **Service-account tokens as the real issuer makes them** (optional,
+  :meth:`FakeCluster.use_token_authority`): RS256 JWTs with the claims
+  pkg/serviceaccount/claims.go puts in them (``iss``, ``sub``, ``aud``, ``exp``,
+  ``kubernetes.io.namespace``, ``kubernetes.io.serviceaccount.{name,uid}``), signed by
+  :class:`vaultdr.envs.local.kubeapi.tokens.TokenAuthority`; **TokenReview** (POST
+  /apis/authentication.k8s.io/v1/tokenreviews, RBAC ``create tokenreviews``, i.e. the
+  ``system:auth-delegator`` ClusterRole) answers as pkg/registry/authentication/
+  tokenreview/storage.go does; and the **root CA publisher** puts ``kube-root-ca.crt``
+  into every namespace (pkg/controller/certificates/rootcacertpublisher/publisher.go).
+* **TLS** (:meth:`FakeKubeApi.serve_tls`): the same API on a second, HTTPS listener, as
+  ``https://kubernetes.default.svc`` (a certificate from a test CA for that name and
+  127.0.0.1), for in-cluster clients, which only speak HTTPS.
+
 Not modelled: watches, resourceVersion conflicts, server-side apply, the
 port-forward's own authorization (its websocket is served as before).
 """
@@ -63,6 +76,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
+from vaultdr.envs.local.kubeapi.store import ServiceAccount
+from vaultdr.envs.local.kubeapi.tokens import TokenAuthority
+
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 #: The kubeconfig's token: kind's cluster admin.
 ADMIN_TOKEN = "fake-admin-token"
@@ -71,6 +87,8 @@ ADMIN_GROUP = "kubeadm:cluster-admins"
 PVC_PROTECTION = "kubernetes.io/pvc-protection"
 #: pkg/apis/authentication/validation/validation.go MinTokenAgeSec.
 MIN_TOKEN_SECONDS = 10 * 60
+#: kube-apiserver's --api-audiences as kind sets them (its --service-account-issuer).
+API_AUDIENCE = "https://kubernetes.default.svc.cluster.local"
 
 
 def _now() -> str:
@@ -209,6 +227,12 @@ class FakeCluster:
     exec_path: dict[str, str] = field(default_factory=dict)
     #: Every pods/exec: {"pod", "container", "command"}, in order.
     execs: list[dict[str, Any]] = field(default_factory=list)
+    #: Signs service-account tokens as JWTs when set (:meth:`use_token_authority`).
+    authority: TokenAuthority | None = None
+    #: The audiences each minted token was issued for.
+    token_audiences: dict[str, list[str]] = field(default_factory=dict)
+    #: The cluster CA the root CA publisher puts into every namespace (PEM), when set.
+    root_ca_pem: str = ""
 
     def __post_init__(self) -> None:
         self._bootstrap_rbac()
@@ -262,7 +286,28 @@ class FakeCluster:
             "status": {"phase": "Active"},
         }
         self.put("namespaces", "", name, obj)
+        if self.root_ca_pem:
+            self._publish_root_ca(name)
         return obj
+
+    def _publish_root_ca(self, namespace: str) -> None:
+        """pkg/controller/certificates/rootcacertpublisher/publisher.go: every namespace gets
+        the ConfigMap ``kube-root-ca.crt`` with the cluster CA under ``ca.crt``."""
+        self.put(
+            "configmaps",
+            namespace,
+            "kube-root-ca.crt",
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": _meta("kube-root-ca.crt", namespace),
+                "data": {"ca.crt": self.root_ca_pem},
+            },
+        )
+
+    def use_token_authority(self, authority: TokenAuthority) -> None:
+        """Mint RS256 JWTs signed by ``authority`` from now on (TokenRequest, kubelet tokens)."""
+        self.authority = authority
 
     def add_service_account(
         self, namespace: str, name: str, *, labels: dict[str, str] | None = None
@@ -417,6 +462,45 @@ class FakeCluster:
                 ],
             },
         }
+
+    def pod_from_template(self, i: int) -> dict[str, Any]:
+        """:meth:`pod` with the stored StatefulSet's pod template when it has a full one (as
+        ``helm install`` creates it): the pod spec is the template's (pkg/controller/
+        statefulset/stateful_set_utils.go newStatefulSetPod: the template, then the identity
+        ``hostname``/``subdomain`` and the claim volumes), its labels the template's plus the
+        controller's."""
+        pod = self.pod(i)
+        sts = self.get("statefulsets", self.namespace, self.release) or {}
+        template = (sts.get("spec") or {}).get("template") or {}
+        spec = template.get("spec") or {}
+        if "terminationGracePeriodSeconds" not in spec:
+            return pod
+        name = self.pod_name(i)
+        claims = [
+            {
+                "name": t["metadata"]["name"],
+                "persistentVolumeClaim": {"claimName": f"{t['metadata']['name']}-{name}"},
+            }
+            for t in (sts["spec"].get("volumeClaimTemplates") or [])
+        ]
+        pod["spec"] = {
+            **copy.deepcopy(spec),
+            "volumes": [*copy.deepcopy(spec.get("volumes") or []), *claims],
+            "hostname": name,
+            "subdomain": sts["spec"].get("serviceName", ""),
+            "nodeName": pod["spec"]["nodeName"],
+        }
+        labels = dict((template.get("metadata") or {}).get("labels") or {})
+        labels.update(
+            {
+                "controller-revision-hash": pod["metadata"]["labels"]["controller-revision-hash"],
+                "statefulset.kubernetes.io/pod-name": name,
+                "apps.kubernetes.io/pod-index": str(i),
+            }
+        )
+        pod["metadata"]["labels"] = labels
+        pod["metadata"]["ownerReferences"][0]["uid"] = sts["metadata"]["uid"]
+        return pod
 
     def pvc(self, i: int) -> dict[str, Any]:
         name = f"data-{self.pod_name(i)}"
@@ -641,15 +725,66 @@ class FakeCluster:
         ns = str(meta.get("namespace") or "") if kind in ("roles", "rolebindings") else ""
         self.put(kind, ns, str(meta["name"]), copy.deepcopy(obj))
 
-    def mint_token(self, ns: str, name: str, *, seconds: int = 3600) -> str:
+    def mint_token(
+        self, ns: str, name: str, *, seconds: int = 3600, audiences: list[str] | None = None
+    ) -> str:
         """A token of service account ``ns/name`` (what TokenRequest, or the kubelet's projected
-        token, gives a pod). The account must exist."""
+        token, gives a pod). The account must exist. With :attr:`authority` it is a signed
+        JWT (pkg/serviceaccount/claims.go), else an opaque string."""
         sa = self.get("serviceaccounts", ns, name)
         if sa is None:
             raise not_found("serviceaccounts", name)
-        token = "eyJhbGciOiJSUzI1NiJ9.fake-sa-token-" + uuid.uuid4().hex
-        self.tokens[token] = (ns, name, str(sa["metadata"]["uid"]), time.time() + seconds)
+        uid = str(sa["metadata"]["uid"])
+        auds = list(audiences or [API_AUDIENCE])
+        if self.authority is not None:
+            token, _ = self.authority.issue(ServiceAccount(ns, name, uid), auds, seconds)
+        else:
+            token = "eyJhbGciOiJSUzI1NiJ9.fake-sa-token-" + uuid.uuid4().hex
+        self.tokens[token] = (ns, name, uid, time.time() + seconds)
+        self.token_audiences[token] = auds
         return token
+
+    def review_token(self, token: str, audiences: list[str]) -> dict[str, Any]:
+        """A TokenReview's status, as pkg/registry/authentication/tokenreview/storage.go
+        (Create) answers: the request's audiences, else the API server's own; the service
+        account token authenticator (pkg/serviceaccount/jwt.go, claims.go) accepts a token
+        of an existing account with the same uid, unexpired, whose audiences overlap."""
+        wanted = audiences or [API_AUDIENCE]
+        minted = self.tokens.get(token)
+        failure: dict[str, Any] = {"authenticated": False, "user": {}, "audiences": []}
+        if minted is None:
+            return {
+                **failure,
+                "error": "[invalid bearer token, square/go-jose: error in cryptographic primitive]",
+            }
+        ns, name, uid, expires = minted
+        if time.time() >= expires:
+            return {**failure, "error": "[invalid bearer token, token has expired]"}
+        overlap = [a for a in wanted if a in self.token_audiences.get(token, [])]
+        if not overlap:
+            return {
+                **failure,
+                "error": "[invalid bearer token, token audiences is invalid for the target audiences]",
+            }
+        sa = self.get("serviceaccounts", ns, name)
+        if sa is None or sa["metadata"]["uid"] != uid:
+            return {
+                **failure,
+                "error": "[invalid bearer token, service account has been deleted or recreated]",
+            }
+        return {
+            "authenticated": True,
+            "user": {
+                "username": f"system:serviceaccount:{ns}:{name}",
+                "uid": uid,
+                "groups": [
+                    "system:serviceaccounts",
+                    f"system:serviceaccounts:{ns}",
+                    "system:authenticated",
+                ],
+            },
+            "audiences": overlap,
+        }
 
     def authenticate(self, authorization: str | None) -> User | None:
         """The user of a request; None for a token the server does not accept (401).
@@ -887,8 +1022,9 @@ class FakeCluster:
         if pvc is None:  # created only together with its pod (CreateStatefulPod)
             self.put("persistentvolumeclaims", ns, claim, self.pvc(index))
             self.controller_log.append(f"create Claim {claim} in StatefulSet {self.release}")
-        pod = self.pod(index)
-        pod["metadata"]["labels"][self.active_label] = "false"
+        pod = self.pod_from_template(index)
+        if self.active_label in pod["metadata"]["labels"]:
+            pod["metadata"]["labels"][self.active_label] = "false"
         self.put("pods", ns, name, pod)
         self.controller_log.append(f"create Pod {name} in StatefulSet {self.release}")
         self._queue(self.on_pod_started, ns, name, copy.deepcopy(pod))
@@ -1100,7 +1236,7 @@ def _grace(query: dict[str, list[str]], body: Any) -> int | None:
 _MANIFEST_KINDS = {
     # (ServiceAccounts are the namespaced routes' own: they carry the tokens' uid.)
     ("api", "v1"): {"services": "Service"},
-    ("apis", "apps", "v1"): {"deployments": "Deployment"},
+    ("apis", "apps", "v1"): {"deployments": "Deployment", "statefulsets": "StatefulSet"},
     ("apis", "rbac.authorization.k8s.io", "v1"): {"roles": "Role", "rolebindings": "RoleBinding"},
     ("apis", "batch", "v1"): {"jobs": "Job"},
 }
@@ -1128,9 +1264,44 @@ class _ExtraRoutes(BaseHTTPRequestHandler):
             if node is None:
                 return 404, _status(404, "NotFound", f'nodes "{seg[3]}" not found')
             return 200, node
+        if (
+            seg == ["apis", "authentication.k8s.io", "v1", "tokenreviews"]
+            and self.command == "POST"
+        ):
+            spec = (body or {}).get("spec") or {}
+            status = c.review_token(str(spec.get("token") or ""), list(spec.get("audiences") or []))
+            return 201, {
+                "apiVersion": "authentication.k8s.io/v1",
+                "kind": "TokenReview",
+                "metadata": {"creationTimestamp": None},
+                "spec": {k: v for k, v in spec.items() if k != "token"},
+                "status": status,
+            }
+        if (
+            seg[:3] == ["apis", "rbac.authorization.k8s.io", "v1"]
+            and len(seg) == 4
+            and seg[3] in ("clusterroles", "clusterrolebindings")
+            and self.command == "POST"
+        ):
+            name = str(body["metadata"]["name"])
+            if c.get(seg[3], "", name) is not None:
+                return 409, _status(409, "AlreadyExists", f'{seg[3]} "{name}" already exists')
+            c.put_rbac(body)
+            return 201, body
         for prefix, kinds in _MANIFEST_KINDS.items():
             n = len(prefix)
             rest = seg[n:]
+            if (
+                tuple(seg[:n]) == prefix
+                and self.command == "DELETE"
+                and len(rest) == 4
+                and rest[0] == "namespaces"
+                and rest[2] in kinds
+            ):
+                found = c.objects.pop((rest[2], rest[1], rest[3]), None)
+                if found is None:
+                    return 404, _status(404, "NotFound", f'{rest[2]} "{rest[3]}" not found')
+                return 200, found
             if (
                 tuple(seg[:n]) == prefix
                 and self.command == "POST"
@@ -1503,6 +1674,8 @@ class _Handler(_ExtraRoutes):
         if verb == "delete" and kind == "serviceaccounts":
             del c.objects[(kind, ns, name)]
             return 200, obj
+        if verb == "patch" and kind == "pods" and not sub and isinstance(body, list):
+            return 200, _json_patch_metadata(obj, body)
         if verb == "patch" and kind == "statefulsets" and not sub:
             meta = (body or {}).get("metadata") or {}
             for key in ("annotations", "labels"):
@@ -1606,8 +1779,8 @@ class _Handler(_ExtraRoutes):
                     }
                 ],
             )
-        audiences = list(spec.get("audiences") or ["https://kubernetes.default.svc.cluster.local"])
-        token = c.mint_token(ns, name, seconds=seconds)
+        audiences = list(spec.get("audiences") or [API_AUDIENCE])
+        token = c.mint_token(ns, name, seconds=seconds, audiences=audiences)
         expires = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)
         return 201, {
             "apiVersion": "authentication.k8s.io/v1",
@@ -1616,6 +1789,31 @@ class _Handler(_ExtraRoutes):
             "spec": {"audiences": audiences, "expirationSeconds": seconds, "boundObjectRef": None},
             "status": {"token": token, "expirationTimestamp": _stamp(expires)},
         }
+
+
+def _json_patch_metadata(obj: dict[str, Any], ops: list[dict[str, Any]]) -> dict[str, Any]:
+    """An RFC 6902 JSON patch (``application/json-patch+json``) of ``/metadata/labels`` or
+    ``/metadata/annotations`` (and keys in them, ``~1`` for "/"): what OpenBao's service
+    registration sends (openbao internal/serviceregistration/kubernetes/client/client.go
+    PatchPod; retry_handler.go patches ``/metadata/labels`` and ``/metadata/labels/<key>``)."""
+    for op in ops:
+        path = str(op.get("path") or "").split("/")[1:]
+        if path[:1] != ["metadata"] or len(path) < 2 or path[1] not in ("labels", "annotations"):
+            raise ApiError(422, "Invalid", f"the fake patches metadata only, not {op.get('path')}")
+        meta = obj["metadata"]
+        if len(path) == 2:
+            if op["op"] in ("add", "replace"):
+                meta[path[1]] = dict(op.get("value") or {})
+            continue
+        key = path[2].replace("~1", "/").replace("~0", "~")
+        target = meta.setdefault(path[1], {})
+        if op["op"] in ("add", "replace"):
+            target[key] = str(op.get("value"))
+        elif op["op"] == "remove":
+            target.pop(key, None)
+    meta = obj["metadata"]
+    meta["resourceVersion"] = str(int(meta.get("resourceVersion") or "1") + 1)
+    return obj
 
 
 def _ws_frame(payload: bytes, *, opcode: int = 0x2) -> bytes:
@@ -1669,6 +1867,7 @@ class FakeKubeApi:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
         self._stop = threading.Event()
+        self._tls_servers: list[ThreadingHTTPServer] = []
         self._reaper = threading.Thread(
             target=self._reap, args=(reap_interval,), name="fake-kube reaper", daemon=True
         )
@@ -1679,6 +1878,20 @@ class FakeKubeApi:
             # A test may change ``objects`` without the lock; the next round sees it settled.
             with contextlib.suppress(RuntimeError):
                 self.cluster.tick()
+
+    def serve_tls(self, cert_file: Path, key_file: Path) -> int:
+        """Serve the same API over HTTPS on 127.0.0.1 too (the in-cluster address,
+        ``https://kubernetes.default.svc``); its port."""
+        import ssl
+
+        handler = type("TlsHandler", (_Handler,), {"cluster": self.cluster})
+        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(str(cert_file), str(key_file))
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        self._tls_servers.append(server)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return int(server.server_address[1])
 
     def write_kubeconfig(self, path: Path, context: str, *, token: str = ADMIN_TOKEN) -> Path:
         """A kubeconfig for ``context``: the cluster admin, or the user of ``token``."""
@@ -1695,6 +1908,7 @@ class FakeKubeApi:
 
     def stop(self) -> None:
         self._stop.set()
-        self.server.shutdown()
-        self.server.server_close()
+        for server in [self.server, *self._tls_servers]:
+            server.shutdown()
+            server.server_close()
         self._reaper.join(timeout=5)
