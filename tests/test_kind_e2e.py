@@ -65,6 +65,7 @@ class FakeKind:
             KUBECONFIG=str(self.root / "kubeconfig"),
             VAULTDR_FAKE_TOOLS_DIR=str(self.tools_dir),
             VAULTDR_FAKE_TOOLS_PYTHON=sys.executable,
+            VAULTDR_STATE_DIR=str(self.state_dir),
             PYTHONPATH=str(REPO),
         )
         return env
@@ -163,10 +164,56 @@ def _explain(done: subprocess.CompletedProcess[str], kind: FakeKind) -> str:
     )
 
 
+def _requests_by(cluster: FakeCluster, user: str, method: str, path_part: str) -> int:
+    with cluster.lock:
+        return sum(
+            1
+            for r in cluster.requests
+            if r.user == user and r.method == method and path_part in r.path
+        )
+
+
 @pytest.mark.timeout(2400)
 def test_kind_up_drill_down(tmp_path: Path) -> None:
     with fake_kind(tmp_path) as kind:
-        up = kind.vaultdr("up", "--env", "kind", "--config", str(kind.stack_file))
+        config = ("--env", "kind", "--config", str(kind.stack_file))
+        up = kind.vaultdr("up", *config)
         assert up.returncode == 0, _explain(up, kind)
-        status = kind.vaultdr("status", "--env", "kind", "--config", str(kind.stack_file), "--json")
+        status = kind.vaultdr("status", *config, "--json")
         assert status.returncode == 0, _explain(status, kind)
+        nodes = json.loads(status.stdout)["nodes"]
+        assert len(nodes) == 3 and json.loads(status.stdout)["healthy"] is True
+
+        # OpenBao labels its own pod through the API with its service account's token
+        # (service_registration "kubernetes" and the chart's discovery Role).
+        server = "system:serviceaccount:vaultdr:openbao"
+        assert _requests_by(kind.cluster, server, "PATCH", "/pods/openbao-") >= 3
+        with kind.cluster.lock:
+            active = [
+                p["metadata"]["name"]
+                for p in kind.cluster.of_kind("pods", "vaultdr")
+                if (p["metadata"].get("labels") or {}).get("openbao-active") == "true"
+            ]
+        assert len(active) == 1, active
+
+        drill = kind.vaultdr(
+            "drill", *config, "--tags", "leader-loss", "--report-dir", str(tmp_path / "reports")
+        )
+        assert drill.returncode == 0, _explain(drill, kind)
+        assert "1 of 1 scenarios passed" in drill.stdout, _explain(drill, kind)
+        evidence = list((tmp_path / "reports").rglob("evidence.json"))
+        assert evidence, "the drill left no evidence"
+        # Logins went through the kubernetes auth method: TokenReviews by the servers' account.
+        assert _requests_by(kind.cluster, server, "POST", "/tokenreviews") >= 1
+
+        down = kind.vaultdr("down", *config)
+        assert down.returncode == 0, _explain(down, kind)
+        assert {
+            "tool": "kind",
+            "argv": ["delete", "cluster", "--name", "vaultdr"],
+        } in kind.tool_calls()
+        assert kind.kubelet.running_pids() == []
+        # Loopback only: every pod address, every connection the service network made.
+        assert all(ip.startswith("127.") for ip in kind.kubelet._ips.values())
+        assert kind.kubelet.proxy.connections
+        assert all(t.startswith("127.") for _, _, t in kind.kubelet.proxy.connections if t)
