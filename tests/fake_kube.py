@@ -120,6 +120,8 @@ class Request:
     body: Any
     #: Who sent it (the authenticated user name), "" when unauthenticated.
     user: str = ""
+    #: The status code of the answer (0 until answered; for the routes that record it).
+    code: int = 0
 
     @property
     def mutating(self) -> bool:
@@ -1451,13 +1453,13 @@ class _Handler(_ExtraRoutes):
         seg = parts.path.strip("/").split("/")
         with cluster.lock:
             user = cluster.authenticate(self.headers.get("Authorization"))
-            cluster.requests.append(
-                Request(self.command, parts.path, query, body, user.name if user else "")
-            )
+            request = Request(self.command, parts.path, query, body, user.name if user else "")
+            cluster.requests.append(request)
             try:
                 code, answer = self._serve(user, seg, query, body)
             except ApiError as exc:
                 code, answer = exc.code, _status(exc.code, exc.reason, exc.message, exc.details)
+            request.code = code
             cluster.reconcile()
         cluster.fire_hooks()
         self._send(code, answer)

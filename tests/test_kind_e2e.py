@@ -217,3 +217,49 @@ def test_kind_up_drill_down(tmp_path: Path) -> None:
         assert all(ip.startswith("127.") for ip in kind.kubelet._ips.values())
         assert kind.kubelet.proxy.connections
         assert all(t.startswith("127.") for _, _, t in kind.kubelet.proxy.connections if t)
+
+
+@pytest.mark.timeout(2400)
+def test_without_the_service_account_step_the_drill_fails_with_the_404(tmp_path: Path) -> None:
+    """The same ``up`` (tests/fake_tools/up_without_accounts.py drops that one step), then the
+    same drill: the namespace ``apps`` and its accounts do not exist, so every TokenRequest
+    for them is the API server's 404 and no scenario reaches a login."""
+    with fake_kind(tmp_path) as kind:
+        config = ("--env", "kind", "--config", str(kind.stack_file))
+        argv = [sys.executable, "-m", "tests.fake_tools.up_without_accounts", *config]
+        up = subprocess.run(
+            [*argv, "--state-dir", str(kind.state_dir)],
+            capture_output=True,
+            text=True,
+            timeout=UP_TIMEOUT,
+            cwd=REPO,
+            env=kind.environ(),
+            check=False,
+        )
+        assert up.returncode == 0, _explain(up, kind)
+        assert kind.cluster.get("namespaces", "", "apps") is None
+
+        token = kind.vaultdr("sa-token", *config, "apps", "web")
+        assert token.returncode != 0
+        assert "404" in token.stderr and "eyJ" not in token.stdout + token.stderr
+
+        drill = kind.vaultdr(
+            "drill", *config, "--tags", "leader-loss", "--report-dir", str(tmp_path / "reports")
+        )
+        assert drill.returncode != 0, _explain(drill, kind)
+        assert "0 of 1 scenarios passed" in drill.stdout, _explain(drill, kind)
+        # What the issue saw coming: the logins never work again, because every token
+        # request for the apps' accounts is the API server's 404.
+        assert "never reached auth_ready" in drill.stdout, _explain(drill, kind)
+        with kind.cluster.lock:
+            refused = [
+                (r.path, r.code)
+                for r in kind.cluster.requests
+                if r.method == "POST" and r.path.startswith("/api/v1/namespaces/apps/")
+            ]
+        assert refused, "the drill asked for no token of the apps' accounts"
+        assert all(path.endswith("/token") and code == 404 for path, code in refused), refused
+
+        down = kind.vaultdr("down", *config)
+        assert down.returncode == 0, _explain(down, kind)
+        assert kind.kubelet.running_pids() == []
