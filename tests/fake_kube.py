@@ -1276,7 +1276,9 @@ class _ExtraRoutes(BaseHTTPRequestHandler):
                 "apiVersion": "authentication.k8s.io/v1",
                 "kind": "TokenReview",
                 "metadata": {"creationTimestamp": None},
-                "spec": {k: v for k, v in spec.items() if k != "token"},
+                # pkg/registry/authentication/tokenreview/storage.go returns the posted
+                # object, its spec (token included) as sent, with the status filled in.
+                "spec": spec,
                 "status": status,
             }
         if (

@@ -407,7 +407,7 @@ class FakeKubelet:
             elif "secret" in volume or "configMap" in volume:
                 kind = "secrets" if "secret" in volume else "configmaps"
                 ref = volume.get("secret") or volume.get("configMap") or {}
-                obj_name = ref.get("secretName") or ref.get("name")
+                obj_name = str(ref.get("secretName") or ref.get("name") or "")
                 with c.lock:
                     obj = copy.deepcopy(c.get(kind, ns, obj_name) or {})
                 data = dict(obj.get("data") or {})

@@ -164,12 +164,14 @@ def _explain(done: subprocess.CompletedProcess[str], kind: FakeKind) -> str:
     )
 
 
-def _requests_by(cluster: FakeCluster, user: str, method: str, path_part: str) -> int:
+def _requests_by(cluster: FakeCluster, user: str, method: str, path_part: str, code: int) -> int:
+    """How many ``method`` requests to a path containing ``path_part`` ``user`` made that were
+    answered ``code``."""
     with cluster.lock:
         return sum(
             1
             for r in cluster.requests
-            if r.user == user and r.method == method and path_part in r.path
+            if r.user == user and r.method == method and path_part in r.path and r.code == code
         )
 
 
@@ -187,7 +189,7 @@ def test_kind_up_drill_down(tmp_path: Path) -> None:
         # OpenBao labels its own pod through the API with its service account's token
         # (service_registration "kubernetes" and the chart's discovery Role).
         server = "system:serviceaccount:vaultdr:openbao"
-        assert _requests_by(kind.cluster, server, "PATCH", "/pods/openbao-") >= 3
+        assert _requests_by(kind.cluster, server, "PATCH", "/pods/openbao-", 200) >= 3
         with kind.cluster.lock:
             active = [
                 p["metadata"]["name"]
@@ -204,7 +206,7 @@ def test_kind_up_drill_down(tmp_path: Path) -> None:
         evidence = list((tmp_path / "reports").rglob("evidence.json"))
         assert evidence, "the drill left no evidence"
         # Logins went through the kubernetes auth method: TokenReviews by the servers' account.
-        assert _requests_by(kind.cluster, server, "POST", "/tokenreviews") >= 1
+        assert _requests_by(kind.cluster, server, "POST", "/tokenreviews", 201) >= 1
 
         down = kind.vaultdr("down", *config)
         assert down.returncode == 0, _explain(down, kind)
