@@ -23,7 +23,8 @@ What a node does for a pod, in miniature:
   paths in the container's command, args, env and (for the servers) config are
   rewritten to them. The service-account token is where every in-cluster client looks
   for it, ``/var/run/secrets/kubernetes.io/serviceaccount/{token,ca.crt,namespace}``:
-  each container runs in its own mount namespace (``unshare --mount``) with a tmpfs
+  each container runs in its own mount namespace (``unshare --mount``; not as root, in a
+  user namespace, and the e2e tests skip where neither works) with a tmpfs
   on ``/run`` holding those files, as a container runtime mounts them; the token is a
   TokenRequest-style JWT the fake API signs. ``KUBERNETES_SERVICE_HOST``/``PORT`` point
   at the fake API's HTTPS listener, as the kubelet sets them in every pod.
@@ -567,18 +568,7 @@ class FakeKubelet:
             f"mkdir -p {SA_DIR} && cp {shlex.quote(str(sa))}/* {SA_DIR}/ 2>/dev/null; "
             'exec "$@"'
         )
-        argv = [
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "--",
-            "/bin/sh",
-            "-c",
-            setup,
-            "pod",
-            *container.argv,
-        ]
+        argv = [*mount_namespace(), "--", "/bin/sh", "-c", setup, "pod", *container.argv]
         with open(container.log, "ab") as out:
             out.write(f"--- {_now()} start {shlex.join(container.argv)}\n".encode())
             out.flush()
@@ -884,6 +874,27 @@ class FakeKubelet:
         assert self.deleted_marker is not None
         self.deleted_marker.unlink()
         self.events.append("cluster deleted")
+
+
+def mount_namespace() -> list[str]:
+    """``unshare`` into a private mount namespace: as root directly, else inside a user
+    namespace mapping the caller to root (where the host allows unprivileged ones)."""
+    base = ["unshare", "--mount", "--propagation", "private"]
+    return base if os.geteuid() == 0 else [*base, "--user", "--map-root-user"]
+
+
+def can_isolate() -> bool:
+    """Whether :func:`mount_namespace` works here (a tmpfs can be mounted on /run in it)."""
+    try:
+        done = subprocess.run(
+            [*mount_namespace(), "--", "/bin/sh", "-c", "mount -t tmpfs tmpfs /run"],
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
 
 
 def _container_port(pod: dict[str, Any], target: Any) -> int:

@@ -29,13 +29,20 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.fake_kube import API_AUDIENCE, FakeCluster, FakeKubeApi
-from tests.fake_kubelet import FakeKubelet
+from tests.fake_kubelet import FakeKubelet, can_isolate
 from vaultdr.config import load_stack
 from vaultdr.envs.local.kubeapi.tokens import TokenAuthority
 from vaultdr.envs.local.nodes import find_binary
 from vaultdr.envs.tls import LocalCA
 
-pytestmark = pytest.mark.stack
+pytestmark = [
+    pytest.mark.stack,
+    pytest.mark.skipif(
+        not can_isolate(),
+        reason="the fake kubelet needs mount namespaces (unshare --mount) for the pods' "
+        "service-account files at their fixed in-cluster path",
+    ),
+]
 
 REPO = Path(__file__).resolve().parent.parent
 KIND_DIR = REPO / "environments" / "kind"
