@@ -34,6 +34,7 @@ from vaultdr.config import load_stack
 from vaultdr.envs.local.kubeapi.tokens import TokenAuthority
 from vaultdr.envs.local.nodes import find_binary
 from vaultdr.envs.tls import LocalCA
+from vaultdr.errors import EXIT_DRILL_FAILED
 
 pytestmark = [
     pytest.mark.stack,
@@ -255,7 +256,7 @@ def test_without_the_service_account_step_the_drill_fails_with_the_404(tmp_path:
         drill = kind.vaultdr(
             "drill", *config, "--tags", "leader-loss", "--report-dir", str(tmp_path / "reports")
         )
-        assert drill.returncode != 0, _explain(drill, kind)
+        assert drill.returncode == EXIT_DRILL_FAILED, _explain(drill, kind)
         assert "0 of 1 scenarios passed" in drill.stdout, _explain(drill, kind)
         # What the issue saw coming: the logins never work again, because every token
         # request for the apps' accounts is the API server's 404.
