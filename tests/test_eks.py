@@ -33,7 +33,13 @@ from vaultdr.envs.kube import env as kube_env
 from vaultdr.envs.kube.clusters import EksEnvironment, KindEnvironment
 from vaultdr.envs.local import awsemu
 from vaultdr.envs.local.processes import free_port, stop_pid
-from vaultdr.errors import EXIT_BAD_INPUT, AccessDenied, ConfigError, EnvironmentStartError
+from vaultdr.errors import (
+    EXIT_BAD_INPUT,
+    AccessDenied,
+    ConfigError,
+    EnvironmentStartError,
+    FaultError,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 EKS = REPO / "environments/eks"
@@ -444,3 +450,45 @@ def test_revoke_returns_once_the_seal_itself_is_refused_and_at_once_when_already
     finally:
         common.restore_kms(admin, moto.seal_user)
     assert seal.decrypt(blob) == b"unseal me"
+
+
+def test_a_seal_refused_encrypt_without_the_revoke_policy_is_a_fault_and_changes_nothing(
+    moto: awsemu.AwsStack,
+) -> None:
+    """The seal cannot make its probe, but not because of vaultdr's deny (another policy
+    refuses it): revoke-kms cannot check the deny, so it attaches nothing."""
+    admin, seal = moto.admin_aws(), moto.seal_aws()
+    other = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Deny", "Action": "kms:Encrypt", "Resource": "*"}],
+    }
+    admin.put_user_policy(moto.seal_user, "someone-elses-deny", other)
+    try:
+        with pytest.raises(FaultError, match="although no vaultdr-revoke-kms policy"):
+            common.revoke_kms(admin, moto.seal_user, seal=seal, key_id=moto.kms_key_id)
+        assert not common.kms_revoked(admin, moto.seal_user)
+    finally:
+        admin.delete_user_policy(moto.seal_user, "someone-elses-deny")
+
+
+class FlappingSeal:
+    """The seal as an eventually consistent IAM answers it: refused, then allowed once
+    (another endpoint has not seen the deny yet), then refused. moto applies a policy at
+    once, so this is the one behaviour here that has no real part to run against."""
+
+    def __init__(self, answers: list[bool]) -> None:
+        self.answers = answers
+        self.calls = 0
+
+    def decrypt(self, blob: bytes) -> bytes:
+        refused = self.answers[min(self.calls, len(self.answers) - 1)]
+        self.calls += 1
+        if refused:
+            raise AccessDenied("kms:Decrypt refused")
+        return b"plaintext"
+
+
+def test_the_deny_counts_as_in_force_only_after_refusals_in_a_row() -> None:
+    seal = FlappingSeal([True, False, True, True, True])
+    common.wait_until_denied(seal, b"blob", what="the seal", timeout=10, interval=0.01)  # type: ignore[arg-type]
+    assert seal.calls == 2 + common.DENIED_IN_A_ROW  # the one allowed answer reset the count

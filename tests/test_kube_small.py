@@ -159,6 +159,19 @@ def test_agent_health_fails_when_the_last_progress_is_older_than_max_age(tmp_pat
     assert "no progress for 70" in stale.stdout and "snapshot" in stale.stdout
 
 
+def test_a_heartbeat_from_another_boot_or_broken_is_unhealthy(tmp_path: Path) -> None:
+    """The heartbeat file outlived a node reboot: its monotonic time is ahead of this
+    boot's clock, which used to read as a negative age, healthy. NaN likewise."""
+    path = tmp_path / agents.HEARTBEAT_FILE
+    agents.Heartbeat(path).beat("waiting")
+    record = json.loads(path.read_text())
+    for monotonic in (record["monotonic"] + 10_000, float("nan")):
+        path.write_text(json.dumps({**record, "monotonic": monotonic}))
+        code, line = agents.check_health(path, max_age=600)
+        assert code == EXIT_NOT_GOOD, line
+        assert "not from this boot" in line
+
+
 def test_a_restore_in_progress_is_allowed_its_budget(tmp_path: Path) -> None:
     path = tmp_path / agents.HEARTBEAT_FILE
     agents.Heartbeat(path).beat("restore", budget=agents.RESTORE_BUDGET)

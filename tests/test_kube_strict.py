@@ -340,9 +340,44 @@ def test_up_creates_the_declared_service_accounts_so_a_login_token_can_be_had(
     assert record["created_service_accounts"] == ["apps/web", "apps/batch", "apps/intruder"]
     step.action()  # again: nothing more
     assert deploy.read_record(env) == record
-    down = [s.show() for s in deploy.plan_down(env, keep_data=True)]
+    down = [s.show() for s in deploy.plan_down(env)]
     assert down[-1] == "delete namespace apps (created by up)"
     assert not any("service account" in line for line in down)  # they go with their namespace
+    kept = [s.show() for s in deploy.plan_down(env, keep_data=True)]
+    assert not any("delete namespace" in line for line in kept)  # a namespace takes its claims
+    assert kept[-3:] == [
+        f"delete service account apps/{name} (created by up)"
+        for name in ("web", "batch", "intruder")
+    ]
+    env.close()
+
+
+def test_down_leaves_a_namespace_it_created_once_something_else_runs_in_it(
+    tmp_path: Path, kube_api: FakeKubeApi, cluster: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Deleting a namespace deletes everything in it: a team's pod deployed into `apps`
+    after `up` keeps the namespace (and the pod) alive through `down`."""
+    env = kind_env(tmp_path, kube_api)
+    step = service_account_step(env)
+    assert step.action is not None
+    step.action()
+    team_pod = cluster.pod(0)
+    team_pod["metadata"].update(name="billing-0", namespace="apps", labels={"app": "billing"})
+    team_pod["spec"]["volumes"] = []
+    cluster.put("pods", "apps", "billing-0", team_pod)
+
+    (delete_apps,) = [
+        s for s in deploy.plan_down(env) if s.show() == "delete namespace apps (created by up)"
+    ]
+    assert delete_apps.action is not None
+    delete_apps.action()
+
+    assert ("DELETE", "/api/v1/namespaces/apps") not in cluster.mutations()
+    assert cluster.get("pods", "apps", "billing-0") is not None
+    assert "now holds pod billing-0: left as it is" in capsys.readouterr().err
+    cluster.objects.pop(("pods", "apps", "billing-0"))
+    delete_apps.action()  # once it is gone, the namespace goes
+    assert ("DELETE", "/api/v1/namespaces/apps") in cluster.mutations()
     env.close()
 
 

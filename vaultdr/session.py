@@ -28,6 +28,7 @@ every fault still in force, so a session must be closed even when the drill fail
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import re
 from pathlib import Path
@@ -272,7 +273,8 @@ class DrillSession:
         """The environment's diagnostics of a failed scenario, into
         ``<run_dir>/diagnostics/<scenario>/`` (``-2``, ``-3``... when that is taken), as the
         evidence records them. Never raises: a failed collection is recorded as an error
-        and changes no verdict. The root token, when this session read it, is redacted
+        and changes no verdict. The root token, when this session read it, and the recovery
+        keys are redacted
         from every file besides everything shaped like a secret."""
         base = run_dir / "diagnostics"
         stem = re.sub(r"[^A-Za-z0-9._-]+", "-", scenario).strip("-.") or "scenario"
@@ -282,6 +284,10 @@ class DrillSession:
             name = f"{stem}-{n}"
         directory = f"diagnostics/{name}"
         known = [self._token] if self._token else []
+        # The recovery keys too: with one share a key is 32 bytes, 64 hex characters,
+        # which the redaction by shape keeps (it looks like a sha256).
+        with contextlib.suppress(VaultdrError):
+            known += self.env.recovery_keys()
         try:
             found = self.env.diagnostics(base / name, known_secrets=known)
         except Exception as exc:  # noqa: BLE001 - diagnostics never change a drill's verdict

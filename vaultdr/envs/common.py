@@ -193,6 +193,8 @@ class EnvironmentBase(ABC):
 #: consistent: AWS says a policy change takes effect "typically within seconds" but may
 #: take longer; an emulator enforces it at once.
 REVOKE_WAIT = 120.0
+#: Refusals in a row that count as the deny being in force (see :func:`wait_until_denied`).
+DENIED_IN_A_ROW = 3
 #: The plaintext of the probe the seal encrypts before the deny and must fail to decrypt
 #: after it (nothing secret).
 REVOKE_PROBE = b"vaultdr revoke-kms probe"
@@ -206,7 +208,7 @@ def revoke_kms(
     seal: Aws | None = None,
     key_id: str | None = None,
     timeout: float = REVOKE_WAIT,
-    interval: float = 1.0,
+    interval: float = 0.5,
 ) -> None:
     """Deny the IAM ``kind`` ("user" or "role") ``name`` kms:Decrypt and kms:Encrypt
     (inline policy ``vaultdr-revoke-kms``), then, with ``seal`` (AWS as the seal principal
@@ -219,7 +221,7 @@ def revoke_kms(
     lifts it). ``aws`` must act as an IAM admin. A running node keeps working (it holds its
     keys in memory); a node that restarts stays sealed until :func:`restore_kms`.
     """
-    probe = _seal_probe(seal, key_id, name) if seal is not None and key_id else None
+    probe = _seal_probe(aws, seal, key_id, name, kind) if seal is not None and key_id else None
     if kind == "role":
         aws.put_role_policy(name, REVOKE_KMS_POLICY, revoke_kms_policy())
     else:
@@ -230,12 +232,21 @@ def revoke_kms(
         )
 
 
-def _seal_probe(seal: Aws, key_id: str, name: str) -> bytes | None:
-    """A ciphertext the seal made with its key now; None when the seal is already denied."""
+def _seal_probe(aws: Aws, seal: Aws, key_id: str, name: str, kind: str) -> bytes | None:
+    """A ciphertext the seal made with its key now; None when the seal is already denied
+    by this very revoke (the policy attached before, e.g. a fault injected twice)."""
     try:
         return seal.encrypt(key_id, REVOKE_PROBE)
     except AccessDenied:
-        return None  # already denied (a revoke in force): nothing to wait for
+        if kms_revoked(aws, name, kind=kind):
+            return None  # already denied by vaultdr-revoke-kms: nothing to wait for
+        raise FaultError(
+            f"revoke-kms cannot check the deny: the seal principal's own KMS Encrypt with "
+            f"{key_id} is refused although no {REVOKE_KMS_POLICY} policy is attached; "
+            "nothing was changed",
+            hint="the seal may lack kms:Encrypt (or another deny applies): check its policy "
+            "and kube.kms_key_id",
+        ) from None
     except VaultdrError as exc:
         raise FaultError(
             f"revoke-kms cannot check the deny: the seal principal's own KMS Encrypt with "
@@ -246,15 +257,21 @@ def _seal_probe(seal: Aws, key_id: str, name: str) -> bytes | None:
 
 
 def wait_until_denied(
-    seal: Aws, probe: bytes, *, what: str, timeout: float = REVOKE_WAIT, interval: float = 1.0
+    seal: Aws, probe: bytes, *, what: str, timeout: float = REVOKE_WAIT, interval: float = 0.5
 ) -> None:
-    """Poll KMS Decrypt of ``probe`` as the seal until it is refused (AccessDenied)."""
+    """Poll KMS Decrypt of ``probe`` as the seal until it is refused (AccessDenied)
+    :data:`DENIED_IN_A_ROW` times in a row: IAM is eventually consistent, and one endpoint
+    refusing does not mean the next one will (a node restarting then could still unseal)."""
+    refused = 0
 
     def denied() -> bool:
+        nonlocal refused
         try:
             seal.decrypt(probe)
         except AccessDenied:
-            return True
+            refused += 1
+            return refused >= DENIED_IN_A_ROW
+        refused = 0
         return False
 
     if not wait_for(denied, timeout=timeout, interval=interval):

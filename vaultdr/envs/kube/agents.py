@@ -44,6 +44,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import math
 import os
 import signal
 import tempfile
@@ -158,6 +159,9 @@ def check_health(path: Path, *, max_age: float) -> tuple[int, str]:
             EXIT_NOT_GOOD,
             f"unhealthy: the heartbeat {path} is unreadable ({type(exc).__name__})",
         )
+    if not (math.isfinite(age) and math.isfinite(limit)) or age < 0:
+        # A beat from another boot (the monotonic clock restarted) or a broken record.
+        return EXIT_NOT_GOOD, f"unhealthy: the heartbeat {path} is not from this boot"
     if age > limit:
         return (
             EXIT_NOT_GOOD,

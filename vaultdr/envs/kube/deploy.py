@@ -536,7 +536,11 @@ def teardown(env: DeployTarget, *, keep_data: bool = False) -> None:
     check_tools(["kind", "helm"] if env.name == "kind" else ["helm"])
     run_plan(plan_down(env, keep_data=keep_data), dry_run=env.dry_run)
     if not env.dry_run:
-        write_record(env, {})
+        # With --keep-data the namespaces stay: remember that up made them, so a later
+        # full `down` still deletes them (and only them).
+        record = read_record(env)
+        kept = ("created_namespace", "created_namespaces") if keep_data else ()
+        write_record(env, {k: record[k] for k in kept if k in record})
 
 
 def check_expected_context(env: DeployTarget) -> None:
@@ -670,10 +674,10 @@ def created_account_steps(
     env: DeployTarget, record: dict[str, Any], *, keep_data: bool
 ) -> list[Step]:
     """`down`'s steps for what `up` created beyond the releases: its service accounts
-    (unless their namespace goes too), then its namespaces, each checked to be vaultdr's
-    again when deleted. The release namespace goes only without ``keep_data`` (its
-    claims go with it)."""
-    namespaces = list(record.get("created_namespaces") or [])
+    (unless their namespace goes too), then its namespaces, each checked, when deleted,
+    to be vaultdr's and to hold nothing vaultdr did not put there. With ``keep_data`` no
+    namespace is deleted (deleting one deletes everything in it, claims included)."""
+    namespaces = [] if keep_data else list(record.get("created_namespaces") or [])
     if record.get("created_namespace") and not keep_data:
         namespaces.append(env.namespace)
     steps: list[Step] = []
@@ -697,12 +701,45 @@ def created_account_steps(
 
 
 def _delete_owned_namespace(env: DeployTarget, namespace: str) -> None:
-    if owns_namespace(env, namespace):
-        env.api.delete_namespace(namespace)
-    else:
+    """Delete ``namespace`` only if vaultdr created it and it holds no pod or claim that
+    vaultdr did not put there (a team may have deployed into it since): deleting a
+    namespace deletes everything in it."""
+    if not owns_namespace(env, namespace):
         print(
             f"  namespace {namespace} is not vaultdr's (any more): left as it is", file=sys.stderr
         )
+        return
+    others = foreign_workloads(env, namespace)
+    if others:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        print(
+            f"  namespace {namespace} was created by vaultdr but now holds {shown}: left as "
+            f"it is (delete it yourself once that is gone: kubectl delete namespace {namespace})",
+            file=sys.stderr,
+        )
+        return
+    env.api.delete_namespace(namespace)
+
+
+def foreign_workloads(env: DeployTarget, namespace: str) -> list[str]:
+    """The pods and claims in ``namespace`` that are not vaultdr's and not already going:
+    vaultdr's are the releases' pods (``app.kubernetes.io/instance``), the kind emulator's
+    (``app.kubernetes.io/part-of: vaultdr``), the nodes' claims and anything terminating."""
+    ours = {env.kube.release, env.kube.ops_release}
+    claims = {env.pvc_name(node) for node in env.node_names()}
+    found = [
+        f"pod {pod.name}"
+        for pod in env.api.list_pods(namespace, "")
+        if not pod.deleting
+        and pod.labels.get("app.kubernetes.io/instance") not in ours
+        and pod.labels.get("app.kubernetes.io/part-of") != "vaultdr"  # the kind emulator
+    ]
+    found += [
+        f"pvc {pvc['name']}"
+        for pvc in env.api.list_pvcs(namespace)
+        if not pvc["deleting"] and not (namespace == env.namespace and pvc["name"] in claims)
+    ]
+    return found
 
 
 def node_hosts(env: DeployTarget) -> list[str]:
