@@ -455,6 +455,9 @@ def test_a_failed_kind_job_exports_the_clusters_logs_into_the_uploaded_reports()
     assert steps[export]["if"] == "failure()"
     assert runs[export].split()[3].startswith(steps[upload]["with"]["path"])  # reports/...
     assert "--name vaultdr" in runs[export]
+    # ... and redacted before the upload, with the command this repository provides.
+    exported = runs[export].split()[3]
+    assert f"-m vaultdr.envs.diagnostics --redact-tree {exported}" in runs[export]
     assert steps[upload]["if"] == "always()"
     kind = next(s for s in steps if s.get("uses", "").startswith("helm/kind-action"))
     assert kind["with"]["version"] == "v0.29.0"
@@ -473,3 +476,39 @@ def test_logs_left_when_the_collection_runs_out_of_time_are_skipped_and_noted(
     assert writer.finish().errors == [
         "log server/openbao-0/openbao.log: skipped: the collection ran out of its 0 s"
     ]
+
+
+def test_an_exported_log_tree_is_redacted_in_place(tmp_path: Path) -> None:
+    """What the kind workflow runs over `kind export logs`: every text file redacted, a
+    file that is not text dropped (it cannot be checked), clean files left as they are."""
+    import subprocess
+    import sys
+
+    tree = tmp_path / "kind-logs" / "vaultdr-worker" / "containers"
+    tree.mkdir(parents=True)
+    token = "hvs." + "A1b2C3d4" * 3
+    (tree / "agent.log").write_text(f"logged in with {token}\nsnapshot ok\n")
+    (tree / "clean.log").write_text("raft: election won\n")
+    (tree / "core.bin").write_bytes(b"\xff\xfe\x00binary")
+    done = subprocess.run(
+        [sys.executable, "-m", "vaultdr.envs.diagnostics", "--redact-tree", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    agent = (tree / "agent.log").read_text()
+    assert token not in agent and "snapshot ok" in agent
+    assert (tree / "clean.log").read_text() == "raft: election won\n"
+    assert not (tree / "core.bin").exists()
+    missing = subprocess.run(
+        [sys.executable, "-m", "vaultdr.envs.diagnostics", "--redact-tree", str(tmp_path / "no")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+        timeout=60,
+    )
+    assert missing.returncode == 2 and "is not a directory" in missing.stderr

@@ -25,14 +25,17 @@ Hazards:
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
+import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vaultdr.errors import EXIT_BAD_INPUT, EXIT_OK
 from vaultdr.files import write_bytes_atomic
 
 __all__ = [
@@ -42,6 +45,7 @@ __all__ = [
     "Diagnostics",
     "DiagnosticsWriter",
     "redact",
+    "redact_tree",
     "tail_text",
 ]
 
@@ -190,3 +194,42 @@ class DiagnosticsWriter:
             self.text("errors.txt", "".join(f"{line}\n" for line in errors))
             self.result.errors = errors
         return self.result
+
+
+def redact_tree(root: Path) -> int:
+    """Redact every file under ``root`` in place (a log export about to leave the machine,
+    e.g. `kind export logs` in CI); a file that is not UTF-8 text is removed, since it
+    cannot be checked. Returns the number of files rewritten or removed."""
+    changed = 0
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink()):
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            path.unlink()
+            changed += 1
+            continue
+        clean = redact(text)
+        if clean != text:
+            path.write_text(clean, encoding="utf-8")
+            changed += 1
+    return changed
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m vaultdr.envs.diagnostics --redact-tree DIR``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m vaultdr.envs.diagnostics",
+        description="Redact, in place, every file of a directory of logs before it is shared.",
+    )
+    parser.add_argument("--redact-tree", type=Path, required=True, metavar="DIR")
+    args = parser.parse_args(argv)
+    root: Path = args.redact_tree
+    if not root.is_dir():
+        print(f"error: {root} is not a directory", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"redacted {redact_tree(root)} file(s) under {root}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
