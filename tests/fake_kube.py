@@ -1516,6 +1516,15 @@ class _Handler(_ExtraRoutes):
         self.wfile.flush()
         self.close_connection = True
         client = self.connection
+        if target[0] == "reset":
+            # forward_to[pod] = ("reset", N): the pod dies during the first frames. N of the
+            # two port frames are sent, then the connection is reset (RST, not FIN), which
+            # websocket-client raises as ConnectionResetError.
+            for channel in range(target[1]):
+                client.sendall(_ws_frame(bytes([channel, port % 256, port // 256])))
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            client.close()
+            return
         upstream = socket.create_connection(target)
         # The API server and the kubelet are Go: Nagle is off on every TCP connection.
         for end in (client, upstream):

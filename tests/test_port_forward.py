@@ -378,3 +378,78 @@ def test_a_local_connection_to_an_unanswering_api_is_closed_not_left_hanging(
             assert time.monotonic() - started < 5.0
     finally:
         forwarder.close()
+
+
+# --- closing, and a pod that dies during the first frames ----------------------------------------
+def forward_threads() -> list[threading.Thread]:
+    """The forwarders' threads to POD (accept, serve, ready) still alive."""
+    names = (f"port-forward {POD}:", f"forward {POD}", f"ready {POD}")
+    return [t for t in threading.enumerate() if t.name.startswith(names)]
+
+
+def test_close_ends_the_accept_thread_and_the_old_port_opens_no_websocket(
+    env: KindEnvironment, cluster: FakeCluster, pod: PodServer
+) -> None:
+    assert poll(env)
+    local_port = int(env.node_address(POD).rsplit(":", 1)[1])
+    accept = [t for t in threading.enumerate() if t.name == f"port-forward {POD}:8200"]
+    assert len(accept) == 1 and accept[0].is_alive()
+
+    env.close()
+    assert not accept[0].is_alive(), "close() left the accept thread blocked in accept()"
+    time.sleep(0.2)  # a ready websocket being opened as close() ran has finished
+    before = upgrades(cluster)
+    try:
+        with socket.create_connection(("127.0.0.1", local_port), timeout=2) as conn:
+            conn.sendall(b"GET /v1/sys/leader HTTP/1.1\r\nHost: x\r\n\r\n")
+            try:
+                answer = conn.recv(1)
+            except (ConnectionResetError, TimeoutError):
+                answer = b""
+            assert answer == b""
+    except ConnectionRefusedError:
+        pass  # the listener is gone: what a closed forward should be
+    time.sleep(0.3)
+    assert upgrades(cluster) == before, "a connection to a closed forward opened a websocket"
+
+
+def test_a_pod_that_resets_during_the_first_frames_closes_the_connection_without_a_traceback(
+    env: KindEnvironment,
+    cluster: FakeCluster,
+    pod: PodServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    crashed: list[str] = []
+    monkeypatch.setattr(
+        threading, "excepthook", lambda args: crashed.append(f"{args.thread}: {args.exc_type}")
+    )
+    for frames in (0, 1):
+        cluster.forward_to[POD] = ("reset", frames)
+        # the open a caller waits for: a PortForwardError, not a bare ConnectionResetError
+        with pytest.raises(PortForwardError, match="broke before it began") as caught:
+            env.api.open_port_forward(NS, POD, 8200)
+        assert ADMIN_TOKEN not in f"{caught.value.message} {caught.value.hint}"
+
+    address = env.node_address(POD)  # its ready websocket meets the reset too
+    local_port = int(address.rsplit(":", 1)[1])
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", local_port), timeout=10) as conn:
+            started = time.monotonic()
+            conn.sendall(b"GET /v1/sys/leader HTTP/1.1\r\nHost: x\r\n\r\n")
+            try:
+                answer = conn.recv(1)
+            except ConnectionResetError:
+                answer = b""
+            assert answer == b"", "the local connection was left open"
+            assert time.monotonic() - started < 3.0
+    with pytest.raises(VaultApiError, match="cannot reach"):
+        poll(env)
+    for thread in forward_threads():
+        if not thread.name.startswith("port-forward"):
+            thread.join(5)
+    assert crashed == [], "a forward thread died with a traceback"
+
+    cluster.forward_to[POD] = ("127.0.0.1", pod.port)  # the pod is back
+    assert poll(env)
+    assert env.node_address(POD) == address
+    assert crashed == []

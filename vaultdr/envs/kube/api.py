@@ -83,6 +83,8 @@ _DATA, _ERROR = 0, 1
 #: Websockets a forwarder keeps open ahead of new connections, and how long one may wait.
 READY_STREAMS = 1
 READY_MAX_AGE = 5.0
+#: How long :meth:`PortForwarder.close` waits for its accept thread to end.
+ACCEPT_JOIN_TIMEOUT = 2.0
 
 _HINTS = {
     401: "the credentials of this kube context were refused: log in again",
@@ -992,6 +994,14 @@ class PodStream:
         except PortForwardError:
             self.close()
             raise
+        except (OSError, _websocket.WebSocketException) as exc:
+            # websocket-client lets a reset or a TLS error through as it is (a pod that
+            # died during the first frames): the stream never began.
+            self.close()
+            raise PortForwardError(
+                f"{what} failed: the pod's stream broke before it began ({type(exc).__name__})",
+                hint="is the pod running? `kubectl get pods` shows it",
+            ) from None
         self.opened = time.monotonic()
 
     def fileno(self) -> int:
@@ -1200,15 +1210,25 @@ class PortForwarder:
                 conn, _ = self._listener.accept()
             except OSError:
                 return
+            if self._stop.is_set():
+                conn.close()
+                return
             threading.Thread(
                 target=self._serve, args=(conn,), name=f"forward {self.pod}", daemon=True
             ).start()
 
     def _serve(self, conn: socket.socket) -> None:
+        if self._stop.is_set():
+            conn.close()
+            return
         try:
             remote = self._take()
         except KubeApiError as exc:
             log.info("port-forward to %s failed: %s", self.pod, exc.message)
+            conn.close()
+            return
+        except (OSError, _websocket.WebSocketException) as exc:
+            log.info("port-forward to %s failed: %s", self.pod, type(exc).__name__)
             conn.close()
             return
         self._refill()
@@ -1256,6 +1276,8 @@ class PortForwarder:
             stream = self._open()
         except KubeApiError as exc:
             log.debug("port-forward to %s: no ready stream: %s", self.pod, exc.message)
+        except (OSError, _websocket.WebSocketException) as exc:
+            log.debug("port-forward to %s: no ready stream: %s", self.pod, type(exc).__name__)
         finally:
             with self._lock:
                 self._opening -= 1
@@ -1268,8 +1290,14 @@ class PortForwarder:
     def close(self) -> None:
         """Stop listening and end every stream (ready or in use)."""
         self._stop.set()
+        # close() alone does not wake a thread blocked in accept() on Linux (the socket
+        # stays listening until accept returns); shutdown() does.
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(OSError):
             self._listener.close()
+        if self._thread is not threading.current_thread():
+            self._thread.join(ACCEPT_JOIN_TIMEOUT)
         with self._lock:
             ready, self._ready = self._ready, []
             live = list(self._live)
