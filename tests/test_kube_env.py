@@ -1086,6 +1086,9 @@ def test_the_total_loss_probe_reads_the_restore_record_through_the_kube_environm
     current.ledger = WriteLedger(kind_env, current.token, rate=20.0)
     current.ledger.start()
     assert current.ledger.wait_acknowledged(10)
+    # The writes end before the loss: a write acknowledged after the restore record's
+    # start would be neither lost nor RPO, and the counts below would race the writer.
+    current.ledger.stop()
     vault_nodes.lose_data()  # total loss, restored from a snapshot taken before the writes
     snapshot_key = f"snapshots/cid/{snap.format_stamp(started - dt.timedelta(seconds=30))}.snap"
     record = {
