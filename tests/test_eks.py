@@ -34,6 +34,7 @@ from vaultdr.envs.kube.clusters import EksEnvironment, KindEnvironment
 from vaultdr.envs.local import awsemu
 from vaultdr.envs.local.processes import free_port, stop_pid
 from vaultdr.errors import EXIT_BAD_INPUT, AccessDenied, ConfigError, EnvironmentStartError
+from vaultdr.upgrade import kube as upgrade_kube
 
 REPO = Path(__file__).resolve().parent.parent
 EKS = REPO / "environments/eks"
@@ -407,7 +408,9 @@ def eks_elsewhere(state: Path, values: dict[str, Any] | None, **kube: Any) -> Ek
         update={
             "kube": stack.kube.model_copy(update={"values": str(values_path), **kube}),
             "kubernetes": stack.kubernetes.model_copy(
-                update={"reviewer": stack.kubernetes.reviewer.model_copy(update={"namespace": "vault"})}
+                update={
+                    "reviewer": stack.kubernetes.reviewer.model_copy(update={"namespace": "vault"})
+                }
             ),
         }
     )
@@ -433,9 +436,25 @@ def test_the_server_service_account_is_the_one_the_official_chart_names(
 
 def test_a_server_service_account_that_is_not_a_mapping_is_bad_input(tmp_path: Path) -> None:
     env = eks_elsewhere(tmp_path / "state", {"server": {"serviceAccount": "openbao"}})
-    with pytest.raises(ConfigError, match="server.serviceAccount must be a mapping") as err:
+    with pytest.raises(ConfigError, match=r"server\.serviceAccount must be a mapping") as err:
         env.server_service_account()
     assert str(tmp_path / "values.yaml") in err.value.message
+
+
+@pytest.mark.parametrize(
+    ("values", "where"),
+    [({"server": "openbao"}, "server must be a mapping, not str"),
+     ({"server": {"image": "quay.io/openbao/openbao:2.6.2"}}, "server.image must be a mapping, not str")],
+)  # fmt: skip
+def test_a_server_image_that_is_not_a_mapping_is_bad_input_naming_the_file(
+    tmp_path: Path, values: dict[str, Any], where: str
+) -> None:
+    env = eks_elsewhere(tmp_path / "state", values)
+    with pytest.raises(ConfigError, match=where) as err:
+        upgrade_kube.server_image(env, "2.6.3", "0.27.0")
+    assert str(tmp_path / "values.yaml") in err.value.message
+    fine = eks_elsewhere(tmp_path / "state", {"server": {"image": {"repository": "me/bao"}}})
+    assert upgrade_kube.server_image(fine, "2.6.3", "0.27.0").image == "quay.io/me/bao:2.6.3"
 
 
 # --- the nodes' TLS from cert-manager ----------------------------------------------------------------

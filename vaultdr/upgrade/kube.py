@@ -268,8 +268,7 @@ def server_image(env: KubeEnvironment, version: str, chart_version: str) -> Serv
         where = f"{where}.{key}".lstrip(".")
         if not isinstance(image, Mapping):
             raise ConfigError(
-                f"{deploy.values_file(env)}: {where} must be a mapping, not "
-                f"{type(image).__name__}",
+                f"{deploy.values_file(env)}: {where} must be a mapping, not {type(image).__name__}",
                 hint=f"fix {where} in kube.values (see the chart's values.yaml)",
             )
     openbao = env.stack.engine.kind == "openbao"
