@@ -40,6 +40,7 @@ from vaultdr.errors import (
     EnvironmentStartError,
     FaultError,
 )
+from vaultdr.upgrade import kube as upgrade_kube
 
 REPO = Path(__file__).resolve().parent.parent
 EKS = REPO / "environments/eks"
@@ -298,6 +299,168 @@ def test_only_kind_installs_the_locally_built_image(tmp_path: Path) -> None:
     )
     bare = deploy.helm_install_ops(eks_env(tmp_path / "eks"))
     assert not any(arg.startswith("image.") for arg in bare)  # the values file's image stands
+
+
+# --- bad Terraform outputs, a bad kept copy, bad values files ----------------------------------
+def test_a_prefix_with_a_trailing_slash_is_the_prefix_without_it(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    fill(state, tmp_path, {**OUTPUTS, "snapshot_prefix": "snapshots/"})
+    env = eks_env(state)
+    assert env.snapshot_location() == (OUTPUTS["snapshot_bucket"], "snapshots")
+    ops = yaml.safe_load(terraform.ops_values_path(state).read_text())
+    assert ops["stack"]["snapshots"]["prefix"] == "snapshots"
+
+
+@pytest.mark.parametrize(
+    ("prefix", "message"),
+    [
+        ("snaps//daily", "output snapshot_prefix is 'snaps//daily', which stack.yaml's snapshots.prefix does not accept"),
+        ("../other", "output snapshot_prefix is '../other', which stack.yaml's snapshots.prefix does not accept"),
+        ("/", "output snapshot_prefix is empty"),
+    ],
+)  # fmt: skip
+def test_an_output_stack_yaml_refuses_is_bad_input_naming_the_output(
+    tmp_path: Path, prefix: str, message: str
+) -> None:
+    tf = tf_file(tmp_path, {**OUTPUTS, "snapshot_prefix": prefix})
+    state = tmp_path / "state"
+    result = vaultdr_cli(
+        "kube", "values", "--env", "eks", "--terraform-output", str(tf), "--state-dir", str(state)
+    )
+    assert result.returncode == EXIT_BAD_INPUT, result.stderr
+    assert message in result.stderr
+    if prefix != "/":
+        assert str(tf) in result.stderr
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+    assert not (state / "eks-values").exists()
+
+
+def kept(state: Path) -> Path:
+    return state / "eks-values" / terraform.OUTPUTS_FILE
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[1, 2]", "not vaultdr's record"),
+        ('{"values": {}}', "missing outputs region, cluster, namespace"),
+        ('{"values": {"region": 1}, "sensitive": []}', "output region is a number, not a string"),
+        ('{"values": [], "sensitive": []}', "not vaultdr's record"),
+        ("{not json", "the kept Terraform outputs cannot be read"),
+        (b"\xff\xfe{}", "the kept Terraform outputs cannot be read"),
+    ],
+)  # fmt: skip
+def test_a_corrupt_kept_copy_is_bad_input_and_kube_values_writes_it_again(
+    tmp_path: Path, text: str | bytes, message: str
+) -> None:
+    state = tmp_path / "state"
+    fill(state, tmp_path)
+    if isinstance(text, bytes):
+        kept(state).write_bytes(text)
+    else:
+        kept(state).write_text(text)
+    with pytest.raises(ConfigError, match=message) as err:
+        eks_env(state)
+    assert str(kept(state)) in err.value.message
+    assert "vaultdr kube values --env eks --terraform-output FILE" in err.value.hint
+    plan = vaultdr_cli("kube", "plan", "up", "--env", "eks", "--state-dir", str(state))
+    assert plan.returncode == EXIT_BAD_INPUT and message in plan.stderr
+    assert "Traceback" not in plan.stderr
+    again = vaultdr_cli(
+        "kube", "values", "--env", "eks", "--terraform-output", str(tf_file(tmp_path)),
+        "--state-dir", str(state),
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert eks_env(state).stack.cluster == OUTPUTS["cluster"]
+
+
+def test_a_kept_copy_with_a_bad_value_is_refused_as_fresh_outputs_are(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    fill(state, tmp_path)
+    record = json.loads(kept(state).read_text())
+    record["values"]["seal_role_arn"] = "vaultdr-seal"
+    kept(state).write_text(json.dumps(record))
+    with pytest.raises(ConfigError, match="output seal_role_arn is 'vaultdr-seal', which is not"):
+        eks_env(state)
+
+
+def test_a_values_template_that_cannot_be_read_is_bad_input_naming_it(tmp_path: Path) -> None:
+    binary = tmp_path / "binary-values.yaml"
+    binary.write_bytes(b"server: \xff\xfe\n")
+    unreadable = tmp_path / "unreadable-values.yaml"
+    unreadable.write_text("server: {}\n")
+    unreadable.chmod(0)
+    cases = [(tmp_path, "cannot be read"), (binary, "not a text file")]
+    if not os.access(unreadable, os.R_OK):  # root reads any file
+        cases.append((unreadable, "cannot be read"))
+    for template, message in cases:
+        with pytest.raises(ConfigError, match=message) as err:
+            terraform.fill_values(
+                engine_template=template,
+                ops_template=EKS / "ops-values.yaml",
+                stack=load_stack(EKS / "stack.yaml"),
+                outputs=terraform.parse_outputs(printed(OUTPUTS)),
+            )
+        assert str(template) in err.value.message and err.value.exit_code == EXIT_BAD_INPUT
+
+
+def eks_elsewhere(state: Path, values: dict[str, Any] | None, **kube: Any) -> EksEnvironment:
+    """An eks environment whose reviewer is in another namespace, with its own values file."""
+    stack = load_stack(EKS / "stack.yaml")
+    assert stack.kube is not None
+    values_path = state.parent / "values.yaml"
+    values_path.write_text(yaml.safe_dump(values or {}))
+    stack = stack.model_copy(
+        update={
+            "kube": stack.kube.model_copy(update={"values": str(values_path), **kube}),
+            "kubernetes": stack.kubernetes.model_copy(
+                update={
+                    "reviewer": stack.kubernetes.reviewer.model_copy(update={"namespace": "vault"})
+                }
+            ),
+        }
+    )
+    return EksEnvironment(state, stack)
+
+
+@pytest.mark.parametrize(
+    ("values", "account"),
+    [
+        ({}, "prod-openbao"),  # the chart's fullname: the release, then the chart's name
+        ({"fullnameOverride": "bao"}, "bao"),
+        ({"server": {"serviceAccount": {"name": "seal-sa"}}}, "seal-sa"),
+        ({"server": {"serviceAccount": {"create": False}}}, "default"),
+        ({"server": {"serviceAccount": {"create": False, "name": "mine"}}}, "mine"),
+    ],
+)
+def test_the_server_service_account_is_the_one_the_official_chart_names(
+    tmp_path: Path, values: dict[str, Any], account: str
+) -> None:
+    env = eks_elsewhere(tmp_path / "state", values, release="prod")
+    assert env.server_service_account() == (NS, account)
+
+
+def test_a_server_service_account_that_is_not_a_mapping_is_bad_input(tmp_path: Path) -> None:
+    env = eks_elsewhere(tmp_path / "state", {"server": {"serviceAccount": "openbao"}})
+    with pytest.raises(ConfigError, match=r"server\.serviceAccount must be a mapping") as err:
+        env.server_service_account()
+    assert str(tmp_path / "values.yaml") in err.value.message
+
+
+@pytest.mark.parametrize(
+    ("values", "where"),
+    [({"server": "openbao"}, "server must be a mapping, not str"),
+     ({"server": {"image": "quay.io/openbao/openbao:2.6.2"}}, "server.image must be a mapping, not str")],
+)  # fmt: skip
+def test_a_server_image_that_is_not_a_mapping_is_bad_input_naming_the_file(
+    tmp_path: Path, values: dict[str, Any], where: str
+) -> None:
+    env = eks_elsewhere(tmp_path / "state", values)
+    with pytest.raises(ConfigError, match=where) as err:
+        upgrade_kube.server_image(env, "2.6.3", "0.27.0")
+    assert str(tmp_path / "values.yaml") in err.value.message
+    fine = eks_elsewhere(tmp_path / "state", {"server": {"image": {"repository": "me/bao"}}})
+    assert upgrade_kube.server_image(fine, "2.6.3", "0.27.0").image == "quay.io/me/bao:2.6.3"
 
 
 # --- the nodes' TLS from cert-manager ----------------------------------------------------------------

@@ -261,7 +261,16 @@ def stack_values(env: KubeEnvironment) -> Mapping[str, Any]:
 
 def server_image(env: KubeEnvironment, version: str, chart_version: str) -> ServerImage:
     """The image reference the chart renders for ``version`` from our values file."""
-    image = (stack_values(env).get("server") or {}).get("image") or {}
+    image: Any = stack_values(env)
+    where = ""
+    for key in ("server", "image"):
+        image = image.get(key) or {}
+        where = f"{where}.{key}".lstrip(".")
+        if not isinstance(image, Mapping):
+            raise ConfigError(
+                f"{deploy.values_file(env)}: {where} must be a mapping, not {type(image).__name__}",
+                hint=f"fix {where} in kube.values (see the chart's values.yaml)",
+            )
     openbao = env.stack.engine.kind == "openbao"
     default_repository = "openbao/openbao" if openbao else "hashicorp/vault"
     repository = str(image.get("repository") or default_repository)

@@ -17,9 +17,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from vaultdr.aws import Aws, AwsCredentials, AwsTarget
 from vaultdr.config import Stack, load_stack_for
-from vaultdr.envs.kube import terraform
+from vaultdr.envs.kube import deploy, terraform
 from vaultdr.envs.kube.env import (
     ALLOW_ANNOTATION,
     CONFIRM_ENV_VAR,
@@ -118,8 +120,12 @@ class EksEnvironment(KubeEnvironment):
 
     name = "eks"
 
-    def __init__(self, state_dir: Path, stack: Stack, **kwargs: Any) -> None:
-        outputs = terraform.read_filled_outputs(state_dir)
+    def __init__(
+        self, state_dir: Path, stack: Stack, *, kept_outputs: bool = True, **kwargs: Any
+    ) -> None:
+        # kept_outputs=False: stack.yaml as written, for `kube values`, which writes the
+        # kept outputs again (and so must work over a corrupt copy).
+        outputs = terraform.read_filled_outputs(state_dir) if kept_outputs else None
         if outputs is not None:
             stack = terraform.apply_outputs(stack, outputs)
         super().__init__(state_dir, stack, **kwargs)
@@ -145,11 +151,47 @@ class EksEnvironment(KubeEnvironment):
 
     def server_service_account(self) -> tuple[str, str]:
         """The server pods' service account: stack.yaml's reviewer (Vault's own service
-        account) when it is in this namespace, else the official chart's (the release)."""
+        account) when it is in this namespace, else the official chart's.
+
+        As ``openbao.serviceAccount.name`` (openbao-helm, charts/openbao/templates/
+        _helpers.tpl; ``vault.serviceAccount.name`` in vault-helm's templates/_helpers.tpl)
+        names it for the StatefulSet's ``serviceAccountName``: with
+        ``server.serviceAccount.create`` (the default) ``server.serviceAccount.name``, else
+        the chart's fullname; without it ``server.serviceAccount.name``, else ``default``."""
         reviewer = self.stack.kubernetes.reviewer
         if reviewer.namespace == self.namespace:
             return reviewer.namespace, reviewer.name
-        return self.namespace, self.kube.release
+        account = self._server_values_service_account()
+        name = str(account.get("name") or "")
+        if account.get("create", True) in (False, "false"):
+            return self.namespace, name or "default"
+        return self.namespace, name or deploy.chart_fullname(self)
+
+    def _server_values_service_account(self) -> dict[str, Any]:
+        """``server.serviceAccount`` of the values file ``up`` installs ({} when unset)."""
+        path = Path(deploy.values_file(self))
+        if not path.is_file():
+            return {}
+        try:
+            values = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise ConfigError(
+                f"cannot read the chart values {path} ({type(exc).__name__})",
+                hint="fix the YAML of kube.values, or point kube.values at the right file",
+            ) from None
+        account: Any = values
+        where = ""
+        for key in ("server", "serviceAccount"):
+            if account is None:
+                return {}
+            if not isinstance(account, dict):
+                raise ConfigError(f"{path}: {where or 'the top level'} must be a mapping")
+            account, where = account.get(key), f"{where}.{key}".lstrip(".")
+        if account is None:
+            return {}
+        if not isinstance(account, dict):
+            raise ConfigError(f"{path}: server.serviceAccount must be a mapping")
+        return account
 
     def seal_role_credentials(self) -> AwsCredentials:
         """What the server pod's SDK does with IRSA: a token of its service account for the
@@ -209,11 +251,14 @@ def kube_environment_for(
     state_dir: str | None,
     confirm_context: str | None = None,
     dry_run: bool = False,
+    kept_outputs: bool = True,
 ) -> KubeEnvironment:
     """The environment of ``--env kind|eks``, its state in ``.vaultdr-<env>`` unless told
-    (``--state-dir``, then ``$VAULTDR_STATE_DIR``)."""
+    (``--state-dir``, then ``$VAULTDR_STATE_DIR``); ``kept_outputs=False``: on eks, without
+    the Terraform outputs ``kube values`` kept (for ``kube values`` itself)."""
     stack, path = load_stack_for(env_name, config)
     chosen = state_dir or os.environ.get(STATE_ENV_VAR) or f".vaultdr-{env_name}"
+    extra: dict[str, Any] = {} if kept_outputs else {"kept_outputs": False}
     return make_kube_environment(
         env_name,
         resolve_state_dir(chosen),
@@ -221,4 +266,5 @@ def kube_environment_for(
         stack_file=path,
         confirm_context=confirm_context,
         dry_run=dry_run,
+        **extra,
     )

@@ -107,7 +107,10 @@ def fill_terraform_values(args: argparse.Namespace) -> None:
             f"--terraform-output is for --env eks, not --env {args.env}",
             hint="kind's values are complete as shipped",
         )
-    env = kube_environment_for(args.env, config=args.config, state_dir=args.state_dir, dry_run=True)
+    # Without the outputs kept before: these replace them, even a corrupt copy.
+    env = kube_environment_for(
+        args.env, config=args.config, state_dir=args.state_dir, dry_run=True, kept_outputs=False
+    )
     for line in deploy.fill_values_from_terraform(env, args.terraform_output):
         print(line, file=sys.stderr)
 

@@ -33,9 +33,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import yaml
+from pydantic import ValidationError
 
 from vaultdr import __version__, statedir
-from vaultdr.config import Stack
+from vaultdr.config import Stack, parse_stack
 from vaultdr.errors import ConfigError
 
 #: The directory of the state directory the filled values are kept in.
@@ -70,6 +71,21 @@ _HINT = (
     "pass what `terraform -chdir=environments/eks/terraform output -json` prints "
     "(a file, or - for standard input), after `terraform apply`"
 )
+_KEPT_HINT = (
+    "write it again from Terraform: vaultdr kube values --env eks --terraform-output FILE "
+    "(FILE: `terraform -chdir=environments/eks/terraform output -json`, - for stdin)"
+)
+#: The stack field each output sets (:func:`overlay_stack`), to name the output at fault.
+STACK_FIELDS: dict[tuple[str, ...], str] = {
+    ("cluster",): "cluster",
+    ("region",): "region",
+    ("snapshots", "bucket"): "snapshot_bucket",
+    ("snapshots", "prefix"): "snapshot_prefix",
+    ("kube", "kms_key_id"): "seal_kms_key_arn",
+    ("kube", "snapshot_kms_key_id"): "snapshots_kms_key_arn",
+    ("kube", "seal_principal"): "seal_role_arn",
+    ("kube", "image"): "ecr_repository_url",
+}
 
 
 @dataclass(frozen=True)
@@ -79,6 +95,8 @@ class TerraformOutputs:
 
     values: dict[str, str]
     sensitive: frozenset[str] = frozenset()
+    #: Where they were read: a file, standard input, the kept copy.
+    source: str = "terraform output"
 
     def __getitem__(self, name: str) -> str:
         return self.values[name]
@@ -114,11 +132,19 @@ def read_outputs(source: str, *, stdin: TextIO | None = None) -> TerraformOutput
 
 
 def parse_outputs(text: str, *, source: str = "terraform output") -> TerraformOutputs:
-    """Check ``terraform output -json``'s mapping ``name -> {value, type, sensitive}``."""
+    """Check ``terraform output -json``'s mapping ``name -> {value, type, sensitive}``.
+
+    A ``snapshot_prefix`` ending in one ``/`` (``snapshots/``, as S3 consoles write
+    prefixes) loses it: stack.yaml's ``snapshots.prefix`` is the prefix without one."""
     try:
         data = json.loads(text)
     except ValueError as exc:
         raise ConfigError(f"{source}: not JSON ({exc})", hint=_HINT) from None
+    return check_outputs(data, source=source)
+
+
+def check_outputs(data: Any, *, source: str) -> TerraformOutputs:
+    """:func:`parse_outputs` of JSON already decoded."""
     if not isinstance(data, dict):
         raise ConfigError(
             f"{source}: not a mapping of outputs (got {type(data).__name__})", hint=_HINT
@@ -142,6 +168,8 @@ def parse_outputs(text: str, *, source: str = "terraform output") -> TerraformOu
                 f"{source}: output {name} is {_type_name(entry['value'])}, not a string",
                 hint=_HINT,
             )
+    if values.get("snapshot_prefix", "").endswith("/"):
+        values["snapshot_prefix"] = values["snapshot_prefix"].removesuffix("/")
     missing = [name for name in REQUIRED if name not in values]
     if missing:
         raise ConfigError(
@@ -157,7 +185,7 @@ def parse_outputs(text: str, *, source: str = "terraform output") -> TerraformOu
             raise ConfigError(
                 f"{source}: output {name} is {shown}, which is not {_shape(name)}", hint=_HINT
             )
-    return TerraformOutputs(values, frozenset(sensitive))
+    return TerraformOutputs(values, frozenset(sensitive), source)
 
 
 def _type_name(value: Any) -> str:
@@ -249,8 +277,25 @@ def apply_outputs(stack: Stack, outputs: TerraformOutputs) -> Stack:
             hint="set kube.namespace to Terraform's namespace (or var.namespace to stack.yaml's)",
         )
     image = agent_image(outputs, kube.image if kube else None)
-    data = stack.model_dump(mode="json", exclude_none=True)
-    return Stack.model_validate(overlay_stack(data, outputs, image=image))
+    data = overlay_stack(stack.model_dump(mode="json", exclude_none=True), outputs, image=image)
+    try:
+        return Stack.model_validate(data)
+    except ValidationError as exc:
+        for err in exc.errors():
+            name = STACK_FIELDS.get(tuple(str(part) for part in err["loc"]))
+            if name is None:
+                continue
+            field = ".".join(str(part) for part in err["loc"])
+            value = outputs.shown(name) if name in outputs.values else "(not set)"
+            shown = value if value == "(sensitive)" else repr(value)
+            raise ConfigError(
+                f"{outputs.source}: output {name} is {shown}, which stack.yaml's {field} "
+                f"does not accept: {err['msg'].removeprefix('Value error, ')}",
+                hint="fix the Terraform variable behind it and `terraform apply`, then "
+                "pass the new `terraform output -json`",
+            ) from None
+    # Not a field an output sets: parse_stack names it.
+    return parse_stack(data, source=f"stack.yaml with {outputs.source}'s facts")
 
 
 def fill_values(
@@ -286,6 +331,16 @@ def _load(path: Path) -> Any:
     except FileNotFoundError:
         raise ConfigError(
             f"{path}: no such values file", hint="check kube.values/ops_values"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not a text file (byte {exc.start} is not UTF-8)",
+            hint="kube.values/ops_values must name YAML values files",
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"{path}: cannot be read ({exc.strerror or type(exc).__name__})",
+            hint="kube.values/ops_values must name readable YAML values files",
         ) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
@@ -361,18 +416,38 @@ def write_filled(
 
 def read_filled_outputs(state_dir: Path) -> TerraformOutputs | None:
     """The outputs :func:`write_filled` kept, or None when there are none."""
+    """The outputs :func:`write_filled` kept, or None when there are none; checked as
+    fresh ones are (:func:`check_outputs`), a bad copy a ConfigError saying how to
+    write it again."""
     path = filled_dir(state_dir) / OUTPUTS_FILE
     try:
-        record = json.loads(path.read_text())
+        record = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+        reason = exc.strerror if isinstance(exc, OSError) else str(exc)
         raise ConfigError(
-            f"{path}: unreadable ({exc})",
-            hint="write it again: vaultdr kube values --env eks --terraform-output FILE",
+            f"{path}: the kept Terraform outputs cannot be read ({reason})", hint=_KEPT_HINT
         ) from None
-    values = {str(k): str(v) for k, v in dict(record.get("values") or {}).items()}
-    return TerraformOutputs(values, frozenset(record.get("sensitive") or ()))
+    values = record.get("values") if isinstance(record, dict) else None
+    sensitive = record.get("sensitive", []) if isinstance(record, dict) else None
+    if (
+        not isinstance(values, dict)
+        or not isinstance(sensitive, list)
+        or not all(isinstance(s, str) for s in sensitive)
+    ):
+        raise ConfigError(
+            f"{path}: the kept Terraform outputs are not vaultdr's record "
+            '({"values": {output: string}, "sensitive": [output]})',
+            hint=_KEPT_HINT,
+        )
+    data = {
+        name: {"value": value, "sensitive": name in sensitive} for name, value in values.items()
+    }
+    try:
+        return check_outputs(data, source=f"{path} (the kept Terraform outputs)")
+    except ConfigError as exc:
+        raise ConfigError(exc.message, hint=_KEPT_HINT) from None
 
 
 def describe(outputs: TerraformOutputs, *, image: str, engine_kind: str) -> list[str]:
