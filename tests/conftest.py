@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fake_kube import FakeCluster, FakeKubeApi
 from vaultdr.config import Stack, load_stack
 from vaultdr.envs.local.env import LocalEnvironment
 
@@ -74,3 +75,20 @@ def cli() -> CliRunner:
         )
 
     return run
+
+
+# --- the fake Kubernetes API (tests/fake_kube.py) ---------------------------------------------------
+@pytest.fixture
+def cluster() -> FakeCluster:
+    """A populated fake cluster (namespace ``vaultdr``); a test module may override it."""
+    fake = FakeCluster(namespace="vaultdr")
+    fake.populate()
+    return fake
+
+
+@pytest.fixture
+def kube_api(cluster: FakeCluster) -> Iterator[FakeKubeApi]:
+    """``cluster`` served over HTTP on loopback, stopped after the test."""
+    api = FakeKubeApi(cluster)
+    yield api
+    api.stop()

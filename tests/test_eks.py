@@ -496,20 +496,6 @@ def issued_secret(ca: str) -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-def cluster() -> FakeCluster:
-    fake = FakeCluster(namespace=NS)
-    fake.populate()
-    return fake
-
-
-@pytest.fixture
-def kube_api(cluster: FakeCluster) -> Iterator[FakeKubeApi]:
-    api = FakeKubeApi(cluster)
-    yield api
-    api.stop()
-
-
 def kube_env_on(tmp_path: Path, kube_api: FakeKubeApi, **kube: Any) -> KindEnvironment:
     kubeconfig = kube_api.write_kubeconfig(tmp_path / "kubeconfig", "kind-vaultdr")
     return KindEnvironment(tmp_path / "state", Stack(kube=Kube(**kube)), kubeconfig=str(kubeconfig))

@@ -10,7 +10,6 @@ import socket
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +32,6 @@ def cluster() -> FakeCluster:
     cluster.use_token_authority(TokenAuthority(KEY, API_AUDIENCE))
     cluster.populate()
     return cluster
-
-
-@pytest.fixture
-def kube_api(cluster: FakeCluster) -> Iterator[FakeKubeApi]:
-    api = FakeKubeApi(cluster)
-    yield api
-    api.stop()
 
 
 def raw(

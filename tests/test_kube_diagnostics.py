@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -122,13 +121,6 @@ def failing_cluster() -> FakeCluster:
 @pytest.fixture
 def cluster() -> FakeCluster:
     return failing_cluster()
-
-
-@pytest.fixture
-def kube_api(cluster: FakeCluster) -> Iterator[FakeKubeApi]:
-    api = FakeKubeApi(cluster)
-    yield api
-    api.stop()
 
 
 def kind_env(tmp_path: Path, kube_api: FakeKubeApi) -> KubeEnvironment:

@@ -160,13 +160,6 @@ def cluster() -> FakeCluster:
 
 
 @pytest.fixture
-def kube_api(cluster: FakeCluster) -> Iterator[FakeKubeApi]:
-    api = FakeKubeApi(cluster)
-    yield api
-    api.stop()
-
-
-@pytest.fixture
 def vault_nodes() -> Iterator[FakeVaultNodes]:
     nodes = FakeVaultNodes([f"openbao-{i}" for i in range(3)], leader="openbao-0")
     yield nodes

@@ -263,18 +263,6 @@ def test_a_snapshot_agent_stuck_in_a_snapshot_goes_stale(tmp_path: Path, hung_va
 
 
 # --- the fake cluster ---------------------------------------------------------------------------------
-@pytest.fixture
-def cluster() -> FakeCluster:
-    fake = FakeCluster(namespace=NS)
-    fake.populate()
-    return fake
-
-
-@pytest.fixture
-def kube_api(cluster: FakeCluster) -> Iterator[FakeKubeApi]:
-    api = FakeKubeApi(cluster)
-    yield api
-    api.stop()
 
 
 def kind_env(tmp_path: Path, kube_api: FakeKubeApi, stack: Stack | None = None) -> KindEnvironment:

@@ -34,20 +34,6 @@ NS = "vaultdr"
 
 
 @pytest.fixture
-def cluster() -> FakeCluster:
-    fake = FakeCluster(namespace=NS)
-    fake.populate()
-    return fake
-
-
-@pytest.fixture
-def kube_api(cluster: FakeCluster) -> Iterator[FakeKubeApi]:
-    api = FakeKubeApi(cluster)
-    yield api
-    api.stop()
-
-
-@pytest.fixture
 def admin(kube_api: FakeKubeApi, tmp_path: Path) -> Iterator[KubeApi]:
     kubeconfig = kube_api.write_kubeconfig(tmp_path / "kubeconfig", "kind-vaultdr")
     api = KubeApi.from_kubeconfig(kubeconfig=str(kubeconfig))

@@ -284,9 +284,9 @@ class KindOnFake(KindEnvironment):
 
 
 # --- fixtures --------------------------------------------------------------------------------------
-#: The fake cluster, its API and moto, as the kube environment's own tests have them.
+#: The fake cluster and moto, as the kube environment's own tests have them (its API:
+#: ``kube_api`` in conftest.py).
 cluster = test_kube_env.cluster
-kube_api = test_kube_env.kube_api
 moto = test_kube_env.moto
 
 

@@ -99,20 +99,6 @@ class PodServer:
             conn.close()
 
 
-@pytest.fixture
-def cluster() -> FakeCluster:
-    fake = FakeCluster(namespace=NS)
-    fake.populate()
-    return fake
-
-
-@pytest.fixture
-def kube_api(cluster: FakeCluster) -> Iterator[FakeKubeApi]:
-    api = FakeKubeApi(cluster)
-    yield api
-    api.stop()
-
-
 def kube_stack() -> Stack:
     return Stack(cluster="vaultdr-kind", kube=Kube())
 
